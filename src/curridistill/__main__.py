@@ -1,0 +1,3 @@
+from curridistill.cli import main
+
+raise SystemExit(main())

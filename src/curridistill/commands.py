@@ -1,0 +1,192 @@
+"""What each CLI command does: call the API, then print. Kept apart from argument parsing."""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from curridistill import api
+from curridistill.config import DataConfig, load_config
+from curridistill.errors import UserError
+from curridistill.io import write_json, write_text
+
+console = Console()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from curridistill.train.progress import make_progress
+
+    progress = make_progress(args.quiet)
+    if args.resume:
+        if args.config or args.overrides:
+            raise UserError("--resume continues a run with its saved config; drop CONFIG and --set")
+        call = lambda: api.resume(args.resume, progress=progress)  # noqa: E731
+    else:
+        if not args.config:
+            raise UserError("run needs a CONFIG file (or --resume RUN_DIR); try configs/quickstart.yaml")
+        cfg = load_config(args.config, args.overrides)
+        call = lambda: api.run(cfg, out=args.out, progress=progress)  # noqa: E731
+    if progress:
+        with progress:
+            report = call()
+    else:
+        report = call()
+    if not args.quiet:
+        print_summary(report)
+    else:
+        print(report["run_dir"])
+    return 0
+
+
+def print_summary(report: dict) -> None:
+    table = Table(title=f"test split ({report['selection']} checkpoint)")
+    for col in ("model", "accuracy", "f1_macro", "params", "MFLOPs", "latency ms", "train s", "agreement"):
+        table.add_column(col, justify="right" if col != "model" else "left")
+    for name in ("teacher", "baseline", "student"):
+        m = report.get(name)
+        if m is None:
+            continue
+        secs = m.get("train_seconds")
+        table.add_row(name, f"{m['accuracy']:.4f}", f"{m['f1_macro']:.4f}", f"{m['params']:,}", f"{m['flops'] / 1e6:.2f}",
+                      f"{m['latency_ms']:.3f}", "reused" if secs is None else f"{secs:.1f}",
+                      f"{m['agreement']:.3f}" if "agreement" in m else "-")
+    console.print(table)
+    c = report["comparison"]
+    if "student_minus_baseline_accuracy" in c:
+        console.print(f"distillation gain over the baseline: {c['student_minus_baseline_accuracy']:+.4f} accuracy")
+    if "teacher_student_param_ratio" in c:
+        console.print(f"student: {c['teacher_student_param_ratio']:.1f}x fewer parameters, "
+                      f"{c['student_speedup_over_teacher']:.2f}x faster (batch-1 latency) than the teacher")
+    run_dir = report["run_dir"]
+    console.print(f"run directory: {run_dir}  (report.json, metrics.jsonl, checkpoints)")
+    console.print(f"next: `curridistill report {run_dir}` for plots; try a curriculum: configs/curriculum_confidence.yaml")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config, args.overrides)
+    if args.show:
+        sys.stdout.write(cfg.to_yaml())
+    else:
+        lessons = ", ".join(f"{l.name or i}: {l.epochs} epochs, loss {'+'.join(l.loss)}" for i, l in enumerate(cfg.course))
+        print(f"{args.config}: valid ({len(cfg.course)} lesson(s): {lessons})")
+    return 0
+
+
+def _eval_pipeline(spec: dict, data: str | None, root: str | None):
+    from curridistill.data.pipeline import Pipeline, load_splits
+
+    raw = dict(spec.get("data") or {"name": "digits"})
+    if data:
+        raw = {"name": data}
+    if root:
+        raw["root"] = root
+    cfg = DataConfig(**raw)
+    splits = load_splits(cfg)
+    if splits.num_classes != spec["num_classes"]:
+        raise UserError(f"the model predicts {spec['num_classes']} classes but data {cfg.name!r} has "
+                        f"{splits.num_classes}; evaluate it on the data it was trained for")
+    return Pipeline(splits, cfg, torch.device("cpu"))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from curridistill.config import EvalConfig
+    from curridistill.evaluate.evaluation import evaluate_model
+    from curridistill.models.checkpoint import load_model
+
+    model, spec = load_model(args.checkpoint)
+    pipeline = _eval_pipeline(spec, args.data, args.root)
+    metrics, _ = evaluate_model(model, pipeline, EvalConfig(), None)
+    metrics.pop("train_seconds")
+    if args.json_out:
+        write_json(args.json_out, metrics)
+    console.print(f"{args.checkpoint} on {pipeline.cfg.name} test ({metrics['samples']} samples): "
+                  f"accuracy {metrics['accuracy']:.4f}, top5 {metrics['top5']:.4f}, f1_macro {metrics['f1_macro']:.4f}, "
+                  f"loss {metrics['loss']:.4f}, params {metrics['params']:,}, latency {metrics['latency_ms']:.3f} ms")
+    return 0
+
+
+def _read_samples(path: str, spec: dict) -> torch.Tensor:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"input file not found: {p}")
+    try:
+        loaded = np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise UserError(f"cannot read {p} as .npy/.npz ({exc}); save samples with numpy.save") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        key = "x" if "x" in loaded.files else loaded.files[0]
+        loaded = loaded[key]
+    x = torch.from_numpy(np.asarray(loaded))
+    shape = tuple(spec["input_shape"])
+    if tuple(x.shape[1:]) == shape:
+        pass
+    elif len(shape) == 3 and tuple(x.shape[1:]) == (shape[1], shape[2], shape[0]):
+        x = x.permute(0, 3, 1, 2)
+    elif len(shape) == 3 and shape[0] == 1 and tuple(x.shape[1:]) == shape[1:]:
+        x = x.unsqueeze(1)
+    elif tuple(x.shape) == shape:
+        x = x.unsqueeze(0)
+    else:
+        raise UserError(f"{p}: samples of shape {tuple(x.shape[1:])} do not fit the model's input {shape} "
+                        f"(N x C x H x W or N x H x W x C expected)")
+    x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
+    if spec.get("normalize", True):
+        view = (1, -1, 1, 1) if x.dim() == 4 else (1, -1)
+        x = (x - torch.tensor(spec["mean"]).view(view)) / torch.tensor(spec["std"]).view(view)
+    return x
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from curridistill.models.checkpoint import load_model
+
+    model, spec = load_model(args.checkpoint)
+    x = _read_samples(args.input, spec)
+    with torch.inference_mode():
+        probs = torch.cat([torch.softmax(model(x[i:i + 512]), 1) for i in range(0, len(x), 512)])
+    labels = probs.argmax(1).tolist()
+    classes = spec.get("classes") or [str(i) for i in range(probs.shape[1])]
+    if args.format == "json":
+        text = json.dumps([{"index": i, "label": l, "class": classes[l], "probabilities": [round(v, 6) for v in p]}
+                           for i, (l, p) in enumerate(zip(labels, probs.tolist()))], indent=1) + "\n"
+    else:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["index", "label", "class"] + [f"p_{c}" for c in classes])
+        for i, (l, p) in enumerate(zip(labels, probs.tolist())):
+            w.writerow([i, l, classes[l]] + [f"{v:.6f}" for v in p])
+        text = buf.getvalue()
+    if args.out:
+        write_text(args.out, text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from curridistill import catalog
+
+    rows = catalog.listing(args.what, args.input_size, args.num_classes)
+    table = Table(title=args.what)
+    for col in rows[0]:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*[str(v) for v in row.values()])
+    Console(width=200).print(table)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from curridistill.report import write_report
+
+    paths = write_report(Path(args.run_dir))
+    for name, path in paths.items():
+        console.print(f"{name}: {path}")
+    return 0

@@ -1,0 +1,336 @@
+"""Typed configuration: YAML -> validated pydantic objects before any work starts.
+
+Top-level sections: ``data``, ``teacher`` (or ``teachers``), ``student``, ``baseline``, ``course``
+(a list of lessons) and ``run``. Unknown keys are rejected with their path and the nearest valid key.
+Every default is visible with ``curridistill validate CONFIG --print``.
+"""
+from __future__ import annotations
+
+import difflib
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from curridistill.errors import UserError
+from curridistill.schedules import ScheduleSpec, parse_schedule
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ----------------------------------------------------------------------------------------- data
+class AugmentSettings(Strict):
+    crop_padding: int = Field(0, ge=0, description="random crop with this padding; 0 = off")
+    padding_mode: Literal["zero", "reflect"] = "zero"
+    flip: bool = False  # horizontal flip with probability 0.5
+    cutout: int = Field(0, ge=0, description="side of a zeroed square; 0 = off")
+
+
+class DataConfig(Strict):
+    name: str = "digits"  # registry name: digits, cifar10, cifar100, mnist, fashion-mnist, image-folder, tensors
+    root: str | None = None  # directory of the files; default $CURRIDISTILL_DATA
+    options: dict[str, Any] = Field(default_factory=dict)  # loader-specific options
+    val_size: float = 0.1  # held out of training, stratified: a fraction (< 1) or a count (>= 1)
+    split_seed: int = 0  # seed of the train/val split
+    subset: int | None = None  # use a stratified subset of this many training samples (quick runs)
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    augment: AugmentSettings = Field(default_factory=AugmentSettings)
+    data_seed: int = 0  # seed of the augmentation stream and batch order: independent of the model seed
+    normalize: bool = True  # subtract the training mean, divide by the std, per channel
+
+
+# ---------------------------------------------------------------------------------------- models
+class ModelConfig(Strict):
+    name: str  # zoo name (curridistill list models) or "package.module:factory"
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: str | None = None  # load weights from this .safetensors instead of training
+
+
+# ---------------------------------------------------------------------------------------- lesson
+class TermConfig(Strict):
+    """One knowledge term. Keys other than these go to the term's own options (see list knowledge)."""
+
+    kind: str
+    weight: ScheduleSpec
+    temperature: ScheduleSpec | None = None
+    teacher: int = 0  # which teacher a feature term pairs with
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimizerConfig(Strict):
+    name: Literal["sgd", "adam", "adamw", "adagrad", "lbfgs"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = 0.9  # sgd
+    nesterov: bool = False  # sgd
+    weight_decay: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
+    history_size: int = 10  # lbfgs
+    max_iter: int = 5  # lbfgs: inner iterations per batch
+
+
+class PlateauConfig(Strict):
+    kind: Literal["plateau"] = "plateau"
+    metric: str = "val_accuracy"
+    mode: Literal["max", "min"] = "max"
+    factor: float = 0.1
+    patience: int = 5
+    min_lr: float = 0.0
+    cooldown: int = 0
+
+
+class EarlyStopConfig(Strict):
+    patience: int = 0  # epochs without improvement before the lesson stops; 0 = off
+    metric: str = "val_accuracy"
+    mode: Literal["max", "min"] = "max"
+    min_delta: float = 0.0
+
+
+class LessonConfig(Strict):
+    name: str = ""
+    epochs: int = Field(10, ge=1)
+    loss: dict[str, TermConfig] = Field(default_factory=lambda: {"ce": TermConfig(kind="ce", weight=ScheduleSpec(value=1.0))})
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    # multiplier of optimizer.lr as a schedule of progress, or {kind: plateau, ...} on a validation metric
+    lr_schedule: ScheduleSpec | PlateauConfig = Field(default_factory=ScheduleSpec)
+    grad_clip: float | None = None  # clip the gradient norm to this value
+    early_stop: EarlyStopConfig = Field(default_factory=EarlyStopConfig)
+    keep_optimizer: bool = False  # carry optimizer state over from the previous lesson
+    batch_size: int | None = None  # overrides data.batch_size for this lesson
+    curriculum: dict[str, Any] | None = None  # data curriculum: scorer + pacing (see curriculum docs)
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _parse_loss(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict) or not raw:
+            raise ValueError("loss must be a non-empty mapping of term name -> weight or options, e.g. {ce: 0.1, kd: 0.9}")
+        return {name: _parse_term(name, spec) for name, spec in raw.items()}
+
+    @field_validator("lr_schedule", mode="before")
+    @classmethod
+    def _parse_lr(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("kind") == "plateau":
+            return PlateauConfig(**raw)
+        return raw if isinstance(raw, (ScheduleSpec, PlateauConfig)) else parse_schedule(raw, "lr_schedule")
+
+
+_TERM_KEYS = {"kind", "weight", "temperature", "teacher"}
+
+
+def _parse_term(name: str, spec: Any) -> Any:
+    """``kd: 0.9`` or ``kd: {weight: 0.9, temperature: 4, ls: true}`` -> TermConfig."""
+    if isinstance(spec, TermConfig):
+        return spec
+    if spec is None:
+        spec = {}
+    if isinstance(spec, (int, float)) and not isinstance(spec, bool):
+        spec = {"weight": spec}
+    if not isinstance(spec, dict):
+        raise ValueError(f"term {name!r} must be a weight or a mapping of options, got {spec!r}")
+    from curridistill.knowledge import load_all
+
+    knowledge = load_all()
+    kind = spec.get("kind", name.split("@")[0])
+    try:
+        term_cls = knowledge.get(kind)
+    except UserError as exc:
+        raise ValueError(str(exc)) from None
+    params = {k: v for k, v in spec.items() if k not in _TERM_KEYS}
+    if "params" in spec:
+        params = {**spec["params"], **{k: v for k, v in params.items() if k != "params"}}
+    try:
+        validated = term_cls.Params(**params)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            valid = sorted(_TERM_KEYS | set(term_cls.Params.model_fields))
+            raise ValueError(f"unknown option {key!r} for term {kind!r}; {_nearest(key, valid)}") from None
+        raise ValueError(f"option {key!r} of term {kind!r}: {err['msg']}") from None
+    weight = spec.get("weight", term_cls.default_weight)
+    temperature = spec.get("temperature", term_cls.default_temperature if term_cls.uses_temperature else None)
+    return TermConfig(kind=kind, weight=parse_schedule(weight, f"loss.{name}.weight"),
+                      temperature=None if temperature is None else parse_schedule(temperature, f"loss.{name}.temperature"),
+                      teacher=spec.get("teacher", 0), params=validated.model_dump())
+
+
+# -------------------------------------------------------------------------------- roles and run
+class TeacherConfig(ModelConfig):
+    course: list[LessonConfig] | None = None  # how the tool trains it; default: the course with loss {ce: 1}
+    reuse: bool = True  # reuse a teacher trained earlier with identical settings (from run.cache_dir)
+    weight: float = 1.0  # weight among several teachers
+
+
+class BaselineConfig(Strict):
+    enabled: bool = True  # train the student alone (ce only) with the same course budget, for comparison
+
+
+class EvalConfig(Strict):
+    latency_runs: int = 50  # batch-1 forwards timed for latency_ms (median)
+    throughput_batch: int = 256
+    throughput_runs: int = 5
+
+
+class RunConfig(Strict):
+    name: str = "run"
+    seed: int = 0  # model seed: initialization, dropout
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    out: str = "runs"  # run directories are created below this
+    amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
+    selection: Literal["best_val", "last"] = "best_val"  # which checkpoint is evaluated on test
+    cache_dir: str = ".curridistill-cache"  # trained teachers and teacher outputs, shared across runs
+    threads: int | None = None  # torch CPU threads; default: torch's choice
+    teacher_aggregation: Literal["mean", "weighted", "confidence", "best"] = "mean"
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+
+class Config(Strict):
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig | None = None
+    teachers: list[TeacherConfig] = Field(default_factory=list)
+    student: ModelConfig
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    course: list[LessonConfig] = Field(min_length=1)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @model_validator(mode="after")
+    def _one_teacher_form(self) -> "Config":
+        if self.teacher is not None and self.teachers:
+            raise ValueError("give either 'teacher' or 'teachers', not both")
+        return self
+
+    def all_teachers(self) -> list[TeacherConfig]:
+        return [self.teacher] if self.teacher is not None else list(self.teachers)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# ------------------------------------------------------------------------------ loading + errors
+def load_config(source: str | Path | dict, overrides: list[str] | None = None) -> Config:
+    """Read YAML (a path or a dict), apply ``a.b.c=value`` overrides, validate. Raises UserError."""
+    if isinstance(source, dict):
+        raw, where = source, "config"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise UserError(f"config file not found: {path}; check the path (examples live in configs/)")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f" line {mark.line + 1}" if mark else ""
+            raise UserError(f"{path}:{line} is not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+        where = str(path)
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: the config must be a YAML mapping with sections data, teacher, student, course, run")
+    raw = apply_overrides(raw, overrides or [])
+    return validate_config(raw, where)
+
+
+def validate_config(raw: dict, where: str = "config") -> Config:
+    try:
+        return Config(**raw)
+    except ValidationError as exc:
+        raise UserError(f"{where}: {explain(exc)}") from None
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
+
+
+def explain(exc: ValidationError, model: type[BaseModel] = Config) -> str:
+    err = exc.errors()[0]
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    path = ".".join(str(p) for p in loc)
+    if err["type"] == "extra_forbidden":
+        valid = _fields_at(model, loc[:-1])
+        return f"unknown key {path!r}; {_nearest(str(loc[-1]), valid)}"
+    if err["type"] == "missing":
+        return f"missing required key {path!r}; add it (see `curridistill validate --print` on an example in configs/)"
+    msg = err["msg"].removeprefix("Value error, ")
+    shown = f" (got {err['input']!r})" if err["type"] not in ("value_error",) and _short(err.get("input")) else ""
+    return f"invalid value at {path or 'top level'}: {msg}{shown}"
+
+
+def _short(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool)) and len(repr(value)) < 60
+
+
+def _nearest(key: str, valid: list[str]) -> str:
+    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    return f"did you mean {near[0]!r}?" if near else f"valid keys: {', '.join(valid)}"
+
+
+def _fields_at(model: Any, loc: list) -> list[str]:
+    """The valid keys of the model found by walking ``loc`` through the Config annotations."""
+    current: Any = model
+    for part in loc:
+        current = _unwrap(current, part)
+        if current is None:
+            return []
+    current = _unwrap(current, None)
+    return sorted(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
+
+
+def _unwrap(tp: Any, part: Any) -> Any:
+    """Step from a type into ``part`` (a field name, list index or dict key); ``None`` part unwraps unions."""
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        if part is None:
+            return tp
+        field = tp.model_fields.get(str(part))
+        return field.annotation if field else None
+    origin = typing.get_origin(tp)
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if origin in (list, tuple) and args:
+        return args[0] if part is not None else tp
+    if origin is dict and len(args) == 2:
+        return args[1] if part is not None else tp
+    if args:  # Union / Optional: the first BaseModel alternative
+        for arg in args:
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                return _unwrap(arg, part)
+            inner = _unwrap(arg, part) if typing.get_origin(arg) in (list, dict) else None
+            if inner is not None:
+                return inner
+    return None
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """``course.0.loss.kd.temperature=2`` -> set that field (value parsed as YAML). Returns a copy."""
+    import copy
+
+    raw = copy.deepcopy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set course.0.epochs=5")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        node: Any = raw
+        parts = key.split(".")
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise UserError(f"--set {key}: {'.'.join(parts[:i]) or 'top'} is a list of {len(node)}; "
+                                    f"use an index 0..{len(node) - 1}")
+                idx = int(part)
+                if last:
+                    node[idx] = value
+                else:
+                    node = node[idx]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    if node.get(part) is None:
+                        node[part] = {}
+                    node = node[part]
+            else:
+                raise UserError(f"--set {key}: {'.'.join(parts[:i])} is a value, not a section")
+    return raw

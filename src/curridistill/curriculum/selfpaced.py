@@ -1,0 +1,171 @@
+"""Self-paced learning: per-sample loss weights ``v in [0, 1]`` from the current losses and a threshold.
+
+Each weighting is the closed-form minimiser of an SPL regulariser for a threshold ``lam`` (the "age"),
+applied to the per-sample losses of a batch; weights carry no gradient. ``l`` is a sample's loss:
+
+* ``hard`` (Kumar et al. 2010): ``1 if l < lam else 0``
+* ``linear`` (Jiang et al. 2014): ``max(0, 1 - l / lam)``
+* ``logarithmic`` (Jiang et al. 2014): ``log(l + zeta) / log(zeta)`` for ``l < lam``, else 0, with
+  ``zeta = 1 - lam``; defined for ``0 < lam < 1`` only, so ``lam`` is clamped into that interval
+* ``mixture`` (Jiang et al. 2014): 1 for ``l <= lam'``, 0 for ``l >= lam``, ``zeta / l - zeta / lam`` between,
+  with ``lam' = lower * lam`` and ``zeta = lam * lam' / (lam - lam')``
+* ``logistic``: ``(1 + exp(-lam)) / (1 + exp(l - lam))``: a soft step, 1 at ``l = 0``, never exactly 0
+* ``polynomial``: ``(1 - l / lam)^(1 / (t - 1))`` for ``l < lam``, else 0, with ``t = power > 1``
+  (``t = 2`` is linear; larger ``t`` keeps more weight near the threshold)
+
+In config the threshold is a schedule of lesson progress (see ``schedules.py``), growing so that harder
+samples join over time. With ``quantile: true`` the schedule gives a quantile ``q`` of each batch's
+losses instead of an absolute loss, which needs no knowledge of the loss scale; ``q >= 1`` weighs
+every sample 1 (the curriculum is over)::
+
+    curriculum:
+      self_paced: {weighting: linear, threshold: {kind: linear, start: 0.5, end: 5}}
+      self_paced: {weighting: hard, quantile: true, threshold: {kind: linear, start: 0.3, end: 1}}
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from torch import Tensor
+
+from curridistill.errors import UserError
+from curridistill.registry import Registry
+from curridistill.schedules import ScheduleSpec, build_schedule, parse_schedule
+
+WeightFn = Callable[..., Tensor]  # (losses, lam, power=2.0, lower=0.5) -> weights
+
+SELF_PACED: Registry[WeightFn] = Registry("self-paced weighting")
+SELF_PACED_HELP: dict[str, str] = {}
+
+
+def _weighting(name: str, help_text: str):
+    def add(fn: WeightFn) -> WeightFn:
+        SELF_PACED_HELP[name] = help_text
+        return SELF_PACED.register(name)(fn)
+
+    return add
+
+
+def _losses(losses: Tensor) -> Tensor:
+    return losses.detach().float().clamp_min(0.0)
+
+
+@_weighting("hard", "1 if loss < lam else 0 (Kumar et al. 2010)")
+def hard(losses: Tensor, lam: float, power: float = 2.0, lower: float = 0.5) -> Tensor:
+    return (_losses(losses) < lam).float()
+
+
+@_weighting("linear", "max(0, 1 - loss / lam) (Jiang et al. 2014)")
+def linear(losses: Tensor, lam: float, power: float = 2.0, lower: float = 0.5) -> Tensor:
+    l = _losses(losses)
+    if lam <= 0:
+        return torch.zeros_like(l)
+    return (1.0 - l / lam).clamp(0.0, 1.0)
+
+
+@_weighting("logarithmic", "log(loss + 1 - lam) / log(1 - lam) below lam, else 0; lam clamped into (0, 1) "
+            "(Jiang et al. 2014)")
+def logarithmic(losses: Tensor, lam: float, power: float = 2.0, lower: float = 0.5) -> Tensor:
+    l = _losses(losses)
+    lam = min(max(float(lam), 1e-6), 1.0 - 1e-6)
+    zeta = 1.0 - lam
+    w = torch.log(l + zeta) / math.log(zeta)
+    return torch.where(l < lam, w, torch.zeros_like(w)).clamp(0.0, 1.0)
+
+
+@_weighting("mixture", "1 below lower*lam, 0 above lam, zeta/loss - zeta/lam between (Jiang et al. 2014)")
+def mixture(losses: Tensor, lam: float, power: float = 2.0, lower: float = 0.5) -> Tensor:
+    l = _losses(losses)
+    if lam <= 0:
+        return torch.zeros_like(l)
+    lam_low = lower * lam
+    zeta = lam * lam_low / (lam - lam_low)
+    w = zeta / l.clamp_min(1e-12) - zeta / lam
+    w = torch.where(l <= lam_low, torch.ones_like(w), w)
+    return torch.where(l >= lam, torch.zeros_like(w), w).clamp(0.0, 1.0)
+
+
+@_weighting("logistic", "(1 + exp(-lam)) / (1 + exp(loss - lam)): a soft step at lam, never exactly 0")
+def logistic(losses: Tensor, lam: float, power: float = 2.0, lower: float = 0.5) -> Tensor:
+    l = _losses(losses)
+    # (1 + e^-lam) / (1 + e^(l - lam)) = exp(softplus(-lam) - softplus(l - lam)), stable for any lam
+    lam = float(lam)
+    softplus_neg_lam = max(-lam, 0.0) + math.log1p(math.exp(-abs(lam)))
+    w = torch.exp(softplus_neg_lam - torch.nn.functional.softplus(l - lam))
+    return w.clamp(0.0, 1.0)
+
+
+@_weighting("polynomial", "(1 - loss / lam)^(1 / (t - 1)) below lam, else 0; t = power > 1")
+def polynomial(losses: Tensor, lam: float, power: float = 2.0, lower: float = 0.5) -> Tensor:
+    l = _losses(losses)
+    if lam <= 0:
+        return torch.zeros_like(l)
+    return (1.0 - l / lam).clamp(0.0, 1.0) ** (1.0 / (power - 1.0))
+
+
+class SelfPacedSpec(BaseModel):
+    """Config of self-paced weighting: which scheme, and the threshold as a schedule of lesson progress."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weighting: str = "linear"
+    threshold: ScheduleSpec = Field(default_factory=lambda: ScheduleSpec(kind="linear", start=0.5, end=5.0))
+    quantile: bool = False  # threshold schedule gives a quantile in [0, 1] of the batch losses
+    power: float = 2.0  # polynomial: t
+    lower: float = 0.5  # mixture: lam' = lower * lam, 0 < lower < 1
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _parse_threshold(cls, raw: Any) -> Any:
+        return parse_schedule(raw, "self_paced.threshold")
+
+
+def parse_self_paced(raw: Any, where: str = "self_paced") -> SelfPacedSpec:
+    if isinstance(raw, SelfPacedSpec):
+        return raw
+    if isinstance(raw, str):
+        raw = {"weighting": raw}
+    if not isinstance(raw, dict):
+        raise UserError(f"{where}: expected a weighting name or a mapping like "
+                        f"{{weighting: linear, threshold: {{kind: linear, start: 0.5, end: 5}}}}, got {raw!r}")
+    try:
+        return SelfPacedSpec(**raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err.get("loc", ()))
+        raise UserError(f"{where}.{loc}: {err.get('msg')}") from None
+
+
+class SelfPacedWeights:
+    """``weights(losses, progress) -> (B,)`` in [0, 1] without gradient, for a lesson of ``epochs`` epochs."""
+
+    def __init__(self, spec: SelfPacedSpec | str | dict, epochs: float = 1.0, where: str = "self_paced"):
+        self.spec = spec = parse_self_paced(spec, where)
+        self.fn = SELF_PACED.get(spec.weighting, where=f"{where}.weighting")
+        if spec.weighting == "polynomial" and spec.power <= 1:
+            raise UserError(f"{where}.power must be > 1 for polynomial weighting, got {spec.power}")
+        if spec.weighting == "mixture" and not 0 < spec.lower < 1:
+            raise UserError(f"{where}.lower must be in (0, 1) for mixture weighting, got {spec.lower}")
+        self.threshold_at: Callable[[float], float] = build_schedule(spec.threshold, epochs, where=f"{where}.threshold")
+
+    def threshold(self, losses: Tensor, progress: float) -> float:
+        """The absolute loss threshold lam at ``progress`` (inf when every sample is in)."""
+        value = float(self.threshold_at(progress))
+        if not self.spec.quantile:
+            return value
+        if value >= 1.0:
+            return math.inf
+        if losses.numel() == 0:
+            return 0.0
+        return float(torch.quantile(losses.detach().float().flatten(), max(value, 0.0)))
+
+    def __call__(self, losses: Tensor, progress: float) -> Tensor:
+        with torch.no_grad():
+            lam = self.threshold(losses, progress)
+            if math.isinf(lam):
+                return torch.ones_like(losses, dtype=torch.float32)
+            w = self.fn(losses, lam, power=self.spec.power, lower=self.spec.lower)
+        return w.to(losses.device)

@@ -1,0 +1,84 @@
+"""In-memory data: one uint8 tensor (N, C, H, W) and int64 labels per split."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class ArrayData:
+    """A split held in memory. ``x`` is uint8 (N, C, H, W) for images (float for tabular data)."""
+
+    x: Tensor
+    y: Tensor  # (N,) int64
+    classes: list[str]
+
+    def __post_init__(self) -> None:
+        if len(self.x) != len(self.y):
+            raise ValueError(f"x has {len(self.x)} samples but y has {len(self.y)}")
+        self.y = self.y.long()
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def subset(self, indices: Tensor) -> "ArrayData":
+        return ArrayData(self.x[indices], self.y[indices], self.classes)
+
+
+@dataclass
+class Splits:
+    """train / val / test plus the per-channel mean and std (in [0, 1] units) of the training data."""
+
+    train: ArrayData
+    val: ArrayData
+    test: ArrayData
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    name: str = ""
+    info: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return self.train.num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.x.shape[1:])
+
+
+def stratified_split(y: Tensor, holdout: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Split indices into (keep, holdout) with class proportions kept in the holdout, seeded."""
+    g = torch.Generator().manual_seed(seed)
+    n = len(y)
+    if not 0 < holdout < n:
+        raise ValueError(f"holdout size must be between 1 and {n - 1}, got {holdout}")
+    classes = torch.unique(y)
+    picked = []
+    counts = torch.stack([(y == c).sum() for c in classes]).double()
+    quota = torch.floor(counts / n * holdout).long()
+    # hand the rounding remainder to the classes with the largest fractional parts
+    remainder = holdout - int(quota.sum())
+    frac = counts / n * holdout - quota.double()
+    quota[torch.argsort(frac, descending=True)[:remainder]] += 1
+    for c, q in zip(classes, quota.tolist()):
+        idx = torch.nonzero(y == c).flatten()
+        picked.append(idx[torch.randperm(len(idx), generator=g)[:q]])
+    hold = torch.sort(torch.cat(picked)).values
+    mask = torch.ones(n, dtype=torch.bool)
+    mask[hold] = False
+    return torch.nonzero(mask).flatten(), hold
+
+
+def channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and population std of uint8 (N, C, H, W) data in [0, 1] units."""
+    xf = x.double() / 255.0 if x.dtype == torch.uint8 else x.double()
+    dims = [d for d in range(xf.dim()) if d != 1] if xf.dim() > 2 else [0]
+    mean = xf.mean(dim=dims)
+    std = xf.std(dim=dims, unbiased=False).clamp_min(1e-8)
+    return tuple(mean.flatten().tolist()), tuple(std.flatten().tolist())

@@ -1,0 +1,123 @@
+"""From a DataConfig to device batches: splits, normalization and batched augmentation.
+
+The training set stays one uint8 tensor; a batch is gathered by index, moved to the device,
+augmented there with per-sample parameters drawn once per epoch (so sample i's augmentation in
+epoch e depends only on (data_seed, e, i)), then normalized. No Python runs per sample.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from curridistill.config import DataConfig
+from curridistill.data.base import ArrayData, Splits, channel_stats, stratified_split
+from curridistill.data.registry import DATASETS, resolve_root
+from curridistill.errors import UserError
+
+
+def load_splits(cfg: DataConfig) -> Splits:
+    import curridistill.data  # noqa: F401  (registers the loaders)
+
+    loader = DATASETS.get(cfg.name, where="data.name")
+    try:
+        train_full, test = loader(resolve_root(cfg.root), **cfg.options)
+    except TypeError as exc:
+        raise UserError(f"data.options for {cfg.name!r} are not accepted ({exc}); remove the unknown option") from None
+    if cfg.subset is not None and cfg.subset < len(train_full):
+        keep, _ = stratified_split(train_full.y, len(train_full) - cfg.subset, seed=cfg.split_seed)
+        train_full = train_full.subset(keep)
+    holdout = int(round(cfg.val_size * len(train_full))) if cfg.val_size < 1 else int(cfg.val_size)
+    if not 0 < holdout < len(train_full):
+        raise UserError(f"data.val_size={cfg.val_size} leaves no training or no validation data "
+                        f"({len(train_full)} training samples); use a fraction like 0.1")
+    train_idx, val_idx = stratified_split(train_full.y, holdout, seed=cfg.split_seed)
+    train, val = train_full.subset(train_idx), train_full.subset(val_idx)
+    mean, std = channel_stats(train.x)
+    info = {"train": len(train), "val": len(val), "test": len(test), "classes": len(train.classes)}
+    return Splits(train, val, test, mean, std, name=cfg.name, info=info)
+
+
+@dataclass
+class Pipeline:
+    """Serves normalized (and, for training, augmented) batches of a split on ``device``."""
+
+    splits: Splits
+    cfg: DataConfig
+    device: torch.device
+    _aug: object = field(default=None, init=False)
+    _params: dict[str, Tensor] | None = field(default=None, init=False)
+    _params_epoch: int | None = field(default=None, init=False)
+    _resident: dict[str, Tensor] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        c = self.splits.train.x.shape[1] if self.splits.train.x.dim() == 4 else 1
+        mean = torch.tensor(self.splits.mean if self.cfg.normalize else (0.0,) * c, dtype=torch.float32)
+        std = torch.tensor(self.splits.std if self.cfg.normalize else (1.0,) * c, dtype=torch.float32)
+        shape = (1, -1, 1, 1) if self.splits.train.x.dim() == 4 else (1, -1)
+        self.mean = mean.view(shape).to(self.device)
+        self.std = std.view(shape).to(self.device)
+        if self.augments:
+            from curridistill.data.augment import AugmentConfig, BatchAugment
+
+            self._aug = BatchAugment(AugmentConfig(**self.cfg.augment.model_dump()), tuple(self.splits.train.x.shape[1:]))
+
+    @property
+    def augments(self) -> bool:
+        a = self.cfg.augment
+        return bool(a.crop_padding or a.flip or a.cutout) and self.splits.train.x.dim() == 4
+
+    def augment_key(self) -> str:
+        """Stable description of everything that decides the training inputs (for cache keys)."""
+        return json.dumps({"augment": self.cfg.augment.model_dump(), "data_seed": self.cfg.data_seed,
+                           "normalize": self.cfg.normalize}, sort_keys=True)
+
+    def split(self, name: str) -> ArrayData:
+        return getattr(self.splits, name)
+
+    def _source(self, name: str) -> Tensor:
+        """The split's raw tensor, kept resident on the device when that is not the CPU."""
+        if self.device.type == "cpu":
+            return self.split(name).x
+        if name not in self._resident:
+            self._resident[name] = self.split(name).x.to(self.device, non_blocking=True)
+        return self._resident[name]
+
+    def to_float(self, x: Tensor) -> Tensor:
+        return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+    def normalize(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+    def batch(self, split: str, indices: Tensor, epoch: int | None = None) -> tuple[Tensor, Tensor]:
+        """Inputs (B, ...) float on device and labels (B,). ``epoch`` given -> training augmentation."""
+        src = self._source(split)
+        idx = indices.to(src.device)
+        x = self.to_float(src[idx].to(self.device, non_blocking=True))
+        if epoch is not None and self._aug is not None:
+            x = self._aug.apply(x, {k: v[indices].to(self.device) for k, v in self.epoch_params(epoch).items()})
+        y = self.split(split).y[indices].to(self.device, non_blocking=True)
+        return self.normalize(x), y
+
+    def epoch_params(self, epoch: int) -> dict[str, Tensor]:
+        if self._params_epoch != epoch:
+            self._params = self._aug.epoch_params(len(self.splits.train), self.cfg.data_seed, epoch)
+            self._params_epoch = epoch
+        return self._params
+
+    def eval_batches(self, split: str, batch_size: int | None = None):
+        n = len(self.split(split))
+        bs = batch_size or self.cfg.eval_batch_size
+        for start in range(0, n, bs):
+            yield self.batch(split, torch.arange(start, min(start + bs, n)))
+
+
+def data_fingerprint(splits: Splits, cfg: DataConfig) -> str:
+    """Hash of the data a model sees: dataset, split settings and the exact training tensors' sizes."""
+    desc = {"name": cfg.name, "options": cfg.options, "val_size": cfg.val_size, "split_seed": cfg.split_seed,
+            "subset": cfg.subset, "normalize": cfg.normalize, "info": splits.info,
+            "checksum": float(splits.train.x[:: max(1, len(splits.train) // 997)].double().sum())}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:16]

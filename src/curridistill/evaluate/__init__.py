@@ -1,0 +1,1 @@
+"""Metrics of a model's predictions and of its cost (params, FLOPs, bytes, latency, throughput)."""

@@ -1,0 +1,78 @@
+"""What a model costs: parameters, FLOPs per sample (torch.utils.flop_counter), weight bytes,
+batch-1 latency (median) and batch throughput on CPU."""
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def weights_bytes(model: nn.Module) -> int:
+    """Bytes of parameters and buffers as stored (what a safetensors file of the model holds)."""
+    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+
+
+@torch.no_grad()
+def flops_per_sample(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    model.eval()
+    x = torch.zeros((1, *input_shape), device=next(model.parameters()).device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(x)
+    return int(counter.get_total_flops())
+
+
+@torch.inference_mode()
+def latency_ms(model: nn.Module, input_shape: tuple[int, ...], runs: int = 50, warmup: int = 5) -> float:
+    """Median wall time of one batch-1 forward on CPU, in milliseconds."""
+    model = model.eval()
+    x = torch.randn((1, *input_shape))
+    for _ in range(warmup):
+        model(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        model(x)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+@torch.inference_mode()
+def throughput(model: nn.Module, input_shape: tuple[int, ...], batch: int = 256, runs: int = 5) -> float:
+    """Samples per second of batched forwards on CPU (best of ``runs``, after one warm-up)."""
+    model = model.eval()
+    x = torch.randn((batch, *input_shape))
+    model(x)
+    best = float("inf")
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        model(x)
+        best = min(best, time.perf_counter() - t0)
+    return batch / best
+
+
+def efficiency(model: nn.Module, input_shape: tuple[int, ...], latency_runs: int = 50, throughput_batch: int = 256,
+               throughput_runs: int = 5) -> dict:
+    """All cost metrics, measured on a CPU copy so results are comparable across devices."""
+    cpu_model = _cpu_copy(model)
+    return {
+        "params": count_params(cpu_model),
+        "flops": flops_per_sample(cpu_model, input_shape),
+        "weights_bytes": weights_bytes(cpu_model),
+        "latency_ms": latency_ms(cpu_model, input_shape, runs=latency_runs),
+        "throughput": throughput(cpu_model, input_shape, batch=throughput_batch, runs=throughput_runs),
+    }
+
+
+def _cpu_copy(model: nn.Module) -> nn.Module:
+    import copy
+
+    device = next(model.parameters()).device
+    return model if device.type == "cpu" else copy.deepcopy(model).cpu()

@@ -1,0 +1,84 @@
+"""Prediction metrics from logits: accuracy, top-5, per-class P/R/F1, confusion, loss, and
+student-vs-teacher agreement, KL, entropy and mutual information between predicted labels."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, pipeline, split: str = "test", amp: bool = False) -> Tensor:
+    """Logits (N, C) of a whole split, on CPU, in float32."""
+    model.eval()
+    outs = []
+    for x, _ in pipeline.eval_batches(split):
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp and x.device.type == "cuda"):
+            outs.append(model(x).float().cpu())
+    return torch.cat(outs)
+
+
+def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
+    """(C, C) counts: rows are true classes, columns predicted classes."""
+    return torch.bincount(target * num_classes + pred, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def classification_metrics(logits: Tensor, targets: Tensor) -> dict:
+    logits, targets = logits.float(), targets.long()
+    n, c = logits.shape
+    pred = logits.argmax(1)
+    conf = confusion_matrix(pred, targets, c).double()
+    tp = conf.diag()
+    support = conf.sum(1)
+    predicted = conf.sum(0)
+    precision = torch.where(predicted > 0, tp / predicted.clamp_min(1), torch.zeros_like(tp))
+    recall = torch.where(support > 0, tp / support.clamp_min(1), torch.zeros_like(tp))
+    f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12),
+                     torch.zeros_like(tp))
+    present = support > 0
+    k = min(5, c)
+    top5 = (logits.topk(k, dim=1).indices == targets[:, None]).any(1).double().mean()
+    return {
+        "accuracy": float((pred == targets).double().mean()),
+        "top5": float(top5),
+        "f1_macro": float(f1[present].mean()),
+        "f1_weighted": float((f1 * support).sum() / support.sum()),
+        "precision": precision.tolist(),
+        "recall": recall.tolist(),
+        "f1": f1.tolist(),
+        "confusion": conf.long().tolist(),
+        "loss": float(F.cross_entropy(logits, targets)),
+        "entropy": float(entropy(logits).mean()),
+        "samples": n,
+    }
+
+
+def entropy(logits: Tensor) -> Tensor:
+    """Per-sample entropy of softmax(logits) in nats, (B,)."""
+    logp = F.log_softmax(logits.float(), dim=1)
+    return -(logp.exp() * logp).sum(1)
+
+
+def mutual_information(a: Tensor, b: Tensor, num_classes: int) -> float:
+    """I(A; B) in nats between two label vectors, from their empirical joint distribution."""
+    joint = confusion_matrix(a.long(), b.long(), num_classes).double()
+    joint /= joint.sum()
+    pa, pb = joint.sum(1, keepdim=True), joint.sum(0, keepdim=True)
+    mask = joint > 0
+    return float((joint[mask] * (joint[mask] / (pa @ pb)[mask]).log()).sum())
+
+
+def pair_metrics(student_logits: Tensor, teacher_logits: Tensor) -> dict:
+    """How closely the student follows the teacher on the same inputs."""
+    s, t = student_logits.float(), teacher_logits.float()
+    ps, pt = s.argmax(1), t.argmax(1)
+    kl = (F.softmax(t, 1) * (F.log_softmax(t, 1) - F.log_softmax(s, 1))).sum(1)
+    return {
+        "agreement": float((ps == pt).double().mean()),
+        "kl_teacher_student": float(kl.mean()),
+        "teacher_entropy": float(entropy(t).mean()),
+        "mutual_information": mutual_information(pt, ps, s.shape[1]),
+        "max_mutual_information": math.log(s.shape[1]),
+    }

@@ -1,0 +1,85 @@
+"""The uniform interface every knowledge term implements.
+
+A term is an ``nn.Module`` (so adapters and learned temperatures train with the student) that maps a
+``KnowledgeInputs`` to a per-sample loss of shape (B,). The runner owns the teacher, the hooks, the
+weights and the schedules; a term never trains or steps anything. The mean path is ``loss.mean()``.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+
+@dataclass
+class Clock:
+    """Where training is: ``progress`` in [0, 1] over the lesson, ``epoch`` (0-based) and totals."""
+
+    progress: float = 0.0
+    epoch: int = 0
+    epochs: int = 1
+    step: int = 0
+
+
+@dataclass
+class KnowledgeInputs:
+    student_logits: Tensor  # (B, C)
+    targets: Tensor  # (B,) int64 class indices
+    teacher_logits: Tensor | None = None  # (B, C), aggregated over teachers
+    teachers_logits: list[Tensor] = field(default_factory=list)  # one (B, C) per teacher
+    student_features: dict[str, Tensor] = field(default_factory=dict)  # dotted path -> tensor
+    teacher_features: list[dict[str, Tensor]] = field(default_factory=list)  # per teacher
+    indices: Tensor | None = None  # (B,) dataset indices of the samples
+    clock: Clock = field(default_factory=Clock)
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KnowledgeTerm(nn.Module, abc.ABC):
+    """Base class. Subclasses set ``Params`` (a pydantic model of their options with the paper's
+    defaults), ``paper`` and ``uses_teacher``; they implement ``forward``."""
+
+    Params: ClassVar[type[BaseModel]] = NoParams
+    paper: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    uses_teacher: ClassVar[bool] = True
+    uses_temperature: ClassVar[bool] = False
+    default_temperature: ClassVar[float] = 1.0
+    default_weight: ClassVar[float] = 1.0
+
+    def __init__(self, params: BaseModel | None = None, teacher_index: int = 0):
+        super().__init__()
+        self.params = params if params is not None else self.Params()
+        self.teacher_index = teacher_index
+
+    def feature_paths(self) -> dict[str, list[str]]:
+        """Dotted module paths this term needs: ``{"student": [...], "teacher": [...]}``."""
+        return {"student": [], "teacher": []}
+
+    def build(self, inputs: KnowledgeInputs) -> None:
+        """Called once on a first batch (no grad) before the optimizer exists: create adapters here."""
+
+    @abc.abstractmethod
+    def forward(self, inputs: KnowledgeInputs, temperature: Tensor | float = 1.0) -> Tensor:
+        """Per-sample loss, shape (B,)."""
+
+    def teacher_logits(self, inputs: KnowledgeInputs) -> Tensor:
+        if inputs.teacher_logits is None:
+            raise RuntimeError(f"{type(self).__name__} needs teacher logits but the lesson has no teacher")
+        return inputs.teacher_logits
+
+
+def kl_per_sample(log_p_student: Tensor, log_p_teacher: Tensor) -> Tensor:
+    """KL(teacher || student) summed over classes, per sample: (B, C) x (B, C) -> (B,)."""
+    return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1)
+
+
+def standardize(logits: Tensor, eps: float = 1e-7) -> Tensor:
+    """Logit standardization (Sun et al., CVPR 2024): z-score each sample's logits."""
+    return (logits - logits.mean(dim=1, keepdim=True)) / (logits.std(dim=1, keepdim=True) + eps)

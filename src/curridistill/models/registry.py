@@ -1,0 +1,51 @@
+"""Model registry: config name -> factory(num_classes, in_channels, **kwargs) -> nn.Module.
+
+Zoo models expose their stages as top-level attributes (``stage1``, ``stage2``, ...) so feature taps
+can name them by dotted path. A user model is ``"package.module:factory"``, called the same way.
+"""
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any, Callable
+
+from torch import nn
+
+from curridistill.errors import UserError
+from curridistill.registry import Registry
+
+ModelFactory = Callable[..., nn.Module]
+MODELS: Registry[ModelFactory] = Registry("model")
+
+
+def _import_factory(ref: str) -> ModelFactory:
+    module_name, _, attr = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UserError(f"cannot import model module {module_name!r} from {ref!r} ({exc}); check it is on PYTHONPATH") from None
+    if not hasattr(module, attr):
+        raise UserError(f"module {module_name!r} has no factory {attr!r}; use 'package.module:function'")
+    return getattr(module, attr)
+
+
+def build_model(name: str, num_classes: int, in_channels: int = 3, kwargs: dict[str, Any] | None = None,
+                where: str = "model") -> nn.Module:
+    factory = _import_factory(name) if ":" in name else MODELS.get(name, where=f"{where}.name")
+    kwargs = dict(kwargs or {})
+    accepted = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if key in accepted or takes_any:
+            kwargs.setdefault(key, value)
+    try:
+        model = factory(**kwargs)
+    except TypeError as exc:
+        raise UserError(f"{where}: cannot build {name!r} with kwargs {sorted(kwargs)} ({exc}); fix {where}.kwargs") from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"{where}: factory {name!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

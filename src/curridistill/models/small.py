@@ -1,0 +1,53 @@
+"""Small models for digits / MNIST-sized inputs: an MLP and a CNN, with named stages."""
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from curridistill.models.registry import MODELS
+
+
+@MODELS.register("mlp")
+class MLP(nn.Module):
+    """Flatten -> [Linear-ReLU] x len(hidden) -> Linear. Stages: ``stage1`` .. ``stageK``, ``fc``."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 8,
+                 hidden: tuple[int, ...] | list[int] = (64,), dropout: float = 0.0):
+        super().__init__()
+        width = in_channels * image_size * image_size
+        self.flatten = nn.Flatten()
+        for i, h in enumerate(hidden, start=1):
+            self.add_module(f"stage{i}", nn.Sequential(nn.Linear(width, h), nn.ReLU(inplace=True), nn.Dropout(dropout)))
+            width = h
+        self.num_stages = len(hidden)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.flatten(x)
+        for i in range(1, self.num_stages + 1):
+            x = getattr(self, f"stage{i}")(x)
+        return self.fc(x)
+
+
+@MODELS.register("cnn")
+class CNN(nn.Module):
+    """[Conv3x3-BN-ReLU x2, MaxPool] per stage, then global pool + linear. Stages ``stage1`` ..."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, widths: tuple[int, ...] | list[int] = (32, 64),
+                 dropout: float = 0.0):
+        super().__init__()
+        c = in_channels
+        for i, w in enumerate(widths, start=1):
+            self.add_module(f"stage{i}", nn.Sequential(
+                nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                nn.MaxPool2d(2, ceil_mode=True)))
+            c = w
+        self.num_stages = len(widths)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(c, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for i in range(1, self.num_stages + 1):
+            x = getattr(self, f"stage{i}")(x)
+        return self.fc(self.dropout(self.pool(x).flatten(1)))

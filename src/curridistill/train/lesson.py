@@ -1,0 +1,281 @@
+"""One lesson: epochs of weighted knowledge terms over batches, with its optimizer and LR schedule.
+
+The runner sums named loss terms; terms never step anything. Everything that decides the result
+(optimizer, LR schedule, batch order, RNG, best checkpoint, early stopping, term state such as
+adapters or a learned temperature) lives in ``state_dict()`` so a resumed lesson continues exactly.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from curridistill.config import LessonConfig
+from curridistill.curriculum.sampler import RandomBatches
+from curridistill.errors import NonFiniteLoss, UserError
+from curridistill.evaluate.metrics import predict_logits
+from curridistill.knowledge import KNOWLEDGE, Clock, KnowledgeInputs, KnowledgeTerm, load_all
+from curridistill.models.taps import FeatureTaps
+from curridistill.schedules import build_schedule
+from curridistill.train.optim import LRControl, build_optimizer, current_lr
+from curridistill.train.teachers import TeacherBank
+
+
+@dataclass
+class LessonContext:
+    """What a lesson needs from the course: where it runs and how to report."""
+
+    phase: str  # "teacher", "baseline", "student", ...
+    lesson_index: int
+    pipeline: object  # data.pipeline.Pipeline
+    device: torch.device
+    seed: int
+    teachers: TeacherBank | None = None
+    amp: bool = False
+    log: Callable[[dict], None] = lambda record: None
+    on_epoch_end: Callable[["LessonRun"], None] = lambda run: None
+    progress: object = None  # train.progress.Progress or None
+    optimizer_state: dict | None = None  # carried over with keep_optimizer
+
+
+@dataclass
+class Best:
+    value: float = -math.inf
+    epoch: int = -1
+    state: dict | None = None  # model state_dict (CPU copy) at the best epoch
+
+
+class LessonRun:
+    def __init__(self, model: nn.Module, lesson: LessonConfig, ctx: LessonContext):
+        load_all()
+        self.model, self.lesson, self.ctx = model, lesson, ctx
+        data = ctx.pipeline
+        self.batch_size = lesson.batch_size or data.cfg.batch_size
+        n_train = len(data.splits.train)
+        if self.batch_size > n_train:
+            raise UserError(f"batch size {self.batch_size} is larger than the {n_train} training samples; lower data.batch_size")
+        self.sampler = RandomBatches(n_train, self.batch_size, seed=data.cfg.data_seed + 7919 * ctx.lesson_index,
+                                     drop_last=n_train % self.batch_size == 1)  # a batch of 1 breaks BatchNorm
+        self.steps_per_epoch = self.sampler.steps_per_epoch()
+        self.total_steps = self.steps_per_epoch * lesson.epochs
+        self.terms = nn.ModuleDict()
+        self.weights: dict[str, Callable[[float], float]] = {}
+        self.temps: dict[str, Callable[[float], float] | None] = {}
+        for name, term_cfg in lesson.loss.items():
+            cls = KNOWLEDGE.get(term_cfg.kind, where=f"loss.{name}")
+            if cls.uses_teacher and (ctx.teachers is None or len(ctx.teachers) == 0):
+                raise UserError(f"lesson {ctx.lesson_index} of {ctx.phase}: term {name!r} needs a teacher but none is "
+                                f"configured; add a 'teacher' section or remove the term")
+            if ctx.teachers is not None and cls.uses_teacher and term_cfg.teacher >= len(ctx.teachers):
+                raise UserError(f"loss.{name}.teacher={term_cfg.teacher} but only {len(ctx.teachers)} teacher(s) exist")
+            self.terms[name] = cls(cls.Params(**term_cfg.params), teacher_index=term_cfg.teacher)
+            self.weights[name] = build_schedule(term_cfg.weight, lesson.epochs, where=f"loss.{name}.weight")
+            self.temps[name] = (build_schedule(term_cfg.temperature, lesson.epochs, where=f"loss.{name}.temperature")
+                                if term_cfg.temperature is not None else None)
+        self.terms.to(ctx.device)
+        self.student_paths = sorted({p for t in self.terms.values() for p in t.feature_paths()["student"]})
+        self._build_terms()
+        self.optimizer = build_optimizer(list(model.parameters()) + list(self.terms.parameters()), lesson.optimizer)
+        if lesson.keep_optimizer and ctx.optimizer_state is not None:
+            try:
+                self.optimizer.load_state_dict(ctx.optimizer_state)
+            except (ValueError, KeyError):
+                pass  # a different optimizer or parameter set: start fresh, as without keep_optimizer
+        self.lr = LRControl(self.optimizer, lesson, self.total_steps)
+        self.epoch = 0  # next epoch to run
+        self.best = Best()
+        self.stale_epochs = 0
+        self.early_best = -math.inf
+        self.stopped_early = False
+
+    # ------------------------------------------------------------------ set-up
+    def teacher_paths(self) -> list[list[str]]:
+        n = len(self.ctx.teachers) if self.ctx.teachers is not None else 0
+        paths: list[set[str]] = [set() for _ in range(n)]
+        for t in self.terms.values():
+            for p in t.feature_paths()["teacher"]:
+                paths[t.teacher_index].add(p)
+        return [sorted(p) for p in paths]
+
+    def _build_terms(self) -> None:
+        """Run every term's ``build`` on a fixed probe batch, so adapters exist before the optimizer."""
+        if not self.student_paths and all(type(t).build is KnowledgeTerm.build for t in self.terms.values()):
+            return
+        data = self.ctx.pipeline
+        idx = torch.arange(min(self.batch_size, len(data.splits.train)))
+        x, y = data.batch("train", idx)
+        was_training = self.model.training
+        self.model.eval()
+        with torch.no_grad(), FeatureTaps(self.model, self.student_paths, who="student") as taps:
+            inputs = self._inputs(self.model(x), y, taps.features, x, idx, Clock())
+            for term in self.terms.values():
+                term.build(inputs)
+        self.terms.to(self.ctx.device)
+        self.model.train(was_training)
+
+    def _inputs(self, logits: Tensor, y: Tensor, student_features: dict, x: Tensor, idx: Tensor, clock: Clock) -> KnowledgeInputs:
+        teachers = self.ctx.teachers
+        out = teachers(x, y) if teachers is not None and len(teachers) else None
+        return KnowledgeInputs(
+            student_logits=logits, targets=y,
+            teacher_logits=out.logits if out else None, teachers_logits=out.each if out else [],
+            student_features=dict(student_features), teacher_features=out.features if out else [],
+            indices=idx.to(logits.device), clock=clock)
+
+    # ------------------------------------------------------------------ training
+    def run(self) -> "LessonRun":
+        model, ctx = self.model, self.ctx
+        with FeatureTaps(model, self.student_paths, who="student") as taps:
+            while self.epoch < self.lesson.epochs and not self.stopped_early:
+                record = self._train_epoch(taps)
+                self._end_epoch(record)
+        return self
+
+    def _train_epoch(self, taps: FeatureTaps) -> dict:
+        model, ctx, lesson = self.model, self.ctx, self.lesson
+        epoch = self.epoch
+        model.train()
+        self.terms.train()
+        t0 = time.perf_counter()
+        start_p = epoch / lesson.epochs
+        record = {
+            "model": ctx.phase, "lesson": ctx.lesson_index, "lesson_name": lesson.name or f"lesson{ctx.lesson_index}",
+            "epoch": epoch, "lr": current_lr(self.optimizer),
+            "weights": {n: w(start_p) for n, w in self.weights.items()},
+            "temperature": next((t(start_p) for t in self.temps.values() if t is not None), None),
+        }
+        sums: dict[str, Tensor] = {}
+        total_sum = torch.zeros((), device=ctx.device)
+        correct = torch.zeros((), device=ctx.device)
+        seen = 0
+        task = ctx.progress.start_batches(self.steps_per_epoch) if ctx.progress else None
+        for k, idx in enumerate(self.sampler.epoch_batches(epoch)):
+            step = epoch * self.steps_per_epoch + k
+            clock = Clock(progress=step / self.total_steps, epoch=epoch, epochs=lesson.epochs, step=step)
+            x, y = ctx.pipeline.batch("train", idx, epoch=epoch)
+            loss, parts, logits = self._step(x, y, idx, clock, taps)
+            total_sum += loss.detach() * len(idx)
+            for name, value in parts.items():
+                sums[name] = sums.get(name, torch.zeros((), device=ctx.device)) + value * len(idx)
+            correct += (logits.detach().argmax(1) == y).sum()
+            seen += len(idx)
+            if task is not None:
+                ctx.progress.advance(task)
+        if task is not None:
+            ctx.progress.finish(task)
+        train_loss = float(total_sum) / max(seen, 1)
+        if not math.isfinite(train_loss):
+            self._non_finite(epoch, -1, {n: float(v) / max(seen, 1) for n, v in sums.items()})
+        record["train_loss"] = train_loss
+        record["losses"] = {n: float(v) / max(seen, 1) for n, v in sums.items()}
+        record["train_accuracy"] = float(correct) / max(seen, 1)
+        record["train_seconds"] = time.perf_counter() - t0
+        return record
+
+    def _step(self, x: Tensor, y: Tensor, idx: Tensor, clock: Clock, taps: FeatureTaps):
+        ctx = self.ctx
+        weights = {n: w(clock.progress) for n, w in self.weights.items()}
+        temps = {n: (t(clock.progress) if t is not None else 1.0) for n, t in self.temps.items()}
+        state: dict = {}
+
+        def compute() -> Tensor:
+            with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=ctx.amp and x.device.type == "cuda"):
+                logits = self.model(x)
+                inputs = self._inputs(logits, y, taps.features, x, idx, clock)
+                total = torch.zeros((), device=x.device)
+                parts = {}
+                for name, term in self.terms.items():
+                    value = term(inputs, temps[name]).float().mean()
+                    parts[name] = value.detach()
+                    if weights[name] != 0.0:
+                        total = total + weights[name] * value
+            if self.lesson.optimizer.name == "lbfgs" and self.lesson.optimizer.weight_decay:
+                total = total + 0.5 * self.lesson.optimizer.weight_decay * sum((p * p).sum() for p in self.model.parameters())
+            state.update(loss=total, parts=parts, logits=logits)
+            return total
+
+        def closure() -> Tensor:
+            self.optimizer.zero_grad(set_to_none=True)
+            total = compute()
+            if not bool(torch.isfinite(total)):
+                self._non_finite(clock.epoch, clock.step, {n: float(v) for n, v in state["parts"].items()})
+            total.backward()
+            if self.lesson.grad_clip:
+                nn.utils.clip_grad_norm_(list(self.model.parameters()) + list(self.terms.parameters()), self.lesson.grad_clip)
+            return total
+
+        if self.lesson.optimizer.name == "lbfgs":
+            self.optimizer.step(closure)
+        else:
+            closure()
+            self.optimizer.step()
+        self.lr.after_step()
+        return state["loss"], state["parts"], state["logits"]
+
+    def _non_finite(self, epoch: int, step: int, parts: dict[str, float]) -> None:
+        terms = ", ".join(f"{n}={v:.4g}" for n, v in parts.items())
+        where = f"{self.ctx.phase}, lesson {self.ctx.lesson_index}, epoch {epoch}" + (f", step {step}" if step >= 0 else "")
+        raise NonFiniteLoss(f"non-finite loss in {where} (terms: {terms}); the last good checkpoint is kept; "
+                            f"lower the learning rate, set grad_clip, or check the data")
+
+    def _end_epoch(self, record: dict) -> None:
+        ctx = self.ctx
+        logits = predict_logits(self.model, ctx.pipeline, "val", amp=ctx.amp)
+        y = ctx.pipeline.splits.val.y
+        record["val_accuracy"] = float((logits.argmax(1) == y).double().mean())
+        record["val_loss"] = float(nn.functional.cross_entropy(logits, y))
+        metrics = {"val_accuracy": record["val_accuracy"], "val_loss": record["val_loss"]}
+        self.lr.after_epoch(metrics)
+        if record["val_accuracy"] > self.best.value:
+            self.best = Best(record["val_accuracy"], self.epoch,
+                             {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()})
+        es = self.lesson.early_stop
+        if es.patience > 0:
+            value = metrics[es.metric] if es.mode == "max" else -metrics[es.metric]
+            if value > self.early_best + es.min_delta:
+                self.early_best, self.stale_epochs = value, 0
+            else:
+                self.stale_epochs += 1
+                self.stopped_early = self.stale_epochs >= es.patience
+        record["seconds"] = record.pop("train_seconds")
+        record["epoch_seconds"] = record["seconds"]
+        self.epoch += 1
+        ctx.log(record)
+        if ctx.progress:
+            ctx.progress.epoch_done(record, self.lesson.epochs)
+        ctx.on_epoch_end(self)
+
+    # ------------------------------------------------------------------ resume
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "optimizer": self.optimizer.state_dict(),
+            "lr": self.lr.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "terms": self.terms.state_dict(),
+            "best_value": self.best.value, "best_epoch": self.best.epoch,
+            "stale_epochs": self.stale_epochs, "early_best": self.early_best, "stopped_early": self.stopped_early,
+            "rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def load_state_dict(self, state: dict, best_state: dict | None) -> None:
+        self.epoch = int(state["epoch"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr.load_state_dict(state["lr"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.terms.load_state_dict(state["terms"])
+        self.best = Best(float(state["best_value"]), int(state["best_epoch"]), best_state)
+        self.stale_epochs, self.early_best = int(state["stale_epochs"]), float(state["early_best"])
+        self.stopped_early = bool(state["stopped_early"])
+        torch.set_rng_state(state["rng"])
+        if state.get("cuda_rng") and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    def carried_optimizer_state(self) -> dict:
+        return copy.deepcopy(self.optimizer.state_dict())

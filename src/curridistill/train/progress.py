@@ -1,0 +1,49 @@
+"""Rich progress bars for epochs and batches; silent with --quiet or without a TTY."""
+from __future__ import annotations
+
+import sys
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+
+
+class Progress:
+    def __init__(self, console: Console | None = None):
+        self.console = console or Console(stderr=True)
+        self.bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), console=self.console, transient=True)
+        self.label = ""
+
+    def __enter__(self) -> "Progress":
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.stop()
+
+    def phase(self, label: str) -> None:
+        self.label = label
+
+    def start_batches(self, total: int):
+        return self.bar.add_task(f"{self.label} batches", total=total)
+
+    def advance(self, task) -> None:
+        self.bar.advance(task)
+
+    def finish(self, task) -> None:
+        self.bar.remove_task(task)
+
+    def epoch_done(self, record: dict, epochs: int) -> None:
+        extra = f" T={record['temperature']:.2f}" if record.get("temperature") is not None else ""
+        if record.get("data_fraction") is not None:
+            extra += f" data={record['data_fraction']:.2f}"
+        self.console.print(f"[bold]{record['model']}[/] lesson {record['lesson']} epoch {record['epoch'] + 1}/{epochs}  "
+                           f"loss {record['train_loss']:.4f}  val_acc {record['val_accuracy']:.4f}  "
+                           f"lr {record['lr']:.3g}{extra}  {record['seconds']:.1f}s")
+
+    def note(self, text: str) -> None:
+        self.console.print(text)
+
+
+def make_progress(quiet: bool) -> Progress | None:
+    return None if quiet or not sys.stderr.isatty() else Progress()

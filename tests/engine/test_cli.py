@@ -1,0 +1,110 @@
+"""The CLI in subprocesses: the quickstart end to end, eval/predict/list/validate, and bad input."""
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.helpers import REPO, run_cli, tiny_config
+
+
+def test_quickstart_end_to_end(tmp_path):
+    out = tmp_path / "qs"
+    proc = run_cli("run", str(REPO / "configs" / "quickstart.yaml"), "--out", str(out),
+                   "--set", "course.0.epochs=4", "--set", f"run.cache_dir={tmp_path / 'cache'}",
+                   "--set", "run.eval.latency_runs=3")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert {"teacher", "baseline", "student", "comparison"} <= set(report)
+    assert report["student"]["accuracy"] > 0.8  # 4 epochs only; the full quickstart reaches >= 0.93
+    assert report["comparison"]["teacher_student_param_ratio"] >= 5
+    assert str(out) in proc.stdout and "curridistill report" in proc.stdout
+    # the saved student is usable by eval and predict
+    student = out / "student" / "model.safetensors"
+    ev = run_cli("eval", str(student), "--json", str(tmp_path / "ev.json"))
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads((tmp_path / "ev.json").read_text())["accuracy"] == pytest.approx(report["student"]["accuracy"])
+    from sklearn.datasets import load_digits
+
+    samples = (load_digits().images[:5] * 255 / 16).round().astype(np.uint8)
+    np.save(tmp_path / "x.npy", samples)
+    pred = run_cli("predict", str(student), str(tmp_path / "x.npy"))
+    assert pred.returncode == 0, pred.stderr
+    rows = json.loads(pred.stdout)
+    assert len(rows) == 5 and abs(sum(rows[0]["probabilities"]) - 1) < 1e-4
+    assert sum(r["label"] == t for r, t in zip(rows, load_digits().target[:5])) >= 4
+    csv_out = tmp_path / "p.csv"
+    assert run_cli("predict", str(student), str(tmp_path / "x.npy"), "--format", "csv", "--out", str(csv_out)).returncode == 0
+    assert csv_out.read_text().splitlines()[0].startswith("index,label,class,p_0")
+
+
+def test_validate_print_shows_defaults():
+    proc = run_cli("validate", str(REPO / "configs" / "quickstart.yaml"), "--print")
+    assert proc.returncode == 0, proc.stderr
+    resolved = yaml.safe_load(proc.stdout)
+    assert resolved["run"]["selection"] == "best_val" and resolved["data"]["augment"]["flip"] is False
+
+
+def test_list_commands():
+    for what in ("models", "datasets", "knowledge", "schedules"):
+        proc = run_cli("list", what, "--input-size", "1,8,8")
+        assert proc.returncode == 0, proc.stderr
+    assert "cnn" in run_cli("list", "models", "--input-size", "1,8,8").stdout
+
+
+def test_help_has_examples():
+    for cmd in ("run", "validate", "eval", "predict", "list", "report"):
+        proc = run_cli(cmd, "--help")
+        assert proc.returncode == 0 and "example:" in proc.stdout, cmd
+
+
+def _write(tmp_path, raw, name="c.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _bad_inputs(tmp_path):
+    good = tiny_config(tmp_path, epochs=1)
+    typo = tiny_config(tmp_path, epochs=1)
+    typo["course"][0]["optimzer"] = {}
+    model = tiny_config(tmp_path, epochs=1)
+    model["student"]["name"] = "resnett20"
+    data = tiny_config(tmp_path, epochs=1)
+    data["data"]["name"] = "cifar11"
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(b"not a safetensors file at all")
+    (tmp_path / "corrupt.json").write_text(json.dumps({"name": "mlp", "num_classes": 10, "kwargs": {}}))
+    ckpt = tiny_config(tmp_path, epochs=1)
+    ckpt["teacher"]["checkpoint"] = str(tmp_path / "missing.safetensors")
+    return [
+        (["validate", str(_write(tmp_path, typo, "typo.yaml"))], "unknown key 'course.0.optimzer'; did you mean 'optimizer'?"),
+        (["validate", str(tmp_path / "absent.yaml")], "config file not found"),
+        (["run", str(_write(tmp_path, model, "model.yaml"))], "unknown model 'resnett20'"),
+        (["run", str(_write(tmp_path, data, "data.yaml"))], "unknown dataset 'cifar11'"),
+        (["run", str(_write(tmp_path, ckpt, "ckpt.yaml"))], "checkpoint not found"),
+        (["run", str(_write(tmp_path, good, "good.yaml")), "--set", "course.0.epochs"], "expected KEY=VALUE"),
+        (["eval", str(corrupt)], "corrupt checkpoint"),
+        (["run", "--resume", str(tmp_path)], "is not a run directory"),
+        (["predict", str(corrupt), str(tmp_path / "none.npy")], "corrupt checkpoint"),
+        (["list", "nothing"], "invalid choice"),
+    ]
+
+
+def test_bad_inputs_give_one_line_and_exit_2(tmp_path):
+    for args, message in _bad_inputs(tmp_path):
+        proc = run_cli(*args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (args, proc.stderr)
+        assert "Traceback" not in proc.stderr
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path):
+    cfg = _write(tmp_path, tiny_config(tmp_path, epochs=1))
+    out = tmp_path / "r"
+    assert run_cli("run", str(cfg), "--out", str(out), "--quiet").returncode == 0
+    before = (out / "report.json").read_bytes()
+    proc = run_cli("run", str(cfg), "--out", str(out), "--quiet")
+    assert proc.returncode == 2 and "already holds a run" in proc.stderr
+    assert (out / "report.json").read_bytes() == before

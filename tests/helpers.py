@@ -1,0 +1,38 @@
+"""Test helpers: tiny configs on the digits data and a CLI runner."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "datasets"
+
+torch.set_num_threads(1)  # tests run beside each other on 2 cores; one thread is faster and deterministic
+
+
+def tiny_config(tmp_path: Path, epochs: int = 2, **overrides) -> dict:
+    """A fast digits config: CNN teacher, MLP student, KD; caches inside tmp_path."""
+    cfg = {
+        "data": {"name": "digits", "val_size": 0.1, "batch_size": 64},
+        "teacher": {"name": "cnn", "kwargs": {"widths": [8, 16]}},
+        "student": {"name": "mlp", "kwargs": {"hidden": [16], "image_size": 8}},
+        "course": [{"name": "distill", "epochs": epochs, "loss": {"ce": 0.1, "kd": {"weight": 0.9, "temperature": 4}},
+                    "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}, "lr_schedule": {"kind": "cosine", "end": 0}}],
+        "run": {"seed": 0, "device": "cpu", "cache_dir": str(tmp_path / "cache"), "out": str(tmp_path / "runs"),
+                "eval": {"latency_runs": 3, "throughput_runs": 1, "throughput_batch": 32}},
+    }
+    for key, value in overrides.items():
+        cfg[key] = value
+    return cfg
+
+
+def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "curridistill", *args], cwd=cwd or REPO, env=full_env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
