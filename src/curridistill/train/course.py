@@ -168,8 +168,6 @@ class CourseRunner:
                                 seed=seed, teachers=teachers, amp=self.amp, log=self.log.append,
                                 progress=self.progress, optimizer_state=carried)
             run = LessonRun(model, course[li], ctx)
-            if teachers is not None:
-                teachers.set_paths(run.teacher_paths())
             if state and li == start:
                 run.load_state_dict(state["lesson_state"], None)
             t_lesson = time.perf_counter()

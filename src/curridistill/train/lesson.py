@@ -79,6 +79,8 @@ class LessonRun:
                                 if term_cfg.temperature is not None else None)
         self.terms.to(ctx.device)
         self.student_paths = sorted({p for t in self.terms.values() for p in t.feature_paths()["student"]})
+        if ctx.teachers is not None:
+            ctx.teachers.set_paths(self.teacher_paths())  # before _build_terms: adapters need teacher shapes
         self._build_terms()
         self.optimizer = build_optimizer(list(model.parameters()) + list(self.terms.parameters()), lesson.optimizer)
         if lesson.keep_optimizer and ctx.optimizer_state is not None:

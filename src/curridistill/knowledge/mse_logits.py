@@ -1,0 +1,40 @@
+"""Logit regression: mean squared error between student and (scaled) teacher logits.
+
+    L_i = (1 / C) * sum_c (s_ic - k * t_ic)^2            k = ``teacher_scale`` (default 1)
+
+Ba & Caruana, "Do Deep Nets Really Need to be Deep?", NeurIPS 2014 regress the teacher's logits
+with an L2 loss. Annealing-KD (Jafari, Rezagholizadeh, Sharma, Ghodsi, EACL 2021) uses the same MSE
+in its first phase with the teacher's logits multiplied by an annealing factor that grows to 1
+over training; here the factor is the ``teacher_scale`` parameter (a schedule can drive it from
+the runner). Per sample the squared error is averaged over classes, so ``loss.mean()`` equals
+``F.mse_loss(s, k * t)``. No temperature.
+"""
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor
+
+from curridistill.knowledge.base import KnowledgeInputs, KnowledgeTerm
+from curridistill.knowledge.registry import KNOWLEDGE
+
+
+class MSELogitsParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    teacher_scale: float = 1.0  # Annealing-KD's factor on the teacher logits
+
+
+def mse_logits_loss(student_logits: Tensor, teacher_logits: Tensor, teacher_scale: Tensor | float = 1.0) -> Tensor:
+    """(B, C), (B, C) -> (B,) mean over classes of (s - k t)^2."""
+    return (student_logits - teacher_scale * teacher_logits).pow(2).mean(dim=1)
+
+
+@KNOWLEDGE.register("mse_logits")
+class MSELogits(KnowledgeTerm):
+    Params = MSELogitsParams
+    paper = ("Ba, Caruana. Do Deep Nets Really Need to be Deep? NeurIPS 2014; "
+             "Jafari et al. Annealing Knowledge Distillation. EACL 2021")
+    summary = "mean squared error between student logits and (scaled) teacher logits"
+    default_weight = 1.0
+
+    def forward(self, inputs: KnowledgeInputs, temperature: Tensor | float = 1.0) -> Tensor:
+        return mse_logits_loss(inputs.student_logits, self.teacher_logits(inputs), self.params.teacher_scale)
