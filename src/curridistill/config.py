@@ -177,7 +177,8 @@ class EvalConfig(Strict):
 
 class RunConfig(Strict):
     name: str = "run"
-    seed: int = 0  # model seed: initialization, dropout
+    seed: int = 0  # student seed: initialization, dropout (baseline and student share it)
+    teacher_seed: int = 1000  # teacher i trains with teacher_seed + i: fixed across student seeds, so reused
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     out: str = "runs"  # run directories are created below this
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)

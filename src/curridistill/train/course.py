@@ -104,7 +104,7 @@ class CourseRunner:
         if tc.checkpoint:
             return PhaseResult(name, self.load_teacher(tc, where), None, None, reused_from=tc.checkpoint)
         course = tc.course or ce_only(self.cfg.course)
-        key = self.teacher_key(tc, course)
+        key = self.teacher_key(tc, course, index)
         cached = Path(self.cfg.run.cache_dir) / "teachers" / key / "model.safetensors"
         phase_dir = self.run_dir / name
         if tc.reuse and cached.is_file() and not (phase_dir / "done.json").is_file():
@@ -113,7 +113,7 @@ class CourseRunner:
             self.finish_phase(name, model, self.model_spec(tc), info.get("train_seconds"), info.get("selected"),
                               reused_from=str(cached.parent))
             return PhaseResult(name, model, info.get("train_seconds"), info.get("selected"), reused_from=str(cached.parent))
-        result = self.train_phase(name, tc, course, teachers=None, seed=self.cfg.run.seed + 1000 * (index + 1))
+        result = self.train_phase(name, tc, course, teachers=None, seed=self.cfg.run.teacher_seed + index)
         if tc.reuse and not cached.is_file():
             cached.parent.mkdir(parents=True, exist_ok=True)
             for f in ("model.safetensors", "model.json", "done.json"):
@@ -121,10 +121,10 @@ class CourseRunner:
                 (cached.parent / f".{f}.tmp").replace(cached.parent / f)
         return result
 
-    def teacher_key(self, tc: TeacherConfig, course: list[LessonConfig]) -> str:
+    def teacher_key(self, tc: TeacherConfig, course: list[LessonConfig], index: int) -> str:
         desc = {"model": tc.name, "kwargs": tc.kwargs, "course": [c.model_dump(mode="json") for c in course],
                 "data": data_fingerprint(self.pipeline.splits, self.cfg.data),
-                "augment": self.pipeline.augment_key(), "batch_size": self.cfg.data.batch_size, "seed": self.cfg.run.seed}
+                "augment": self.pipeline.augment_key(), "batch_size": self.cfg.data.batch_size, "seed": self.cfg.run.teacher_seed + index}
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:20]
 
     def load_teacher(self, tc: TeacherConfig, where: str) -> nn.Module:

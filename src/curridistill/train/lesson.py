@@ -114,15 +114,17 @@ class LessonRun:
         was_training = self.model.training
         self.model.eval()
         with torch.no_grad(), FeatureTaps(self.model, self.student_paths, who="student") as taps:
-            inputs = self._inputs(self.model(x), y, taps.features, x, idx, Clock())
+            inputs = self._inputs(self.model(x), y, taps.features, x, idx, Clock(), epoch=None)
             for term in self.terms.values():
                 term.build(inputs)
         self.terms.to(self.ctx.device)
         self.model.train(was_training)
 
-    def _inputs(self, logits: Tensor, y: Tensor, student_features: dict, x: Tensor, idx: Tensor, clock: Clock) -> KnowledgeInputs:
+    def _inputs(self, logits: Tensor, y: Tensor, student_features: dict, x: Tensor, idx: Tensor, clock: Clock,
+                epoch: int | None) -> KnowledgeInputs:
+        """``epoch`` is the augmentation epoch of ``x`` (None: un-augmented), so a cache can serve the teacher."""
         teachers = self.ctx.teachers
-        out = teachers(x, y) if teachers is not None and len(teachers) else None
+        out = teachers(x, y, indices=idx, epoch=epoch) if teachers is not None and len(teachers) else None
         return KnowledgeInputs(
             student_logits=logits, targets=y,
             teacher_logits=out.logits if out else None, teachers_logits=out.each if out else [],
@@ -188,7 +190,7 @@ class LessonRun:
         def compute() -> Tensor:
             with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=ctx.amp and x.device.type == "cuda"):
                 logits = self.model(x)
-                inputs = self._inputs(logits, y, taps.features, x, idx, clock)
+                inputs = self._inputs(logits, y, taps.features, x, idx, clock, epoch=clock.epoch)
                 total = torch.zeros((), device=x.device)
                 parts = {}
                 for name, term in self.terms.items():

@@ -46,7 +46,7 @@ class TeacherBank:
                 t.remove()
         self.taps = [None for _ in self.models]
 
-    def __call__(self, x: Tensor, targets: Tensor) -> TeacherOutputs:
+    def __call__(self, x: Tensor, targets: Tensor, indices: Tensor | None = None, epoch: int | None = None) -> TeacherOutputs:
         if not self.models:
             return TeacherOutputs(None)
         each, feats = [], []
