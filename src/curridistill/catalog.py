@@ -16,7 +16,7 @@ def listing(what: str, input_size: str = "3,32,32", num_classes: int = 10) -> li
 
         rows = []
         for name, cls in load_all().items():
-            params = ", ".join(f"{k}={v.default!r}" for k, v in cls.Params.model_fields.items())
+            params = ", ".join(f"{k}={v.get_default(call_default_factory=True)!r}" for k, v in cls.Params.model_fields.items())
             rows.append({"name": name, "weight": cls.default_weight,
                          "temperature": cls.default_temperature if cls.uses_temperature else "-",
                          "options": params or "-", "summary": cls.summary, "paper": cls.paper})

@@ -32,7 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config field, e.g. course.0.loss.kd.temperature=2 (repeatable)")
     r.add_argument("--out", help="run directory (default: run.out/run.name-TIMESTAMP)")
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
+    r.add_argument("--seeds", metavar="S,S,...", help="run once per student seed into RUN_DIR/seed-<s>/ and aggregate "
+                   "(mean ± std, 95%% CI, p-value vs baseline), e.g. --seeds 0,1,2")
     r.add_argument("--quiet", action="store_true", help="no progress bars or tables")
+    r.add_argument("--stop-after-epochs", type=int, metavar="N",
+                   help="train at most N epochs in this call, checkpoint, and exit with code 3 (time-boxed or "
+                        "preemptible jobs); continue with --resume RUN_DIR")
 
     v = _sub(subs, "validate", "check a config without running it", "curridistill validate configs/quickstart.yaml --print")
     v.add_argument("config")
@@ -61,6 +66,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     rp = _sub(subs, "report", "write report.md and a self-contained report.html with plots", "curridistill report runs/quickstart")
     rp.add_argument("run_dir")
+
+    cp = _sub(subs, "compare", "one table across run directories (single runs or multi-seed parents): accuracy mean ± std, "
+              "params, FLOPs, latency, gain over the baseline, Welch p-value vs the first run's student",
+              "curridistill compare runs/kd-seeds runs/dkd-seeds --out compare.md")
+    cp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    cp.add_argument("--out", help="also write the table as Markdown to this file")
+    cp.add_argument("--json", dest="json_out", help="also write the rows as JSON to this file")
+
+    tu = _sub(subs, "tune", "search hyper-parameters with Optuna over the config's tune.space (objective: the student's "
+              "best validation metric)", "curridistill tune configs/tune_quickstart.yaml --trials 20 --out runs/tune")
+    tu.add_argument("config", help="YAML config with a tune: {space: {...}} section")
+    tu.add_argument("--trials", type=int, default=20, help="total finished trials of the study (default 20)")
+    tu.add_argument("--sampler", choices=["tpe", "random", "grid"], help="default: tune.sampler (tpe)")
+    tu.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db; PostgreSQL/MySQL to share)")
+    tu.add_argument("--study-name", help="default: curridistill-<run.name>")
+    tu.add_argument("--out", help="directory of the study (default: run.out/tune-<run.name>-TIMESTAMP)")
+    tu.add_argument("--resume", action="store_true", help="continue the study in --out / --storage")
+    tu.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
+    tu.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    tu.add_argument("--quiet", action="store_true", help="no progress bars or tables")
+
+    bp = _sub(subs, "bench", "measure training throughput (images/s) of distillation modes against a ceiling, "
+              "interleaved in rounds, as JSON + a table",
+              "curridistill bench throughput --teacher resnet56 --student resnet20 --data cifar10 --root ../shared/datasets "
+              "--steps 30 --out benchmarks/results/throughput.json")
+    bp.add_argument("what", choices=["throughput"])
+    bp.add_argument("--teacher", default="resnet56", help="zoo model of the teacher (default resnet56)")
+    bp.add_argument("--student", default="resnet20", help="zoo model of the student (default resnet20)")
+    bp.add_argument("--data", default="cifar10", help="dataset name (image data; default cifar10)")
+    bp.add_argument("--root", help="data directory (default: $CURRIDISTILL_DATA)")
+    bp.add_argument("--batch-size", type=int, default=64)
+    bp.add_argument("--steps", type=int, default=30, help="timed steps per mode and round (default 30)")
+    bp.add_argument("--warmup", type=int, default=5, help="untimed steps before each timing (default 5)")
+    bp.add_argument("--rounds", type=int, default=3, help="rounds of all modes, interleaved; the median is reported")
+    bp.add_argument("--subset", type=int, help="use a stratified subset of this many training images")
+    bp.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    bp.add_argument("--with-reference", action="store_true",
+                    help="also time the plain-PyTorch DataLoader KD loop (benchmarks/plain_pytorch_kd.py)")
+    bp.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference (default 2)")
+    bp.add_argument("--channels-last", action="store_true", help="models and inputs in channels_last memory format")
+    bp.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice / OMP_NUM_THREADS)")
+    bp.add_argument("--cache-dir", help="teacher-output cache directory (default: a temporary one, so the build is timed)")
+    bp.add_argument("--out", help="write the result JSON here, e.g. benchmarks/results/NAME.json")
+    bp.add_argument("--quiet", action="store_true", help="no per-round lines or table")
     return p
 
 

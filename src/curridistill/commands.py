@@ -5,6 +5,7 @@ import argparse
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -19,30 +20,50 @@ from curridistill.errors import UserError
 from curridistill.io import write_json, write_text
 
 console = Console()
+EXIT_STOPPED = 3  # --stop-after-epochs reached: checkpointed, resumable
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from curridistill.train.progress import make_progress
 
-    progress = make_progress(args.quiet)
+    from curridistill.train import distributed
+
+    worker = int(os.environ.get("RANK", "0")) > 0  # a torchrun process other than rank 0: silent
+    progress = make_progress(args.quiet or worker)
     if args.resume:
-        if args.config or args.overrides:
-            raise UserError("--resume continues a run with its saved config; drop CONFIG and --set")
-        call = lambda: api.resume(args.resume, progress=progress)  # noqa: E731
+        if args.config or args.overrides or args.seeds:
+            raise UserError("--resume continues a run with its saved config; drop CONFIG, --set and --seeds")
+        call = lambda: api.resume(args.resume, progress=progress, stop_after_epochs=args.stop_after_epochs)  # noqa: E731
     else:
         if not args.config:
             raise UserError("run needs a CONFIG file (or --resume RUN_DIR); try configs/quickstart.yaml")
+        if args.seeds:
+            from curridistill.experiments import parse_seeds
+
+            args.overrides = [*args.overrides, f"run.seeds={parse_seeds(args.seeds)}"]
         cfg = load_config(args.config, args.overrides)
-        call = lambda: api.run(cfg, out=args.out, progress=progress)  # noqa: E731
-    if progress:
-        with progress:
+        call = lambda: api.run(cfg, out=args.out, progress=progress, stop_after_epochs=args.stop_after_epochs)  # noqa: E731
+    try:
+        if progress:
+            with progress:
+                report = call()
+        else:
             report = call()
-    else:
-        report = call()
-    if not args.quiet:
-        print_summary(report)
-    else:
+    except api.StopRequested as stop:  # no process-group teardown here: DDP still holds it; exiting releases it
+        if not worker:
+            sys.stderr.write(f"{stop}; the checkpoint is saved: continue with `curridistill run --resume RUN_DIR`\n")
+        return EXIT_STOPPED
+    distributed.shutdown()
+    if worker:
+        return 0
+    if args.quiet:
         print(report["run_dir"])
+    elif "per_seed" in report:  # several seeds or folds: the aggregate
+        from curridistill.experiments import print_aggregate
+
+        print_aggregate(report, console)
+    else:
+        print_summary(report)
     return 0
 
 
@@ -189,4 +210,76 @@ def cmd_report(args: argparse.Namespace) -> int:
     paths = write_report(Path(args.run_dir))
     for name, path in paths.items():
         console.print(f"{name}: {path}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from curridistill.experiments.compare import compare_runs, markdown, print_table
+
+    result = compare_runs(args.run_dirs)
+    if args.out:
+        write_text(args.out, markdown(result))
+    if args.json_out:
+        write_json(args.json_out, result)
+    print_table(result, Console(width=max(console.width, 160)))
+    for path in (args.out, args.json_out):
+        if path:
+            console.print(f"wrote {path}")
+    return 0
+
+
+def cmd_tune(args: argparse.Namespace) -> int:
+    from curridistill.experiments.tune import short_params, tune
+    from curridistill.train.progress import make_progress
+
+    progress = make_progress(args.quiet)
+
+    def on_trial(row: dict) -> None:
+        if not args.quiet:
+            value = "–" if row["value"] is None else f"{row['value']:.4f}"
+            secs = "" if row["seconds"] is None else f" {row['seconds']:.1f}s"
+            console.print(f"trial {row['number']}: {row['state'].lower()} {value}{secs}  {short_params(row['params'])}")
+
+    call = lambda: tune(args.config, args.trials, out=args.out, sampler=args.sampler, storage=args.storage,  # noqa: E731
+                        study_name=args.study_name, resume=args.resume, timeout=args.timeout,
+                        overrides=args.overrides, progress=progress, on_trial=on_trial)
+    if progress:
+        with progress:
+            result = call()
+    else:
+        result = call()
+    if args.quiet:
+        print(result["out"])
+        return 0
+    table = Table(title=f"{result['study_name']}: {result['n_trials']} trials ({result['counts'].get('complete', 0)} complete, "
+                        f"{result['counts'].get('pruned', 0)} pruned), {result['metric']} ({result['direction']})")
+    for col in ("trial", "state", result["metric"], "seconds", "params"):
+        table.add_column(col, justify="left" if col in ("state", "params") else "right")
+    for row in result["trials"]:
+        table.add_row(str(row["number"]), row["state"].lower(), "–" if row["value"] is None else f"{row['value']:.4f}",
+                      "–" if row["seconds"] is None else f"{row['seconds']:.1f}", short_params(row["params"]))
+    Console(width=max(console.width, 160)).print(table)
+    console.print(f"best: trial {result['trial']} {result['metric']} {result['value']:.4f} {short_params(result['params'])}")
+    console.print(f"study directory: {result['out']}  (study.db, trials.csv, best_params.json, best.yaml)")
+    console.print(f"next: `curridistill run {result['best_yaml']} --seeds 0,1,2` to measure the best config on test")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from curridistill.bench.throughput import command_line, print_table, run_throughput
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    log = (lambda msg: None) if args.quiet else (lambda msg: console.print(msg, highlight=False))
+    result = run_throughput(teacher=args.teacher, student=args.student, data=args.data, root=args.root,
+                            batch_size=args.batch_size, steps=args.steps, warmup=args.warmup, rounds=args.rounds,
+                            subset=args.subset, device=args.device, with_reference=args.with_reference,
+                            workers=args.workers, channels_last=args.channels_last, cache_dir=args.cache_dir,
+                            command=command_line(), log=log)
+    if args.out:
+        write_json(args.out, result)
+    if not args.quiet:
+        print_table(result, console)
+        if args.out:
+            console.print(f"wrote {args.out}")
     return 0

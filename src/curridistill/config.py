@@ -30,6 +30,20 @@ class AugmentSettings(Strict):
     cutout: int = Field(0, ge=0, description="side of a zeroed square; 0 = off")
 
 
+class CVConfig(Strict):
+    """k-fold cross-validation over the training data (train + val pooled; the test set stays the test set)."""
+
+    folds: int = Field(5, ge=2)
+    seed: int = 0  # seed of the stratified fold assignment
+    fold: int | None = None  # run only this fold (set by the tool in each RUN_DIR/fold-<i>/config.yaml)
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> "CVConfig":
+        if self.fold is not None and not 0 <= self.fold < self.folds:
+            raise ValueError(f"cv.fold={self.fold} is not a fold of {self.folds}; use 0..{self.folds - 1}")
+        return self
+
+
 class DataConfig(Strict):
     name: str = "digits"  # registry name: digits, cifar10, cifar100, mnist, fashion-mnist, image-folder, tensors
     root: str | None = None  # directory of the files; default $CURRIDISTILL_DATA
@@ -42,6 +56,7 @@ class DataConfig(Strict):
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
     data_seed: int = 0  # seed of the augmentation stream and batch order: independent of the model seed
     normalize: bool = True  # subtract the training mean, divide by the std, per channel
+    cv: CVConfig | None = None  # k-fold cross-validation: `run` trains every fold into RUN_DIR/fold-<i>/
 
 
 # ---------------------------------------------------------------------------------------- models
@@ -90,6 +105,43 @@ class EarlyStopConfig(Strict):
     min_delta: float = 0.0
 
 
+class CurriculumConfig(Strict):
+    """A data curriculum: a difficulty scorer, an ordering, and pacing and/or self-paced weights."""
+
+    scorer: str = "teacher_confidence"  # curridistill list scorers
+    order: Literal["easy_first", "hard_first", "class_balanced"] = "easy_first"
+    pacing: Any = None  # {kind: fixed_exponential, start: 0.04, inc: 1.9, step_length: 50}; curridistill list pacings
+    self_paced: Any = None  # {weighting: linear, threshold: {kind: linear, start: 0.3, end: 1.0}, quantile: true}
+    rescore_every: int = Field(1, ge=1)  # epochs between re-scoring when the scorer depends on the student
+    seed: int = 0  # tie-breaking and the random scorer
+
+    @model_validator(mode="after")
+    def _check(self) -> "CurriculumConfig":
+        from curridistill.curriculum import SCORERS, parse_pacing, parse_self_paced
+
+        try:
+            SCORERS.get(self.scorer)
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+        if self.pacing is None and self.self_paced is None:
+            raise ValueError("a curriculum needs 'pacing' (which data is available) and/or 'self_paced' (per-sample weights)")
+        try:
+            if self.pacing is not None:
+                object.__setattr__(self, "pacing", parse_pacing(self.pacing).model_dump())
+            if self.self_paced is not None:
+                object.__setattr__(self, "self_paced", parse_self_paced(self.self_paced).model_dump(mode="json"))
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class TeacherRoute(Strict):
+    """RCO: follow the teacher's training trajectory, anchor by anchor (``epoch_30``, ..., ``final``)."""
+
+    route: list[str] = Field(min_length=1)
+    switch_at: list[float] | None = None  # lesson progress at which to move to the next anchor; default: equal parts
+
+
 class LessonConfig(Strict):
     name: str = ""
     epochs: int = Field(10, ge=1)
@@ -101,7 +153,8 @@ class LessonConfig(Strict):
     early_stop: EarlyStopConfig = Field(default_factory=EarlyStopConfig)
     keep_optimizer: bool = False  # carry optimizer state over from the previous lesson
     batch_size: int | None = None  # overrides data.batch_size for this lesson
-    curriculum: dict[str, Any] | None = None  # data curriculum: scorer + pacing (see curriculum docs)
+    curriculum: CurriculumConfig | None = None  # data curriculum: scorer + pacing / self-paced weights
+    teacher: TeacherRoute | None = None  # RCO route through the teacher's saved epochs
 
     @field_validator("loss", mode="before")
     @classmethod
@@ -163,6 +216,20 @@ class TeacherConfig(ModelConfig):
     course: list[LessonConfig] | None = None  # how the tool trains it; default: the course with loss {ce: 1}
     reuse: bool = True  # reuse a teacher trained earlier with identical settings (from run.cache_dir)
     weight: float = 1.0  # weight among several teachers
+    keep_epochs: list[int] = Field(default_factory=list)  # save the trained teacher after these epochs (RCO anchors)
+
+
+class RepeatUntil(Strict):
+    metric: str = "val_accuracy"
+    at_least: float
+
+
+class RepeatConfig(Strict):
+    """Rounds: repeat the course until the student reaches a target or the round budget is spent."""
+
+    until: RepeatUntil | None = None
+    max_rounds: int = Field(3, ge=1)
+    student_becomes_teacher: bool = False  # born-again: a fresh student learns from the previous round's
 
 
 class BaselineConfig(Strict):
@@ -184,9 +251,52 @@ class RunConfig(Strict):
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
     selection: Literal["best_val", "last"] = "best_val"  # which checkpoint is evaluated on test
     cache_dir: str = ".curridistill-cache"  # trained teachers and teacher outputs, shared across runs
+    teacher_cache: bool = True  # teacher logits computed once per augmentation epoch into cache_dir, then looked up
+    cache_features: bool = False  # also cache teacher features (float16; large); off: feature terms run the teacher online
+    channels_last: bool = False  # models and 4-D inputs in channels_last memory format
+    compile: bool = False  # torch.compile the student (in place; first steps are slow while it compiles)
     threads: int | None = None  # torch CPU threads; default: torch's choice
     teacher_aggregation: Literal["mean", "weighted", "confidence", "best"] = "mean"
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    seeds: list[int] | None = None  # several student seeds: RUN_DIR/seed-<s>/ each, plus aggregate.json
+    tensorboard: bool = True  # write TensorBoard events to RUN_DIR/tensorboard/ when the package is installed
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and (not value or len(set(value)) != len(value)):
+            raise ValueError(f"run.seeds must be a non-empty list of distinct integers, got {value}")
+        return value
+
+
+class TuneConfig(Strict):
+    """`curridistill tune`: dotted config paths -> search ranges, e.g. {course.0.optimizer.lr: {float: [0.01, 0.2], log: true}}."""
+
+    space: dict[str, Any] = Field(min_length=1)  # {float: [lo, hi]} | {int: [lo, hi]} (+ log, step) | {categorical: [...]}
+    metric: str = "val_accuracy"  # a validation metric of the student's epochs; the best epoch's value is the objective
+    direction: Literal["maximize", "minimize"] = "maximize"
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    pruner: Literal["median", "none"] = "median"  # stop unpromising trials early on the per-epoch metric
+    n_startup_trials: int = Field(5, ge=0)  # trials before TPE models the space and before pruning starts
+    n_warmup_steps: int = Field(2, ge=0)  # epochs of a trial before it can be pruned
+    seed: int = 0  # sampler seed
+    baseline: bool = False  # also train the baseline in every trial (slower; the objective does not need it)
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, value: dict) -> dict:
+        from curridistill.experiments.tune import parse_space
+
+        parse_space(value)  # raises ValueError with the key
+        return value
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, value: str) -> str:
+        if not value.startswith("val_"):
+            raise ValueError(f"tune.metric {value!r} must be a validation metric (val_accuracy, val_loss): "
+                             f"test data is never used to choose hyper-parameters")
+        return value
 
 
 class Config(Strict):
@@ -194,14 +304,27 @@ class Config(Strict):
     teacher: TeacherConfig | None = None
     teachers: list[TeacherConfig] = Field(default_factory=list)
     student: ModelConfig
+    assistants: list[ModelConfig] = Field(default_factory=list)  # TAKD chain: teacher -> assistants -> student
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     course: list[LessonConfig] = Field(min_length=1)
+    repeat: RepeatConfig | None = None  # rounds of the course until a target (also accepted as course.repeat)
     run: RunConfig = Field(default_factory=RunConfig)
+    tune: TuneConfig | None = None  # search space of `curridistill tune` (ignored by `run`)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _course_mapping(cls, raw: Any) -> Any:
+        return normalize(raw)
 
     @model_validator(mode="after")
     def _one_teacher_form(self) -> "Config":
         if self.teacher is not None and self.teachers:
             raise ValueError("give either 'teacher' or 'teachers', not both")
+        if self.assistants and not self.all_teachers():
+            raise ValueError("assistants need a teacher to learn from; add a 'teacher' section")
+        for i, lesson in enumerate(self.course):
+            if lesson.teacher is not None and len(self.all_teachers()) != 1:
+                raise ValueError(f"course.{i}.teacher (a route) needs exactly one teacher")
         return self
 
     def all_teachers(self) -> list[TeacherConfig]:
@@ -209,6 +332,25 @@ class Config(Strict):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def normalize(raw: Any) -> Any:
+    """Accept ``course: {lessons: [...], repeat: {...}}`` and assistants given by name; return the
+    canonical form (course a list, ``repeat`` top-level) so overrides like ``course.0.epochs`` work."""
+    if not isinstance(raw, dict):
+        return raw
+    raw = dict(raw)
+    if isinstance(raw.get("course"), dict):
+        course = dict(raw["course"])
+        unknown = set(course) - {"lessons", "repeat"}
+        if unknown:
+            raise UserError(f"course accepts 'lessons' and 'repeat', not {sorted(unknown)}")
+        raw["course"] = course.get("lessons", [])
+        if "repeat" in course:
+            raw["repeat"] = course["repeat"]
+    if isinstance(raw.get("assistants"), list):
+        raw["assistants"] = [{"name": a} if isinstance(a, str) else a for a in raw["assistants"]]
+    return raw
 
 
 # ------------------------------------------------------------------------------ loading + errors
@@ -229,6 +371,10 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
         where = str(path)
     if not isinstance(raw, dict):
         raise UserError(f"{where}: the config must be a YAML mapping with sections data, teacher, student, course, run")
+    try:
+        raw = normalize(raw)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
     raw = apply_overrides(raw, overrides or [])
     return validate_config(raw, where)
 

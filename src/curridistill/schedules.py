@@ -37,6 +37,7 @@ class ScheduleSpec(BaseModel):
     gamma: float = 0.1  # factor per step for step/multistep
     step_size: float = 0.3  # step: decay every step_size
     milestones: list[float] = Field(default_factory=list)  # multistep: decay at each milestone
+    steps: int = Field(10, ge=2)  # staircase: number of levels from start to end
     warmup: float = 0.0  # linear ramp from warmup_start to the schedule over this long
     warmup_start: float = 0.0
     unit: Literal["progress", "epoch"] = "progress"
@@ -52,6 +53,7 @@ class _Args:
     gamma: float
     step_size: float
     milestones: tuple[float, ...]
+    steps: int = 10
 
 
 SCHEDULES: Registry[Callable[[_Args, float], float]] = Registry("schedule")
@@ -98,6 +100,12 @@ def _multistep(a: _Args, p: float) -> float:
     return a.start * a.gamma ** sum(1 for m in a.milestones if p >= m - 1e-9)
 
 
+@_schedule("staircase", "start + (end - start) * floor(p * steps) / (steps - 1): equal stairs (Annealing-KD)")
+def _staircase(a: _Args, p: float) -> float:
+    level = min(math.floor(p * a.steps + 1e-9), a.steps - 1)
+    return a.start + (a.end - a.start) * level / (a.steps - 1)
+
+
 def parse_schedule(raw: Any, where: str = "schedule") -> ScheduleSpec:
     if isinstance(raw, ScheduleSpec):
         return raw
@@ -119,7 +127,7 @@ def build_schedule(spec: ScheduleSpec | float | dict, epochs: float = 1.0, where
     step_size = spec.step_size * scale
     if spec.kind == "step" and step_size <= 0:
         raise UserError(f"{where}.step_size must be > 0")
-    args = _Args(start, spec.end, spec.gamma, step_size, tuple(m * scale for m in spec.milestones))
+    args = _Args(start, spec.end, spec.gamma, step_size, tuple(m * scale for m in spec.milestones), spec.steps)
     warmup = spec.warmup * scale
     warmup_start = spec.warmup_start
 

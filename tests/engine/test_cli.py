@@ -108,3 +108,14 @@ def test_existing_run_dir_is_not_overwritten(tmp_path):
     proc = run_cli("run", str(cfg), "--out", str(out), "--quiet")
     assert proc.returncode == 2 and "already holds a run" in proc.stderr
     assert (out / "report.json").read_bytes() == before
+
+
+def test_stop_after_epochs_exits_3_and_resume_finishes(tmp_path):
+    cfg = _write(tmp_path, tiny_config(tmp_path, epochs=2))
+    out = tmp_path / "r"
+    stopped = run_cli("run", str(cfg), "--out", str(out), "--quiet", "--stop-after-epochs", "3")
+    assert stopped.returncode == 3 and "--resume" in stopped.stderr
+    assert not (out / "report.json").exists() and (out / "baseline" / "state.pt").is_file()
+    resumed = run_cli("run", "--resume", str(out), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((out / "report.json").read_text())["student"]["accuracy"] > 0.3

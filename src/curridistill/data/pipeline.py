@@ -52,6 +52,7 @@ class Pipeline:
     _params: dict[str, Tensor] | None = field(default=None, init=False)
     _params_epoch: int | None = field(default=None, init=False)
     _resident: dict[str, Tensor] = field(default_factory=dict, init=False)
+    channels_last: bool = field(default=False, init=False)  # 4-D batches in channels_last (run.channels_last)
 
     def __post_init__(self) -> None:
         c = self.splits.train.x.shape[1] if self.splits.train.x.dim() == 4 else 1
@@ -78,13 +79,14 @@ class Pipeline:
     def split(self, name: str) -> ArrayData:
         return getattr(self.splits, name)
 
-    def _source(self, name: str) -> Tensor:
-        """The split's raw tensor, kept resident on the device when that is not the CPU."""
+    def _source(self, name: str, attr: str = "x") -> Tensor:
+        """The split's raw tensor (``x`` or labels ``y``), kept resident on the device when that is not the CPU."""
         if self.device.type == "cpu":
-            return self.split(name).x
-        if name not in self._resident:
-            self._resident[name] = self.split(name).x.to(self.device, non_blocking=True)
-        return self._resident[name]
+            return getattr(self.split(name), attr)
+        key = name if attr == "x" else f"{name}.{attr}"
+        if key not in self._resident:
+            self._resident[key] = getattr(self.split(name), attr).to(self.device, non_blocking=True)
+        return self._resident[key]
 
     def to_float(self, x: Tensor) -> Tensor:
         return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
@@ -95,16 +97,22 @@ class Pipeline:
     def batch(self, split: str, indices: Tensor, epoch: int | None = None) -> tuple[Tensor, Tensor]:
         """Inputs (B, ...) float on device and labels (B,). ``epoch`` given -> training augmentation."""
         src = self._source(split)
-        idx = indices.to(src.device)
+        if src.device.type == "cuda" and indices.device.type == "cpu":
+            indices = indices.pin_memory()  # pinned + non_blocking: no stream sync per batch
+        idx = indices.to(src.device, non_blocking=True)
         x = self.to_float(src[idx].to(self.device, non_blocking=True))
         if epoch is not None and self._aug is not None:
-            x = self._aug.apply(x, {k: v[indices].to(self.device) for k, v in self.epoch_params(epoch).items()})
-        y = self.split(split).y[indices].to(self.device, non_blocking=True)
-        return self.normalize(x), y
+            x = self._aug.apply(x, {k: v[idx] for k, v in self.epoch_params(epoch).items()})
+        y = self._source(split, "y")[idx]
+        x = self.normalize(x)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, y
 
     def epoch_params(self, epoch: int) -> dict[str, Tensor]:
         if self._params_epoch != epoch:
-            self._params = self._aug.epoch_params(len(self.splits.train), self.cfg.data_seed, epoch)
+            params = self._aug.epoch_params(len(self.splits.train), self.cfg.data_seed, epoch)
+            self._params = {k: v.to(self.device) for k, v in params.items()}  # resident: indexed on the device
             self._params_epoch = epoch
         return self._params
 

@@ -5,14 +5,18 @@
 Ba & Caruana, "Do Deep Nets Really Need to be Deep?", NeurIPS 2014 regress the teacher's logits
 with an L2 loss. Annealing-KD (Jafari, Rezagholizadeh, Sharma, Ghodsi, EACL 2021) uses the same MSE
 in its first phase with the teacher's logits multiplied by an annealing factor that grows to 1
-over training; here the factor is the ``teacher_scale`` parameter (a schedule can drive it from
-the runner). Per sample the squared error is averaged over classes, so ``loss.mean()`` equals
+over training; here the factor is ``teacher_scale``: a number or a schedule of lesson progress,
+e.g. ``{kind: staircase, start: 0.1, end: 1.0, steps: 10}`` (the paper's T_max = 10). Per sample the squared error is averaged over classes, so ``loss.mean()`` equals
 ``F.mse_loss(s, k * t)``. No temperature.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
+
+from curridistill.schedules import build_schedule
 
 from curridistill.knowledge.base import KnowledgeInputs, KnowledgeTerm
 from curridistill.knowledge.registry import KNOWLEDGE
@@ -20,7 +24,7 @@ from curridistill.knowledge.registry import KNOWLEDGE
 
 class MSELogitsParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    teacher_scale: float = 1.0  # Annealing-KD's factor on the teacher logits
+    teacher_scale: Any = 1.0  # Annealing-KD's factor on the teacher logits: a number or a schedule
 
 
 def mse_logits_loss(student_logits: Tensor, teacher_logits: Tensor, teacher_scale: Tensor | float = 1.0) -> Tensor:
@@ -36,5 +40,11 @@ class MSELogits(KnowledgeTerm):
     summary = "mean squared error between student logits and (scaled) teacher logits"
     default_weight = 1.0
 
+    def teacher_scale(self, inputs: KnowledgeInputs) -> float:
+        scale = self.params.teacher_scale
+        if isinstance(scale, (int, float)):
+            return float(scale)
+        return build_schedule(scale, inputs.clock.epochs, where="mse_logits.teacher_scale")(inputs.clock.progress)
+
     def forward(self, inputs: KnowledgeInputs, temperature: Tensor | float = 1.0) -> Tensor:
-        return mse_logits_loss(inputs.student_logits, self.teacher_logits(inputs), self.params.teacher_scale)
+        return mse_logits_loss(inputs.student_logits, self.teacher_logits(inputs), self.teacher_scale(inputs))

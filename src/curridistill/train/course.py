@@ -22,13 +22,22 @@ from torch import nn
 from curridistill.config import Config, LessonConfig, ModelConfig, TeacherConfig, TermConfig
 from curridistill.data.pipeline import Pipeline, data_fingerprint
 from curridistill.errors import UserError
-from curridistill.io import load_state, read_json, save_state, save_tensors, write_json, write_text
+from curridistill.io import load_state, load_tensors, read_json, save_state, save_tensors, write_json
 from curridistill.models import build_model
 from curridistill.models.checkpoint import load_model, load_weights, read_spec, save_model
 from curridistill.schedules import ScheduleSpec
+from curridistill.train import distributed
 from curridistill.train.lesson import LessonContext, LessonRun
 from curridistill.train.metrics_log import MetricsLog
 from curridistill.train.teachers import TeacherBank
+
+
+def _copy_files(src: Path, dst: Path, names: list[str]) -> None:
+    """Copy each file atomically (temp + rename), the small JSON files last so they mark completeness."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in names:
+        shutil.copyfile(src / f, dst / f".{f}.tmp")
+        (dst / f".{f}.tmp").replace(dst / f)
 
 
 class StopRequested(Exception):
@@ -47,15 +56,21 @@ class PhaseResult:
 def ce_only(course: list[LessonConfig]) -> list[LessonConfig]:
     """The same lesson plan (epochs, optimizer, LR) with the hard-label loss only and no curriculum."""
     ce = {"ce": TermConfig(kind="ce", weight=ScheduleSpec(value=1.0), params={"label_smoothing": 0.0})}
-    return [lesson.model_copy(update={"loss": ce, "curriculum": None}) for lesson in course]
+    return [lesson.model_copy(update={"loss": ce, "curriculum": None, "teacher": None}) for lesson in course]
 
 
 class CourseRunner:
     def __init__(self, cfg: Config, run_dir: Path, pipeline: Pipeline, device: torch.device,
-                 progress=None, stop_after_epochs: int | None = None):
+                 progress=None, stop_after_epochs: int | None = None, on_record=None):
+        from curridistill.train.tensorboard import tensorboard_sink
+
         self.cfg, self.run_dir, self.pipeline, self.device = cfg, Path(run_dir), pipeline, device
         self.progress = progress
-        self.log = MetricsLog(self.run_dir / "metrics.jsonl")
+        # on_record(record) is called after every epoch record (e.g. tune's pruning hook; it may raise to stop)
+        self.main = distributed.info().is_main  # only rank 0 of a distributed run writes files
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl", writes=self.main,
+                              sinks=[tensorboard_sink(self.run_dir / "tensorboard") if cfg.run.tensorboard and self.main else None,
+                                     on_record])
         self.stop_after_epochs = stop_after_epochs
         self.epochs_this_call = 0
         self.amp = cfg.run.amp and device.type == "cuda"
@@ -74,7 +89,12 @@ class CourseRunner:
         torch.manual_seed(seed)
         model = build_model(mc.name, spec["num_classes"], spec["in_channels"], mc.kwargs, where=where)
         self._check_output(model, where)
-        return model.to(self.device)
+        model = model.to(self.device)
+        if self.cfg.run.channels_last and len(self.pipeline.splits.input_shape) == 3:  # speed options (run.*)
+            model, self.pipeline.channels_last = model.to(memory_format=torch.channels_last), True
+        if self.cfg.run.compile and not where.startswith("teacher"):
+            model.compile()  # in place: state_dict keys stay the same
+        return model
 
     def _check_output(self, model: nn.Module, where: str) -> None:
         x = torch.zeros((2, *self.pipeline.splits.input_shape))
@@ -109,22 +129,24 @@ class CourseRunner:
         phase_dir = self.run_dir / name
         if tc.reuse and cached.is_file() and not (phase_dir / "done.json").is_file():
             model = self.load_teacher(tc.model_copy(update={"checkpoint": str(cached)}), where)
+            if self.main:
+                _copy_files(cached.parent, phase_dir, [p.name for p in cached.parent.glob("epoch_*.safetensors")])
             info = read_json(cached.with_name("done.json")) if cached.with_name("done.json").is_file() else {}
             self.finish_phase(name, model, self.model_spec(tc), info.get("train_seconds"), info.get("selected"),
                               reused_from=str(cached.parent))
             return PhaseResult(name, model, info.get("train_seconds"), info.get("selected"), reused_from=str(cached.parent))
-        result = self.train_phase(name, tc, course, teachers=None, seed=self.cfg.run.teacher_seed + index)
-        if tc.reuse and not cached.is_file():
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            for f in ("model.safetensors", "model.json", "done.json"):
-                shutil.copyfile(phase_dir / f, cached.parent / f".{f}.tmp")
-                (cached.parent / f".{f}.tmp").replace(cached.parent / f)
+        result = self.train_phase(name, tc, course, teachers=None, seed=self.cfg.run.teacher_seed + index,
+                                  keep_epochs=tc.keep_epochs)
+        if tc.reuse and self.main and not cached.is_file():
+            anchors = [p.name for p in phase_dir.glob("epoch_*.safetensors")]
+            _copy_files(phase_dir, cached.parent, anchors + ["done.json", "model.json", "model.safetensors"])
         return result
 
     def teacher_key(self, tc: TeacherConfig, course: list[LessonConfig], index: int) -> str:
         desc = {"model": tc.name, "kwargs": tc.kwargs, "course": [c.model_dump(mode="json") for c in course],
                 "data": data_fingerprint(self.pipeline.splits, self.cfg.data),
-                "augment": self.pipeline.augment_key(), "batch_size": self.cfg.data.batch_size, "seed": self.cfg.run.teacher_seed + index}
+                "augment": self.pipeline.augment_key(), "batch_size": self.cfg.data.batch_size, "seed": self.cfg.run.teacher_seed + index,
+                "keep_epochs": sorted(tc.keep_epochs)}
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:20]
 
     def load_teacher(self, tc: TeacherConfig, where: str) -> nn.Module:
@@ -141,7 +163,8 @@ class CourseRunner:
         return model.eval()
 
     def train_phase(self, name: str, mc: ModelConfig, course: list[LessonConfig], teachers: TeacherBank | None,
-                    seed: int, init_from: dict | None = None) -> PhaseResult:
+                    seed: int, init_from: dict | None = None, keep_epochs: list[int] | tuple = (),
+                    anchors: dict[str, dict] | None = None) -> PhaseResult:
         phase_dir = self.run_dir / name
         model = self.build(mc, seed, where=name if name != "baseline" else "student")
         if init_from is not None:
@@ -161,33 +184,50 @@ class CourseRunner:
                  "best": state.get("best") if state else None,
                  "seconds": float(state["seconds"]) if state else 0.0}
         carried = None
+        offsets = [sum(lesson.epochs for lesson in course[:i]) for i in range(len(course))]
         for li in range(start, len(course)):
             if self.progress:
                 self.progress.phase(f"{name} L{li}")
             ctx = LessonContext(phase=name, lesson_index=li, pipeline=self.pipeline, device=self.device,
                                 seed=seed, teachers=teachers, amp=self.amp, log=self.log.append,
-                                progress=self.progress, optimizer_state=carried)
+                                progress=self.progress, optimizer_state=carried, anchors=anchors)
             run = LessonRun(model, course[li], ctx)
             if state and li == start:
                 run.load_state_dict(state["lesson_state"], None)
             t_lesson = time.perf_counter()
-            ctx.on_epoch_end = lambda r, li=li, t0=t_lesson: self.checkpoint(name, li, r, phase, t0)
+            ctx.on_epoch_end = lambda r, li=li, t0=t_lesson: self.checkpoint(name, li, r, phase, t0, keep_epochs, offsets[li])
             run.run()
             phase["seconds"] += time.perf_counter() - t_lesson
             carried = run.carried_optimizer_state()
         if teachers is not None:
             teachers.set_paths([[] for _ in range(len(teachers))])
-        if self.cfg.run.selection == "best_val" and (phase_dir / "best.safetensors").is_file():
-            load_weights(model, phase_dir / "best.safetensors", where=f"{name} best checkpoint")
+        if self.cfg.run.selection == "best_val":
+            if phase.get("best_state") is not None:
+                model.load_state_dict(phase["best_state"])
+            elif (phase_dir / "best.safetensors").is_file():  # best epoch was before a resume: written by then
+                load_weights(model, phase_dir / "best.safetensors", where=f"{name} best checkpoint")
         self.finish_phase(name, model, self.model_spec(mc), phase["seconds"], phase["best"])
         return PhaseResult(name, model.eval(), phase["seconds"], phase["best"])
 
-    def checkpoint(self, name: str, lesson: int, run: LessonRun, phase: dict, t0: float) -> None:
+    def checkpoint(self, name: str, lesson: int, run: LessonRun, phase: dict, t0: float,
+                   keep_epochs: list[int] | tuple = (), offset: int = 0) -> None:
         phase_dir = self.run_dir / name
         improved = run.best.epoch == run.epoch - 1 and run.best.value > phase["best_value"]
-        if improved:
+        if improved:  # tracked on every rank; only rank 0 writes it
             phase["best_value"] = run.best.value
             phase["best"] = {"lesson": lesson, "epoch": run.best.epoch, "val_accuracy": run.best.value}
+            phase["best_state"] = run.best.state
+        self.epochs_this_call += 1
+        if self.main:
+            self._save_checkpoint(phase_dir, lesson, run, phase, t0, keep_epochs, offset, improved)
+        if self.stop_after_epochs is not None and self.epochs_this_call >= self.stop_after_epochs:
+            raise StopRequested(f"stopped after {self.epochs_this_call} epochs as requested")
+
+    def _save_checkpoint(self, phase_dir: Path, lesson: int, run: LessonRun, phase: dict, t0: float,
+                         keep_epochs: list[int] | tuple, offset: int, improved: bool) -> None:
+        if offset + run.epoch in keep_epochs:  # an RCO anchor: the model after this many epochs of the phase
+            save_tensors(phase_dir / f"epoch_{offset + run.epoch}.safetensors", run.model.state_dict())
+        if improved:
             save_tensors(phase_dir / "best.safetensors", run.best.state)
         tag = f"last-{lesson}-{run.epoch}.safetensors"
         save_tensors(phase_dir / tag, run.model.state_dict())
@@ -199,12 +239,11 @@ class CourseRunner:
         for old in phase_dir.glob("last-*.safetensors"):
             if old.name != tag:
                 old.unlink(missing_ok=True)
-        self.epochs_this_call += 1
-        if self.stop_after_epochs is not None and self.epochs_this_call >= self.stop_after_epochs:
-            raise StopRequested(f"stopped after {self.epochs_this_call} epochs as requested")
 
     def finish_phase(self, name: str, model: nn.Module, spec: dict, seconds: float | None, selected: dict | None,
                      reused_from: str | None = None) -> None:
+        if not self.main:
+            return
         phase_dir = self.run_dir / name
         save_model(phase_dir / "model.safetensors", model, spec)
         write_json(phase_dir / "done.json", {"train_seconds": seconds, "selected": selected,
@@ -218,10 +257,64 @@ class CourseRunner:
             return None
         return self.train_phase("baseline", self.cfg.student, ce_only(self.cfg.course), teachers=None, seed=self.cfg.run.seed)
 
-    def student(self, teachers: list[PhaseResult]) -> PhaseResult:
-        weights = [tc.weight for tc in self.cfg.all_teachers()]
-        bank = TeacherBank([t.model for t in teachers], weights, self.cfg.run.teacher_aggregation, amp=self.amp)
+    def student(self, teachers: list[PhaseResult], name: str = "student", mc: ModelConfig | None = None,
+                weights: list[float] | None = None, seed: int | None = None, init_from: dict | None = None,
+                anchors: dict[str, dict] | None = None) -> PhaseResult:
+        """Distill ``mc`` (default: the student) from ``teachers`` with the course."""
+        weights = weights if weights is not None else [tc.weight for tc in self.cfg.all_teachers()]
+        models = [t.model for t in teachers]
+        if self.cfg.run.channels_last and len(self.pipeline.splits.input_shape) == 3:
+            models = [m.to(memory_format=torch.channels_last) for m in models]
+            self.pipeline.channels_last = True
+        run = self.cfg.run  # teacher outputs from run.cache_dir/teacher_outputs (train.teacher_cache) when enabled
+        bank = TeacherBank(models, weights, run.teacher_aggregation, amp=self.amp,
+                           pipeline=self.pipeline if run.teacher_cache else None, cache_dir=run.cache_dir,
+                           cache_features=run.cache_features)
         try:
-            return self.train_phase("student", self.cfg.student, self.cfg.course, teachers=bank, seed=self.cfg.run.seed)
+            return self.train_phase(name, mc or self.cfg.student, self.cfg.course, teachers=bank,
+                                    seed=self.cfg.run.seed if seed is None else seed, init_from=init_from, anchors=anchors)
         finally:
             bank.close()
+
+    def chain(self, teachers: list[PhaseResult]) -> list[PhaseResult]:
+        """TAKD: each assistant learns from the previous link (the first from the teachers)."""
+        links, source, weights = [], teachers, None
+        for i, ac in enumerate(self.cfg.assistants):
+            link = self.student(source, name=f"assistant{i}", mc=ac, weights=weights, seed=self.cfg.run.seed + 100 * (i + 1),
+                                anchors=self.anchors(teachers) if i == 0 else None)
+            links.append(link)
+            source, weights = [link], [1.0]
+        return links
+
+    def rounds(self, sources: list[PhaseResult], from_assistant: bool) -> tuple[PhaseResult, list[dict]]:
+        """Repeat the course until the target or the round budget (one round without ``repeat``)."""
+        repeat = self.cfg.repeat
+        max_rounds = repeat.max_rounds if repeat else 1
+        weights = [1.0] if from_assistant else None
+        anchors = None if from_assistant else self.anchors(sources)
+        history: list[dict] = []
+        result, init = None, None
+        for r in range(max_rounds):
+            name = "student" if r == 0 else f"student-round{r}"
+            if r > 0 and repeat.student_becomes_teacher:  # born-again: a fresh student learns from the last one
+                sources, weights, anchors, init = [result], [1.0], None, None
+            elif r > 0:
+                init = {k: v.detach().clone() for k, v in result.model.state_dict().items()}
+            result = self.student(sources, name=name, weights=weights, seed=self.cfg.run.seed + r, init_from=init,
+                                  anchors=anchors)
+            val = (result.selected_epoch or {}).get("val_accuracy")
+            reached = bool(repeat and repeat.until and val is not None and val >= repeat.until.at_least)
+            history.append({"round": r, "phase": name, "val_accuracy": val, "target_reached": reached})
+            if reached:
+                break
+        return result, history
+
+    def anchors(self, teachers: list[PhaseResult]) -> dict[str, dict] | None:
+        """RCO anchors of the (single) teacher: its saved ``epoch_E`` checkpoints and ``final``."""
+        if len(teachers) != 1 or not any(lesson.teacher is not None for lesson in self.cfg.course):
+            return None
+        found = {"final": {k: v.detach().cpu().clone() for k, v in teachers[0].model.state_dict().items()}}
+        phase_dir = self.run_dir / teachers[0].name
+        for path in sorted(phase_dir.glob("epoch_*.safetensors")):
+            found[path.stem] = load_tensors(path)
+        return found

@@ -16,12 +16,14 @@ import torch
 from torch import Tensor, nn
 
 from curridistill.config import LessonConfig
-from curridistill.curriculum.sampler import RandomBatches
+from curridistill.curriculum.lesson import LessonCurriculum
+from curridistill.curriculum.sampler import PacedBatches, RandomBatches
 from curridistill.errors import NonFiniteLoss, UserError
 from curridistill.evaluate.metrics import predict_logits
 from curridistill.knowledge import KNOWLEDGE, Clock, KnowledgeInputs, KnowledgeTerm, load_all
 from curridistill.models.taps import FeatureTaps
 from curridistill.schedules import build_schedule
+from curridistill.train import distributed
 from curridistill.train.optim import LRControl, build_optimizer, current_lr
 from curridistill.train.teachers import TeacherBank
 
@@ -41,6 +43,7 @@ class LessonContext:
     on_epoch_end: Callable[["LessonRun"], None] = lambda run: None
     progress: object = None  # train.progress.Progress or None
     optimizer_state: dict | None = None  # carried over with keep_optimizer
+    anchors: dict[str, dict] | None = None  # RCO: teacher checkpoints by name ("epoch_30", "final")
 
 
 @dataclass
@@ -48,6 +51,29 @@ class Best:
     value: float = -math.inf
     epoch: int = -1
     state: dict | None = None  # model state_dict (CPU copy) at the best epoch
+
+
+class RouteFollower:
+    """RCO: load the teacher anchor that the lesson's progress calls for (equal parts by default)."""
+
+    def __init__(self, route, anchors: dict[str, dict] | None, teachers: TeacherBank | None):
+        missing = [a for a in route.route if not anchors or a not in anchors]
+        if teachers is None or missing:
+            have = sorted(anchors) if anchors else []
+            raise UserError(f"teacher route {route.route}: anchors {missing} do not exist (saved: {have}); "
+                            f"list their epochs in teacher.keep_epochs and let the tool train the teacher")
+        k = len(route.route)
+        self.switch = route.switch_at if route.switch_at is not None else [i / k for i in range(1, k)]
+        if len(self.switch) != k - 1:
+            raise UserError(f"teacher route has {k} anchors but switch_at has {len(self.switch)} entries; give {k - 1}")
+        self.route, self.anchors, self.teachers = route.route, anchors, teachers
+        self.current: str | None = None
+
+    def at(self, progress: float) -> None:
+        name = self.route[sum(1 for s in self.switch if progress >= s - 1e-9)]
+        if name != self.current:
+            self.teachers.load_teacher_state(0, self.anchors[name])
+            self.current = name
 
 
 class LessonRun:
@@ -59,9 +85,15 @@ class LessonRun:
         n_train = len(data.splits.train)
         if self.batch_size > n_train:
             raise UserError(f"batch size {self.batch_size} is larger than the {n_train} training samples; lower data.batch_size")
-        self.sampler = RandomBatches(n_train, self.batch_size, seed=data.cfg.data_seed + 7919 * ctx.lesson_index,
-                                     drop_last=n_train % self.batch_size == 1)  # a batch of 1 breaks BatchNorm
+        sampler_seed = data.cfg.data_seed + 7919 * ctx.lesson_index
+        drop_last = n_train % self.batch_size == 1  # a batch of 1 breaks BatchNorm
+        self.curriculum = (LessonCurriculum(lesson.curriculum, lesson.epochs, where=f"course.{ctx.lesson_index}.curriculum")
+                           if lesson.curriculum is not None else None)
+        steps = RandomBatches(n_train, self.batch_size, seed=sampler_seed, drop_last=drop_last).steps_per_epoch()
+        self.sampler = (self.curriculum.make_sampler(n_train, self.batch_size, steps, sampler_seed, drop_last)
+                        if self.curriculum else RandomBatches(n_train, self.batch_size, seed=sampler_seed, drop_last=drop_last))
         self.steps_per_epoch = self.sampler.steps_per_epoch()
+        self.route = RouteFollower(lesson.teacher, ctx.anchors, ctx.teachers) if lesson.teacher is not None else None
         self.total_steps = self.steps_per_epoch * lesson.epochs
         self.terms = nn.ModuleDict()
         self.weights: dict[str, Callable[[float], float]] = {}
@@ -89,6 +121,12 @@ class LessonRun:
             except (ValueError, KeyError):
                 pass  # a different optimizer or parameter set: start fresh, as without keep_optimizer
         self.lr = LRControl(self.optimizer, lesson, self.total_steps)
+        self.forward_model = model  # DDP wraps it when several processes train together (taps stay on model)
+        if distributed.info().active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            self.forward_model = DistributedDataParallel(model, device_ids=ids)
         self.epoch = 0  # next epoch to run
         self.best = Best()
         self.stale_epochs = 0
@@ -147,22 +185,35 @@ class LessonRun:
         self.terms.train()
         t0 = time.perf_counter()
         start_p = epoch / lesson.epochs
+        if self.route is not None:
+            self.route.at(start_p)
+        if self.curriculum is not None and self.curriculum.needs_rescore(epoch):
+            self.curriculum.rescore(epoch, model, ctx.pipeline, ctx.teachers, self.sampler)
+            model.train()
         record = {
             "model": ctx.phase, "lesson": ctx.lesson_index, "lesson_name": lesson.name or f"lesson{ctx.lesson_index}",
             "epoch": epoch, "lr": current_lr(self.optimizer),
             "weights": {n: w(start_p) for n, w in self.weights.items()},
             "temperature": next((t(start_p) for t in self.temps.values() if t is not None), None),
+            "data_fraction": (self.sampler.fraction(epoch * self.steps_per_epoch)
+                              if isinstance(self.sampler, PacedBatches) else 1.0),
         }
+        if self.route is not None:
+            record["teacher_anchor"] = self.route.current
         sums: dict[str, Tensor] = {}
         total_sum = torch.zeros((), device=ctx.device)
         correct = torch.zeros((), device=ctx.device)
+        weight_sum = torch.zeros((), device=ctx.device)
         seen = 0
         task = ctx.progress.start_batches(self.steps_per_epoch) if ctx.progress else None
         for k, idx in enumerate(self.sampler.epoch_batches(epoch)):
             step = epoch * self.steps_per_epoch + k
             clock = Clock(progress=step / self.total_steps, epoch=epoch, epochs=lesson.epochs, step=step)
+            idx = distributed.shard(idx)
             x, y = ctx.pipeline.batch("train", idx, epoch=epoch)
-            loss, parts, logits = self._step(x, y, idx, clock, taps)
+            loss, parts, logits, sample_weight = self._step(x, y, idx, clock, taps)
+            if sample_weight is not None:
+                weight_sum += sample_weight * len(idx)
             total_sum += loss.detach() * len(idx)
             for name, value in parts.items():
                 sums[name] = sums.get(name, torch.zeros((), device=ctx.device)) + value * len(idx)
@@ -172,12 +223,23 @@ class LessonRun:
                 ctx.progress.advance(task)
         if task is not None:
             ctx.progress.finish(task)
+        if distributed.info().active:  # epoch metrics over every rank's samples
+            for t in [total_sum, correct, weight_sum, *sums.values()]:
+                distributed.all_reduce_sum(t)
+            seen = int(distributed.all_reduce_sum(torch.tensor(float(seen), device=ctx.device)).item())
         train_loss = float(total_sum) / max(seen, 1)
         if not math.isfinite(train_loss):
             self._non_finite(epoch, -1, {n: float(v) / max(seen, 1) for n, v in sums.items()})
         record["train_loss"] = train_loss
         record["losses"] = {n: float(v) / max(seen, 1) for n, v in sums.items()}
         record["train_accuracy"] = float(correct) / max(seen, 1)
+        record["steps"] = self.steps_per_epoch  # optimizer steps this epoch (the same under DDP)
+        if self.curriculum is not None and self.curriculum.weights is not None:
+            record["mean_sample_weight"] = float(weight_sum) / max(seen, 1)
+        learned = {n: t.learned_temperature() for n, t in self.terms.items() if hasattr(t, "learned_temperature")}
+        if learned:
+            record["temperature"] = next(iter(learned.values()))
+            record["learned_temperatures"] = learned
         record["train_seconds"] = time.perf_counter() - t0
         return record
 
@@ -189,15 +251,21 @@ class LessonRun:
 
         def compute() -> Tensor:
             with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=ctx.amp and x.device.type == "cuda"):
-                logits = self.model(x)
+                logits = self.forward_model(x)
                 inputs = self._inputs(logits, y, taps.features, x, idx, clock, epoch=clock.epoch)
-                total = torch.zeros((), device=x.device)
+                per_sample = torch.zeros(len(y), device=x.device)  # (B,) weighted sum of the terms
                 parts = {}
                 for name, term in self.terms.items():
-                    value = term(inputs, temps[name]).float().mean()
-                    parts[name] = value.detach()
+                    value = term(inputs, temps[name]).float()
+                    parts[name] = value.detach().mean()
                     if weights[name] != 0.0:
-                        total = total + weights[name] * value
+                        per_sample = per_sample + weights[name] * value
+                v = self.curriculum.sample_weights(per_sample, clock.progress) if self.curriculum else None
+                if v is None:
+                    total = per_sample.mean()
+                else:  # self-paced: a weighted mean keeps the gradient scale of the unweighted loss
+                    total = (v * per_sample).sum() / v.sum().clamp_min(1e-8)
+                    state["sample_weight"] = v.mean()
             if self.lesson.optimizer.name == "lbfgs" and self.lesson.optimizer.weight_decay:
                 total = total + 0.5 * self.lesson.optimizer.weight_decay * sum((p * p).sum() for p in self.model.parameters())
             state.update(loss=total, parts=parts, logits=logits)
@@ -206,9 +274,10 @@ class LessonRun:
         def closure() -> Tensor:
             self.optimizer.zero_grad(set_to_none=True)
             total = compute()
-            if not bool(torch.isfinite(total)):
+            if not distributed.all_finite(total):
                 self._non_finite(clock.epoch, clock.step, {n: float(v) for n, v in state["parts"].items()})
             total.backward()
+            distributed.average_gradients(self.terms.parameters())
             if self.lesson.grad_clip:
                 nn.utils.clip_grad_norm_(list(self.model.parameters()) + list(self.terms.parameters()), self.lesson.grad_clip)
             return total
@@ -219,7 +288,7 @@ class LessonRun:
             closure()
             self.optimizer.step()
         self.lr.after_step()
-        return state["loss"], state["parts"], state["logits"]
+        return state["loss"], state["parts"], state["logits"], state.get("sample_weight")
 
     def _non_finite(self, epoch: int, step: int, parts: dict[str, float]) -> None:
         terms = ", ".join(f"{n}={v:.4g}" for n, v in parts.items())
@@ -229,6 +298,7 @@ class LessonRun:
 
     def _end_epoch(self, record: dict) -> None:
         ctx = self.ctx
+        distributed.sync_buffers(self.model)
         logits = predict_logits(self.model, ctx.pipeline, "val", amp=ctx.amp)
         y = ctx.pipeline.splits.val.y
         record["val_accuracy"] = float((logits.argmax(1) == y).double().mean())
@@ -262,6 +332,7 @@ class LessonRun:
             "lr": self.lr.state_dict(),
             "sampler": self.sampler.state_dict(),
             "terms": self.terms.state_dict(),
+            "curriculum": self.curriculum.state_dict() if self.curriculum else {},
             "best_value": self.best.value, "best_epoch": self.best.epoch,
             "stale_epochs": self.stale_epochs, "early_best": self.early_best, "stopped_early": self.stopped_early,
             "rng": torch.get_rng_state(),
@@ -274,6 +345,8 @@ class LessonRun:
         self.lr.load_state_dict(state["lr"])
         self.sampler.load_state_dict(state["sampler"])
         self.terms.load_state_dict(state["terms"])
+        if self.curriculum is not None:
+            self.curriculum.load_state_dict(state["curriculum"])
         self.best = Best(float(state["best_value"]), int(state["best_epoch"]), best_state)
         self.stale_epochs, self.early_best = int(state["stale_epochs"]), float(state["early_best"])
         self.stopped_early = bool(state["stopped_early"])

@@ -8,13 +8,19 @@ from curridistill.io import write_text
 
 
 class MetricsLog:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, sinks=(), writes: bool = True):
         self.path = Path(path)
+        self.sinks = [s for s in sinks if s is not None]  # called with each record after it is written (TensorBoard, tune)
+        self.writes = writes  # False on every rank but 0 of a distributed run
 
     def append(self, record: dict) -> None:
+        if not self.writes:
+            return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        for sink in self.sinks:
+            sink(record)
 
     def records(self) -> list[dict]:
         if not self.path.is_file():
@@ -29,7 +35,7 @@ class MetricsLog:
 
     def truncate(self, model: str, lesson: int, epoch: int) -> None:
         """Drop ``model``'s records at or after (lesson, epoch): they are about to be recomputed."""
-        if not self.path.is_file():
+        if not self.writes or not self.path.is_file():
             return
         keep = [r for r in self.records() if r.get("model") != model or (r["lesson"], r["epoch"]) < (lesson, epoch)]
         write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))

@@ -1,7 +1,15 @@
-"""The runner owns the teachers: one forward per batch under inference mode, shared by every term."""
+"""The runner owns the teachers: one forward per batch under inference mode, shared by every term.
+
+With a teacher-output cache (``run.teacher_cache``, on by default; see ``train.teacher_cache``) a
+teacher's logits for a training batch are looked up (``logits[indices]``) in the outputs computed once
+for the batch's augmentation epoch instead of running the teacher. A teacher whose terms need its
+intermediate features runs online, unless ``run.cache_features`` stores those features in the cache
+too. Calls without ``indices`` (inputs that are not training samples) always run online.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -20,12 +28,21 @@ class TeacherBank:
     """Teachers in eval mode with the feature taps the lesson's terms asked for."""
 
     def __init__(self, models: list[nn.Module], weights: list[float], aggregation: str = "mean",
-                 feature_paths: list[list[str]] | None = None, amp: bool = False):
+                 feature_paths: list[list[str]] | None = None, amp: bool = False,
+                 pipeline=None, cache_dir: str | Path | None = None, cache_features: bool = False):
+        """``pipeline`` and ``cache_dir`` given: serve training batches from a teacher-output cache."""
         self.models = models
         self.weights = weights
         self.aggregation = aggregation
         self.amp = amp
+        self.cache_features = cache_features
+        self.paths: list[list[str]] = [[] for _ in models]
         self.taps: list[FeatureTaps | None] = [None for _ in models]
+        self.pipeline, self.cache_dir = pipeline, cache_dir
+        self.caches: list | None = None
+        if pipeline is not None and cache_dir is not None and models:
+            self.caches = [self._new_cache(i) for i in range(len(models))]
+        self.source: list[str] = []  # per teacher, how the last call was served: "cache" or "online"
         self.set_paths(feature_paths or [[] for _ in models])
         for m in models:
             m.eval()
@@ -34,9 +51,24 @@ class TeacherBank:
     def __len__(self) -> int:
         return len(self.models)
 
+    def _new_cache(self, index: int):
+        from curridistill.train.teacher_cache import TeacherCache
+
+        return TeacherCache(self.models[index], self.pipeline, self.cache_dir, split="train", amp=self.amp,
+                            who=f"teacher {index}")
+
+    def load_teacher_state(self, index: int, state: dict) -> None:
+        """Load new weights into teacher ``index`` (e.g. an RCO anchor); its cache follows the new weights."""
+        model = self.models[index]
+        model.load_state_dict(state)
+        model.eval()
+        if self.caches is not None:
+            self.caches[index] = self._new_cache(index)  # the key hashes the weights: another directory
+
     def set_paths(self, feature_paths: list[list[str]]) -> None:
         """Install taps on each teacher for the modules the current lesson's terms need."""
         self.close()
+        self.paths = [list(p) for p in feature_paths]
         self.taps = [FeatureTaps(m, p, who=f"teacher {i}") if p else None
                      for i, (m, p) in enumerate(zip(self.models, feature_paths))]
 
@@ -45,12 +77,25 @@ class TeacherBank:
             if t is not None:
                 t.remove()
         self.taps = [None for _ in self.models]
+        self.paths = [[] for _ in self.models]
+
+    def uses_cache(self, index: int, indices: Tensor | None, x: Tensor) -> bool:
+        """Whether teacher ``index`` is served from the cache for this call."""
+        return (self.caches is not None and indices is not None and indices.dim() == 1 and len(indices) == len(x)
+                and (not self.paths[index] or self.cache_features))
 
     def __call__(self, x: Tensor, targets: Tensor, indices: Tensor | None = None, epoch: int | None = None) -> TeacherOutputs:
+        """``indices``: training-split indices of the rows of ``x``; ``epoch``: their augmentation epoch (None: none)."""
         if not self.models:
             return TeacherOutputs(None)
-        each, feats = [], []
-        for model, taps in zip(self.models, self.taps):
+        each, feats, source = [], [], []
+        for i, (model, taps) in enumerate(zip(self.models, self.taps)):
+            if self.uses_cache(i, indices, x):
+                logits, found = self.caches[i].lookup(indices, epoch, self.paths[i], taps)
+                each.append(logits.to(x.device))
+                feats.append({k: v.to(x.device) for k, v in found.items()})
+                source.append("cache")
+                continue
             model.eval()  # a term or user code must never put a teacher back in training mode
             with torch.inference_mode(), torch.autocast(device_type=x.device.type, dtype=torch.bfloat16,
                                                          enabled=self.amp and x.device.type == "cuda"):
@@ -59,6 +104,8 @@ class TeacherBank:
             # clone outside inference mode: inference tensors cannot be saved for the student's backward
             each.append(logits.float().clone())
             feats.append({k: v.float().clone() for k, v in found.items()})
+            source.append("online")
+        self.source = source
         return TeacherOutputs(self.aggregate(each, targets), each, feats)
 
     def aggregate(self, each: list[Tensor], targets: Tensor) -> Tensor:

@@ -1,0 +1,504 @@
+"""Hyper-parameter search with Optuna over a search space declared in the config's ``tune:`` section.
+
+.. code-block:: yaml
+
+    tune:
+      space:
+        course.0.loss.kd.temperature: {float: [1, 8]}
+        course.0.optimizer.lr: {float: [0.01, 0.2], log: true}
+        student.kwargs.hidden: {categorical: [[16], [32]]}
+        course.0.epochs: {int: [5, 20]}
+      metric: val_accuracy        # validation only: test data never chooses hyper-parameters
+      direction: maximize
+      sampler: tpe                # tpe | random | grid (grid: categorical and int entries only)
+      pruner: median              # stop a trial whose per-epoch metric is below the median of earlier trials
+
+Each trial is the config with the sampled values applied as ``--set`` overrides (``config.apply_overrides``), run
+with ``api.run`` into ``OUT/trial-<n>/``. Its objective is the best ``tune.metric`` over the student's epochs (the
+value that selects the student's checkpoint), reported epoch by epoch to the pruner. The teacher is trained once:
+trials pin the teacher's course to the one the original config implies, so its cache key (``run.cache_dir``) is the
+same for every trial (values that change the teacher's data, such as ``data.batch_size``, retrain it once per
+value). The baseline is not trained in trials unless ``tune.baseline: true``.
+
+Outputs in OUT: ``study.db`` (the default storage ``sqlite:///OUT/study.db``; any Optuna storage URL works, e.g.
+PostgreSQL to share a study between machines), ``trials.csv``, ``best_params.json`` and ``best.yaml`` (the
+original config with the best values and without ``tune``: run it with ``curridistill run``).
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import difflib
+import io
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from curridistill.errors import NonFiniteLoss, UserError
+
+_KINDS = ("float", "int", "categorical")
+_PRIMITIVE = (type(None), bool, int, float, str)
+_GRID_LIMIT = 10_000
+
+
+# ------------------------------------------------------------------------------------------ search space
+@dataclass
+class Param:
+    """One dimension of the search space: the dotted config path and its distribution."""
+
+    key: str
+    kind: str  # float | int | categorical
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list = field(default_factory=list)  # decoded values
+    encoded: list = field(default_factory=list)  # what Optuna stores: the values, or their JSON text
+
+    def suggest(self, trial) -> Any:
+        if self.kind == "float":
+            return trial.suggest_float(self.key, self.low, self.high, log=self.log, step=self.step)
+        if self.kind == "int":
+            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+        return self.decode(trial.suggest_categorical(self.key, self.encoded))
+
+    def decode(self, stored: Any) -> Any:
+        if self.kind != "categorical":
+            return stored
+        for enc, value in zip(self.encoded, self.choices):
+            if enc == stored and type(enc) is type(stored):
+                return copy.deepcopy(value)
+        return stored
+
+    def grid(self) -> list:
+        if self.kind == "categorical":
+            return list(self.encoded)
+        if self.kind == "int":
+            values = list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
+            if len(values) > _GRID_LIMIT:
+                raise UserError(f"tune.space.{self.key}: {len(values)} integer values are too many for the grid sampler; "
+                                f"add a step or use sampler tpe")
+            return values
+        raise UserError(f"tune.space.{self.key} is a float range: the grid sampler needs discrete choices; write it "
+                        f"as {{categorical: [...]}} (or an int range), or use --sampler tpe / random")
+
+    def probes(self) -> list:
+        """Values that check the path and the type before any trial runs."""
+        if self.kind == "categorical":
+            return list(self.choices)
+        if self.kind == "int":
+            return [int(self.low), int(self.high)]
+        return [float(self.low), float(self.high)]
+
+
+def parse_space(space: Any) -> dict[str, Param]:
+    """Validate ``tune.space``; raises ValueError naming the key (pydantic turns it into a config error)."""
+    if not isinstance(space, dict) or not space:
+        raise ValueError("tune.space must be a non-empty mapping of dotted config path -> "
+                         "{float: [lo, hi]} | {int: [lo, hi]} | {categorical: [...]}")
+    out: dict[str, Param] = {}
+    for key, spec in space.items():
+        if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
+            raise ValueError(f"tune.space key {key!r} must be a dotted config path like course.0.optimizer.lr")
+        out[key] = _parse_param(key, spec)
+    return out
+
+
+def _parse_param(key: str, spec: Any) -> Param:
+    where = f"tune.space.{key}"
+    if isinstance(spec, list):
+        spec = {"categorical": spec}
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where} must be {{float: [lo, hi]}}, {{int: [lo, hi]}} or {{categorical: [...]}}, got {spec!r}")
+    kinds = [k for k in _KINDS if k in spec]
+    if len(kinds) != 1:
+        raise ValueError(f"{where} needs exactly one of float, int, categorical (got {sorted(spec) or 'none'})")
+    kind = kinds[0]
+    allowed = {kind} | ({"log", "step"} if kind != "categorical" else set())
+    extra = sorted(set(spec) - allowed)
+    if extra:
+        near = difflib.get_close_matches(str(extra[0]), sorted(allowed), n=1, cutoff=0.5)
+        hint = f"did you mean {near[0]!r}?" if near else f"valid keys: {', '.join(sorted(allowed))}"
+        raise ValueError(f"{where}: unknown option {extra[0]!r}; {hint}")
+    if kind == "categorical":
+        choices = spec["categorical"]
+        if not isinstance(choices, list) or not choices:
+            raise ValueError(f"{where}.categorical must be a non-empty list of choices")
+        if all(isinstance(c, _PRIMITIVE) for c in choices):
+            encoded = list(choices)
+        else:  # lists / mappings: Optuna stores their JSON text
+            encoded = [json.dumps(c, sort_keys=True) for c in choices]
+        if len({json.dumps(e, sort_keys=True) for e in encoded}) != len(encoded):
+            raise ValueError(f"{where}.categorical has repeated choices")
+        return Param(key, kind, choices=copy.deepcopy(choices), encoded=encoded)
+    bounds = spec[kind]
+    if (not isinstance(bounds, list) or len(bounds) != 2
+            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)):
+        raise ValueError(f"{where}.{kind} must be [low, high], two finite numbers, got {bounds!r}")
+    low, high = bounds
+    if kind == "int" and not all(float(b).is_integer() for b in bounds):
+        raise ValueError(f"{where}.int bounds must be integers, got {bounds!r}")
+    if not low < high:
+        raise ValueError(f"{where}.{kind}: low {low} must be below high {high}")
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise ValueError(f"{where}.log must be true or false")
+    step = spec.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0
+                             or (kind == "int" and not float(step).is_integer())):
+        raise ValueError(f"{where}.step must be a positive {'integer' if kind == 'int' else 'number'}")
+    if log and low <= 0:
+        raise ValueError(f"{where}: a log range needs low > 0 (got {low})")
+    if log and step is not None and kind == "float":
+        raise ValueError(f"{where}: give either log or step for a float range, not both")
+    return Param(key, kind, low=low, high=high, log=log, step=step)
+
+
+def value_text(value: Any) -> str:
+    """A value as the YAML text of a ``--set KEY=VALUE`` override that loads back to exactly ``value``."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30, sort_keys=False)
+    return text.removesuffix("\n...\n").strip()
+
+
+def apply_values(raw: dict, values: dict[str, Any]) -> dict:
+    from curridistill.config import apply_overrides
+
+    return apply_overrides(raw, [f"{k}={value_text(v)}" for k, v in values.items()])
+
+
+# -------------------------------------------------------------------------------------- key-path checks
+def _paths(node: Any, prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    if isinstance(node, dict):
+        items = node.items()
+    elif isinstance(node, list):
+        items = enumerate(node)
+    else:
+        return out
+    for k, v in items:
+        path = f"{prefix}{k}"
+        out.add(path)
+        out |= _paths(v, f"{path}.")
+    return out
+
+
+def _term_param_paths(resolved: dict) -> set[str]:
+    """``course.N.loss.T.X`` for every term option X (the YAML shorthand writes options beside weight)."""
+    out = set()
+    for i, lesson in enumerate(resolved.get("course") or []):
+        for t, term in (lesson.get("loss") or {}).items():
+            for x in (term.get("params") or {}):
+                out.add(f"course.{i}.loss.{t}.{x}")
+    return out
+
+
+def check_space(raw: dict, params: dict[str, Param], where: str) -> None:
+    """Every key must be a path of the config (as written, or with its defaults) and accept its values."""
+    from curridistill.config import validate_config
+
+    resolved = validate_config(raw, where).model_dump(mode="json")
+    known = _paths(raw) | _paths(resolved) | _term_param_paths(resolved)
+    for key, param in params.items():
+        if key.split(".")[0] == "tune":
+            raise UserError(f"{where}: tune.space key {key!r} points into the tune section itself; tune other sections")
+        if key not in known:
+            near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+            hint = (f"did you mean {near[0]!r}?" if near else
+                    "free-form options (model kwargs, data options) must be written in the config first")
+            raise UserError(f"{where}: tune.space key {key!r} is not a path of this config; {hint}")
+        for value in param.probes():
+            try:
+                validate_config(apply_values(raw, {key: value}), where)
+            except UserError as exc:
+                msg = str(exc).replace(f"{where}: ", "", 1).replace("--set ", "", 1)
+                raise UserError(f"{where}: tune.space key {key!r} with value {value!r}: {msg}") from None
+
+
+# ---------------------------------------------------------------------------------------------- the study
+def _mask(url: str) -> str:
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+def _make_sampler(name: str, params: dict[str, Param], tc):
+    import optuna
+
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=tc.seed, n_startup_trials=tc.n_startup_trials)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=tc.seed)
+    if name == "grid":
+        return optuna.samplers.GridSampler({k: p.grid() for k, p in params.items()}, seed=tc.seed)
+    raise UserError(f"--sampler {name!r} is not a sampler; use tpe, random or grid")
+
+
+def _make_pruner(tc):
+    import optuna
+
+    if tc.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=tc.n_startup_trials, n_warmup_steps=tc.n_warmup_steps)
+    return optuna.pruners.NopPruner()
+
+
+def student_phase(model: str) -> bool:
+    """Records of the distilled student (and its later rounds) are the ones the objective watches."""
+    return model == "student" or model.startswith("student-round")
+
+
+def trial_base(raw: dict, cfg) -> dict:
+    """The config every trial starts from: no tune section, one seed, baseline as tune.baseline says, and the
+    teacher's course pinned to the one the original config implies (so the cached teacher serves every trial)."""
+    from curridistill.train.course import ce_only
+
+    base = copy.deepcopy(raw)
+    base.pop("tune", None)
+    if cfg.data.cv is not None:
+        raise UserError("tune does not combine with data.cv; drop data.cv from the config to tune it "
+                        "(cross-validate the best.yaml afterwards)")
+    if cfg.run.seeds:
+        base.setdefault("run", {})["seeds"] = None
+    if not cfg.tune.baseline:
+        base["baseline"] = {**(base.get("baseline") or {}), "enabled": False}
+    pinned = [l.model_dump(mode="json") for l in ce_only(cfg.course)]
+    if isinstance(base.get("teacher"), dict) and not base["teacher"].get("course") and not base["teacher"].get("checkpoint"):
+        base["teacher"]["course"] = pinned
+    for t in base.get("teachers") or []:
+        if isinstance(t, dict) and not t.get("course") and not t.get("checkpoint"):
+            t["course"] = copy.deepcopy(pinned)
+    return base
+
+
+def _pin_teacher_course(best_raw: dict, base: dict, params: dict[str, Param], raw: dict) -> bool:
+    """When tuned values change the course, keep best.yaml's teacher the one the trials learned from."""
+    if not any(k.split(".")[0] == "course" for k in params):
+        return False
+    pinned = False
+    if isinstance(best_raw.get("teacher"), dict) and isinstance(base.get("teacher"), dict):
+        if not best_raw["teacher"].get("course") and base["teacher"].get("course"):
+            best_raw["teacher"]["course"] = _compact_course(raw, base["teacher"]["course"])
+            pinned = True
+    for mine, theirs in zip(best_raw.get("teachers") or [], base.get("teachers") or []):
+        if isinstance(mine, dict) and not mine.get("course") and isinstance(theirs, dict) and theirs.get("course"):
+            mine["course"] = _compact_course(raw, theirs["course"])
+            pinned = True
+    return pinned
+
+
+def _compact_course(raw: dict, pinned: list[dict]) -> list[dict]:
+    """The original lessons as written, with loss {ce: 1} and no curriculum or route, when that parses to exactly
+    the pinned teacher course (same cache key); else the pinned course in full."""
+    from curridistill.config import LessonConfig
+
+    lessons = raw.get("course")
+    if not isinstance(lessons, list) or len(lessons) != len(pinned):
+        return copy.deepcopy(pinned)
+    for ce in (1.0, {"weight": 1.0, "label_smoothing": 0.0}):
+        compact = []
+        for lesson in lessons:
+            lesson = {k: copy.deepcopy(v) for k, v in lesson.items() if k not in ("curriculum", "teacher")}
+            compact.append({**lesson, "loss": {"ce": copy.deepcopy(ce)}})
+        try:
+            same = all(LessonConfig(**c).model_dump(mode="json") == p for c, p in zip(compact, pinned))
+        except Exception:  # noqa: BLE001  (any parse problem: keep the exact form)
+            same = False
+        if same:
+            return compact
+    return copy.deepcopy(pinned)
+
+
+def _load_raw(config: str | Path | dict, overrides: list[str] | None) -> tuple[dict, str]:
+    from curridistill.config import apply_overrides
+
+    if isinstance(config, dict):
+        return apply_overrides(config, overrides or []), "config"
+    path = Path(config)
+    from curridistill.config import load_config
+
+    load_config(path, overrides)  # the usual checks and messages (file, YAML, keys)
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    return apply_overrides(raw, overrides or []), str(path)
+
+
+def tune(config: str | Path | dict, trials: int, out: str | Path | None = None, sampler: str | None = None,
+         storage: str | None = None, study_name: str | None = None, resume: bool = False, timeout: float | None = None,
+         overrides: list[str] | None = None, progress=None, on_trial: Callable[[dict], None] | None = None) -> dict:
+    """Run (or continue) an Optuna study over ``tune.space``; write trials.csv, best_params.json, best.yaml.
+
+    ``trials`` is the study's total number of finished trials: a resumed (or shared) study runs only the rest.
+    Returns the content of best_params.json plus ``out`` and ``trials`` (one dict per trial).
+    """
+    from curridistill.config import validate_config
+
+    if trials < 1:
+        raise UserError(f"--trials {trials}: give at least 1 trial")
+    if timeout is not None and timeout <= 0:
+        raise UserError(f"--timeout {timeout}: give a positive number of seconds")
+    raw, where = _load_raw(config, overrides)
+    cfg = validate_config(raw, where)
+    if cfg.tune is None:
+        raise UserError(f"{where} has no tune section; add one, e.g. tune: {{space: {{course.0.optimizer.lr: "
+                        f"{{float: [0.01, 0.2], log: true}}}}}} (see configs/tune_quickstart.yaml)")
+    tc = cfg.tune
+    try:
+        params = parse_space(tc.space)
+    except ValueError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    sampler_name = sampler or tc.sampler
+    base = trial_base(raw, cfg)
+    check_space(base, params, where)
+    import optuna
+
+    optuna_sampler = _make_sampler(sampler_name, params, tc)  # grid: checks discreteness before any work
+    if out is None:
+        if resume:
+            raise UserError("--resume needs --out DIR: the directory of the study to continue")
+        out = Path(cfg.run.out) / f"tune-{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out = Path(out)
+    if not resume and ((out / "study.db").exists() or (out / "trials.csv").exists()):
+        raise UserError(f"{out} already holds a study; continue it with --resume or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    storage_url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
+    name = study_name or f"curridistill-{cfg.run.name}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        from sqlalchemy.exc import SQLAlchemyError
+    except ImportError:  # pragma: no cover  (optuna's RDB storage needs it; a journal URL does not)
+        SQLAlchemyError = RuntimeError  # noqa: N806
+    try:
+        study = optuna.create_study(study_name=name, storage=storage_url, sampler=optuna_sampler,
+                                    pruner=_make_pruner(tc), direction=tc.direction, load_if_exists=resume)
+    except optuna.exceptions.DuplicatedStudyError:
+        raise UserError(f"study {name!r} already exists in {_mask(storage_url)}; continue it with --resume "
+                        f"or choose another --study-name") from None
+    except (ImportError, ValueError, RuntimeError, SQLAlchemyError) as exc:
+        raise UserError(f"--storage {_mask(storage_url)}: cannot open it ({str(exc).splitlines()[0]}); give an Optuna "
+                        f"storage URL such as sqlite:///study.db or postgresql://user:pass@host/db") from None
+    _check_same_study(study, tc, sampler_name)
+
+    def objective(trial) -> float:
+        values = {k: p.suggest(trial) for k, p in params.items()}
+        trial_raw = apply_values(base, values)
+        trial_cfg = validate_config(trial_raw, f"{where} (trial {trial.number})")
+        trial_dir = out / f"trial-{trial.number}"
+        trial.set_user_attr("run_dir", str(trial_dir))
+        trial.set_user_attr("values", json.loads(json.dumps(values)))
+        seen: list[float] = []
+
+        def on_record(record: dict) -> None:
+            if not student_phase(str(record.get("model", ""))):
+                return
+            value = record.get(tc.metric)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise UserError(f"tune.metric {tc.metric!r} is not in the student's epoch records; use one of "
+                                f"{sorted(k for k in record if k.startswith('val_'))}")
+            seen.append(float(value))
+            best = max(seen) if tc.direction == "maximize" else min(seen)
+            trial.report(best, len(seen) - 1)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after {len(seen)} epochs ({tc.metric} {best:.4f})")
+
+        from curridistill import api
+
+        api.run(trial_cfg, out=trial_dir, progress=progress, on_record=on_record)
+        if not seen:
+            raise UserError(f"trial {trial.number} logged no student epochs; the course must train the student")
+        return max(seen) if tc.direction == "maximize" else min(seen)
+
+    def after_trial(study_, frozen) -> None:
+        if on_trial is not None:
+            on_trial(_trial_row(frozen, params))
+        write_trials_csv(out / "trials.csv", study_.trials, params)
+
+    finished = {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL}
+    done = sum(1 for t in study.trials if t.state in finished)
+    remaining = max(0, trials - done)
+    if remaining:
+        study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(NonFiniteLoss,), gc_after_trial=True,
+                       callbacks=[after_trial, optuna.study.MaxTrialsCallback(trials, states=tuple(finished))])
+    all_trials = study.trials
+    write_trials_csv(out / "trials.csv", all_trials, params)
+    complete = [t for t in all_trials if t.state == optuna.trial.TrialState.COMPLETE]
+    counts = {s.name.lower(): sum(1 for t in all_trials if t.state == s) for s in optuna.trial.TrialState}
+    if not complete:
+        raise UserError(f"no trial of study {name!r} completed ({counts}); see {out / 'trials.csv'} and the trial "
+                        f"directories; relax the pruner (tune.pruner: none) or fix the failing trials")
+    best = study.best_trial
+    best_values = {k: params[k].decode(v) for k, v in best.params.items() if k in params}
+    best_raw = apply_values(raw, best_values)
+    best_raw.pop("tune", None)
+    pinned = _pin_teacher_course(best_raw, base, params, raw)
+    validate_config(best_raw, "best.yaml")
+    header = (f"# best trial {best.number} of study {name!r}: {tc.metric} = {best.value:.6g} "
+              f"(best epoch, validation data)\n# made by `curridistill tune` from {where}; run it with "
+              f"`curridistill run best.yaml`\n")
+    if pinned:
+        header += ("# teacher.course is written out: it is the course the teacher of every trial was trained with "
+                   "(the original lessons, loss ce), so this run reuses that teacher from run.cache_dir\n")
+    from curridistill.io import write_json, write_text
+
+    write_text(out / "best.yaml", header + yaml.safe_dump(best_raw, sort_keys=False))
+    result = {"metric": tc.metric, "direction": tc.direction, "value": best.value, "trial": best.number,
+              "params": best_values, "run_dir": best.user_attrs.get("run_dir"), "study_name": name,
+              "storage": _mask(storage_url), "sampler": sampler_name, "pruner": tc.pruner, "counts": counts,
+              "n_trials": len(all_trials), "config": where, "best_yaml": str(out / "best.yaml")}
+    write_json(out / "best_params.json", result)
+    return {**result, "out": str(out), "trials": [_trial_row(t, params) for t in all_trials]}
+
+
+def _check_same_study(study, tc, sampler_name: str) -> None:
+    """A resumed study must search the same space; record it on a new study."""
+    stored = study.user_attrs.get("curridistill_space")
+    space = json.loads(json.dumps(tc.space))
+    if stored is None:
+        if not study.trials:
+            study.set_user_attr("curridistill_space", space)
+            study.set_user_attr("curridistill_direction", tc.direction)
+        return
+    if stored != space:
+        raise UserError("the stored study was made with another tune.space; keep the space of the study "
+                        "or start a new one with another --study-name / --out")
+
+
+def _trial_row(t, params: dict[str, Param]) -> dict:
+    seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start else None
+    values = {k: params[k].decode(v) if k in params else v for k, v in t.params.items()}
+    return {"number": t.number, "state": t.state.name, "value": t.value, "params": values, "seconds": seconds,
+            "run_dir": t.user_attrs.get("run_dir")}
+
+
+def write_trials_csv(path: Path, trials: list, params: dict[str, Param]) -> None:
+    from curridistill.io import write_text
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["number", "state", "value", "params", "seconds", "run_dir"])
+    for t in trials:
+        row = _trial_row(t, params)
+        w.writerow([row["number"], row["state"], "" if row["value"] is None else f"{row['value']:.6g}",
+                    json.dumps(row["params"], sort_keys=True),
+                    "" if row["seconds"] is None else f"{row['seconds']:.1f}", row["run_dir"] or ""])
+    write_text(path, buf.getvalue())
+
+
+def short_params(values: dict) -> str:
+    """``temperature=4.84 lr=0.0608 hidden=[64]``: the last part of each key (more when two would clash)."""
+    keys = list(values)
+    names = {}
+    for k in keys:
+        parts = k.split(".")
+        n = 1
+        while n < len(parts) and sum(1 for o in keys if o.split(".")[-n:] == parts[-n:]) > 1:
+            n += 1
+        names[k] = ".".join(parts[-n:])
+
+    def fmt(v) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return json.dumps(v, separators=(",", ":")) if isinstance(v, (list, dict)) else str(v)
+
+    return " ".join(f"{names[k]}={fmt(v)}" for k, v in values.items())

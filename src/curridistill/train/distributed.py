@@ -1,0 +1,121 @@
+"""DistributedDataParallel plumbing for ``torchrun --nproc_per_node=N -m curridistill run CONFIG``.
+
+Conventions (documented in the README):
+* ``data.batch_size`` is the *global* batch. Every rank draws the same seeded batch of indices (so a
+  curriculum's prefix is the same everywhere) and keeps its own slice ``idx[rank::world]``. Optimizer
+  steps per epoch therefore equal the single-process run and the learning rate needs no scaling.
+  (If you instead grow ``batch_size`` with the world size, scale the LR linearly: Goyal et al. 2017.)
+* Gradients of the student are averaged by DDP; those of trainable knowledge state (adapters, a
+  learned temperature) are all-reduced by hand after backward.
+* Epoch metrics are all-reduced; validation runs on every rank with identical weights; only rank 0
+  writes files (metrics, checkpoints, caches, reports).
+* gloo on CPU, nccl on CUDA (one GPU per rank: ``cuda:LOCAL_RANK``).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+_INFO = DistInfo()
+
+
+def info() -> DistInfo:
+    return _INFO
+
+
+def init_from_env(device_name: str) -> DistInfo:
+    """Join the process group torchrun describes (WORLD_SIZE > 1); a no-op for a single process."""
+    global _INFO
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        _INFO = DistInfo()
+        return _INFO
+    if not dist.is_initialized():
+        use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    _INFO = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return _INFO
+
+
+def shard(indices: Tensor) -> Tensor:
+    """This rank's slice of a global batch."""
+    return indices[_INFO.rank::_INFO.world] if _INFO.active else indices
+
+
+def all_reduce_sum(t: Tensor) -> Tensor:
+    if _INFO.active:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_finite(value: Tensor) -> bool:
+    """True when the loss is finite on every rank (all ranks must agree before backward)."""
+    flag = torch.isfinite(value.detach()).float().reshape(1)
+    if _INFO.active:
+        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() > 0)
+
+
+def average_gradients(params) -> None:
+    if not _INFO.active:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= _INFO.world
+
+
+def broadcast(obj: Any) -> Any:
+    """Rank 0's value of a picklable object, on every rank."""
+    if not _INFO.active:
+        return obj
+    box = [obj if _INFO.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def barrier() -> None:
+    if _INFO.active:
+        dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group at the end of a torchrun command."""
+    global _INFO
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    _INFO = DistInfo()
+
+
+def sync_buffers(module) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every rank.
+
+    DDP broadcasts buffers at the *start* of each forward, so after the last step of an epoch every rank
+    holds statistics updated with its own slice; validation, best-checkpoint choice and a teacher later
+    used for distillation must all see the same model.
+    """
+    if not _INFO.active:
+        return
+    for buf in module.buffers():
+        dist.broadcast(buf, src=0)

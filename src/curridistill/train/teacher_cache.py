@@ -1,0 +1,270 @@
+"""Teacher-output cache: a teacher's logits (and optionally features) over the training split, computed
+once per augmentation epoch and reused across epochs, lessons, methods and student seeds.
+
+Why it is exact: the pipeline draws sample i's augmentation in epoch e from (data_seed, e, i) only, so
+the augmented training stream of an epoch does not depend on the student, its seed or the batch order.
+When epoch e is first requested, the teacher (eval mode, inference mode, batched, bfloat16 autocast on
+CUDA) runs once over *all* training samples with epoch e's augmentation; the (N, C) logits are stored as
+float16 and a training batch is served by ``logits[indices]``. Un-augmented inputs (``epoch=None``, or
+a pipeline without augmentation) share one entry for all epochs.
+
+Layout: ``<cache_dir>/teacher_outputs/<key>/epoch-<e>.safetensors`` (``epoch-none`` for un-augmented
+inputs), written atomically, with metadata ``format``, ``key``, ``epoch``, ``n``, ``c``, ``features``
+and ``checksum`` (sha256 of the stored tensors' bytes); CIFAR-10 logits take 0.9 MB per epoch (45,000 x 10
+float16), 216 MB for a 240-epoch course. The key is the sha256 of (sha256 of the
+teacher's state_dict bytes, ``data_fingerprint``, split, ``pipeline.augment_key()`` + augmentation
+parameter version, N): new teacher weights, data or augmentation settings give a new directory.
+
+A stale entry (key, epoch or size mismatch, wrong shape or dtype) or a corrupt file (unreadable,
+checksum mismatch) is reported on stderr, deleted and rebuilt; it is never used.
+
+Features (``run.cache_features: true``): the requested teacher feature maps are stored in the same
+file as float16 (``feature/<path>``). They can be large (CIFAR ResNet ``stage1`` is 16x32x32 values per
+image: ~1.5 GB per epoch for 45,000 images) and the current epoch is held in memory on the device, so
+this is off by default; then a lesson whose terms need teacher features runs that teacher online.
+The cached path changes results only by the float16 rounding of the teacher outputs.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from torch import Tensor, nn
+
+from curridistill.io import save_tensors
+
+FORMAT = "curridistill-teacher-outputs-v1"
+LOGITS = "logits"
+FEATURE_PREFIX = "feature/"
+
+
+def state_digest(model: nn.Module) -> str:
+    """sha256 of a model's state_dict: names, dtypes, shapes and raw bytes, in name order."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def tensors_checksum(tensors: dict[str, Tensor]) -> str:
+    """sha256 of the tensors' names, dtypes, shapes and bytes (CPU tensors), in name order."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        t = tensors[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def cache_key(model: nn.Module, pipeline, split: str = "train", weights_digest: str | None = None) -> str:
+    from curridistill.data.pipeline import data_fingerprint
+
+    aug = getattr(pipeline, "_aug", None)
+    desc = {
+        "format": FORMAT,
+        "teacher": weights_digest or state_digest(model),
+        "data": data_fingerprint(pipeline.splits, pipeline.cfg),
+        "split": split,
+        "augment": pipeline.augment_key(),
+        "augment_params": aug.key() if aug is not None else None,  # bumps with the parameter-draw version
+        "n": len(pipeline.split(split)),
+    }
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _is_main_process() -> bool:
+    try:
+        from curridistill.train import distributed
+    except ImportError:  # pragma: no cover
+        return True
+    return distributed.info().is_main
+
+
+class CacheEntryError(Exception):
+    """A cache file that must not be used; ``kind`` is 'stale' or 'corrupt'."""
+
+    def __init__(self, kind: str, reason: str):
+        super().__init__(reason)
+        self.kind = kind
+
+
+@dataclass
+class Entry:
+    tag: str
+    logits: Tensor  # (N, C) float16 (float32 if float16 would overflow), on the device
+    features: dict[str, Tensor] = field(default_factory=dict)  # path -> (N, ...) float16
+
+
+def warn(message: str) -> None:
+    sys.stderr.write(f"warning: {message}\n")
+    sys.stderr.flush()
+
+
+class TeacherCache:
+    """The cached outputs of one teacher on one split of one pipeline."""
+
+    def __init__(self, model: nn.Module, pipeline, cache_dir: str | Path, split: str = "train", amp: bool = False,
+                 batch_size: int | None = None, keep: int = 2, who: str = "teacher 0"):
+        self.model, self.pipeline, self.split, self.amp, self.who = model, pipeline, split, amp, who
+        if batch_size is None:  # large batches on CUDA; on CPU a batch past ~256 images runs slower (cache misses)
+            batch_size = int(getattr(pipeline.cfg, "eval_batch_size", 512))
+            batch_size = batch_size if pipeline.device.type == "cuda" else min(batch_size, 128)
+        self.batch_size = batch_size
+        self.n = len(pipeline.split(split))
+        self.num_classes = int(pipeline.splits.num_classes)
+        self.key = cache_key(model, pipeline, split)
+        self.dir = Path(cache_dir) / "teacher_outputs" / self.key
+        self.keep = max(1, keep)
+        self._memory: OrderedDict[str, Entry] = OrderedDict()
+        self.stats = {"hits": 0, "loads": 0, "builds": 0, "rebuilt": 0, "build_seconds": 0.0}
+
+    # ----------------------------------------------------------------------------- naming
+    def tag(self, epoch: int | None) -> str:
+        return "none" if epoch is None or not self.pipeline.augments else str(int(epoch))
+
+    def path(self, epoch: int | None) -> Path:
+        return self.dir / f"epoch-{self.tag(epoch)}.safetensors"
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipeline.device
+
+    # ----------------------------------------------------------------------------- lookups
+    def lookup(self, indices: Tensor, epoch: int | None, feature_paths: list[str] | tuple = (),
+               taps=None) -> tuple[Tensor, dict[str, Tensor]]:
+        """Float32 logits (B, C) and features of the samples ``indices`` in ``epoch``'s augmented stream."""
+        entry = self.entry(epoch, feature_paths, taps)
+        idx = indices.to(entry.logits.device)
+        return entry.logits[idx].float(), {p: entry.features[p][idx].float() for p in feature_paths}
+
+    def entry(self, epoch: int | None, feature_paths: list[str] | tuple = (), taps=None) -> Entry:
+        """The entry of ``epoch`` holding at least ``feature_paths``: from memory, disk, or built."""
+        tag = self.tag(epoch)
+        need = set(feature_paths)
+        entry = self._memory.get(tag)
+        if entry is not None and need <= set(entry.features):
+            self._memory.move_to_end(tag)
+            self.stats["hits"] += 1
+            return entry
+        entry = self._load(epoch)
+        if entry is None or not need <= set(entry.features):
+            entry = self.build(epoch, sorted(need), taps)  # (re)built with the features the current lesson taps
+        else:
+            self.stats["loads"] += 1
+        self._remember(entry)
+        return entry
+
+    def _remember(self, entry: Entry) -> None:
+        self._memory[entry.tag] = entry
+        self._memory.move_to_end(entry.tag)
+        while len(self._memory) > self.keep:
+            self._memory.popitem(last=False)
+
+    def clear_memory(self) -> None:
+        self._memory.clear()
+
+    # ----------------------------------------------------------------------------- disk
+    def _load(self, epoch: int | None) -> Entry | None:
+        path = self.path(epoch)
+        if not path.is_file():
+            return None
+        try:
+            return self.read(path, self.tag(epoch))
+        except CacheEntryError as exc:
+            warn(f"{self.who}: teacher-output cache file {path} is {exc.kind} ({exc}); deleted it and recomputing")
+            path.unlink(missing_ok=True)
+            self.stats["rebuilt"] += 1
+            return None
+
+    def read(self, path: Path, tag: str) -> Entry:
+        """Load and verify one file; raises ``CacheEntryError`` for a stale or corrupt file."""
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                tensors = {k: f.get_tensor(k) for k in f.keys()}
+        except Exception as exc:  # safetensors raises several types for truncated or garbled files
+            raise CacheEntryError("corrupt", f"unreadable: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+        if meta.get("format") != FORMAT:
+            raise CacheEntryError("stale", f"format {meta.get('format')!r}, expected {FORMAT!r}")
+        if meta.get("key") != self.key:
+            raise CacheEntryError("stale", f"key {meta.get('key')!r} does not match {self.key!r}")
+        if meta.get("epoch") != tag:
+            raise CacheEntryError("stale", f"holds epoch {meta.get('epoch')!r}, expected {tag!r}")
+        try:
+            n, c = int(meta.get("n", -1)), int(meta.get("c", -1))
+            features = json.loads(meta.get("features", "[]"))
+        except (TypeError, ValueError, json.JSONDecodeError):
+            raise CacheEntryError("corrupt", "unreadable metadata") from None
+        if n != self.n or c != self.num_classes:
+            raise CacheEntryError("stale", f"metadata says {n} samples x {c} classes, expected {self.n} x {self.num_classes}")
+        logits = tensors.get(LOGITS)
+        if logits is None or tuple(logits.shape) != (self.n, self.num_classes) or logits.dtype not in (torch.float16, torch.float32):
+            shape = None if logits is None else (tuple(logits.shape), str(logits.dtype))
+            raise CacheEntryError("stale", f"logits {shape}, expected ({self.n}, {self.num_classes}) float16")
+        expected = {LOGITS} | {FEATURE_PREFIX + p for p in features}
+        if set(tensors) != expected or any(tensors[FEATURE_PREFIX + p].shape[0] != self.n for p in features):
+            raise CacheEntryError("stale", f"holds tensors {sorted(tensors)}, expected {sorted(expected)}")
+        if tensors_checksum(tensors) != meta.get("checksum"):
+            raise CacheEntryError("corrupt", "checksum mismatch")
+        dev = self.device
+        return Entry(tag, logits.to(dev), {p: tensors[FEATURE_PREFIX + p].to(dev) for p in features})
+
+    # ----------------------------------------------------------------------------- build
+    def build(self, epoch: int | None, feature_paths: list[str] | tuple = (), taps=None) -> Entry:
+        """Run the teacher over every sample of the split with ``epoch``'s augmentation; store and return."""
+        import time
+
+        tag = self.tag(epoch)
+        aug_epoch = None if tag == "none" else int(epoch)
+        paths = list(feature_paths)
+        if paths and taps is None:
+            raise ValueError(f"{self.who}: features {paths} requested but the teacher has no feature taps")
+        model, pipe = self.model, self.pipeline
+        t0 = time.perf_counter()
+        was_training = model.training
+        model.eval()
+        cpu_rng = torch.get_rng_state()  # the teacher draws nothing in eval mode; keep the stream untouched anyway
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        logits_parts: list[Tensor] = []
+        feat_parts: dict[str, list[Tensor]] = {p: [] for p in paths}
+        dev = pipe.device
+        with torch.inference_mode(), torch.autocast(device_type=dev.type, dtype=torch.bfloat16,
+                                                     enabled=self.amp and dev.type == "cuda"):
+            for start in range(0, self.n, self.batch_size):
+                idx = torch.arange(start, min(start + self.batch_size, self.n))
+                x, _ = pipe.batch(self.split, idx, epoch=aug_epoch)
+                logits_parts.append(model(x).float())
+                for p in paths:
+                    feat_parts[p].append(taps.features[p].to(torch.float16).contiguous())
+        model.train(was_training)
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        full = torch.cat(logits_parts).clone()  # clone outside inference mode: normal tensors
+        half = full.to(torch.float16)
+        logits = half if bool(torch.isfinite(half).all()) or not bool(torch.isfinite(full).all()) else full
+        features = {p: torch.cat(v).clone() for p, v in feat_parts.items()}
+        if tuple(logits.shape) != (self.n, self.num_classes):
+            raise ValueError(f"{self.who} outputs {tuple(logits.shape)} over the split, expected ({self.n}, {self.num_classes})")
+        tensors = {LOGITS: logits.cpu(), **{FEATURE_PREFIX + p: t.cpu() for p, t in features.items()}}
+        meta = {"format": FORMAT, "key": self.key, "epoch": tag, "n": str(self.n), "c": str(self.num_classes),
+                "features": json.dumps(sorted(paths)), "checksum": tensors_checksum(tensors),
+                "split": self.split, "dtype": str(logits.dtype).removeprefix("torch.")}
+        try:
+            if _is_main_process():  # under torchrun every rank builds the same entry; rank 0 writes it
+                save_tensors(self.path(epoch), tensors, metadata=meta)
+        except OSError as exc:  # a full or read-only disk must not stop training: the entry still serves from memory
+            warn(f"{self.who}: could not write teacher-output cache {self.path(epoch)} ({exc}); continuing in memory")
+        self.stats["builds"] += 1
+        self.stats["build_seconds"] += time.perf_counter() - t0
+        return Entry(tag, logits, features)

@@ -1,0 +1,133 @@
+"""The curriculum engine through real runs on digits: paced resume, CTKD direction, courses,
+assistant chains, and every documented example config through the CLI."""
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from curridistill import api
+from curridistill.config import load_config
+from curridistill.knowledge import Clock, KnowledgeInputs, load_all
+from curridistill.knowledge.kd import kd_loss
+from curridistill.train.course import StopRequested
+from tests.helpers import REPO, run_cli, tiny_config
+
+
+def _records(run_dir, model="student"):
+    return [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["model"] == model]
+
+
+def test_resume_in_the_middle_of_a_paced_self_rescored_lesson(tmp_path):
+    raw = tiny_config(tmp_path, epochs=4)
+    raw["baseline"] = {"enabled": False}
+    raw["course"][0]["curriculum"] = {"scorer": "student_loss", "rescore_every": 1,
+                                      "pacing": {"kind": "linear", "start": 0.3, "end_at": 0.75}}
+    cfg = load_config(raw)
+    full = api.run(cfg, out=tmp_path / "full")
+    with pytest.raises(StopRequested):
+        api.run(cfg, out=tmp_path / "cut", stop_after_epochs=2)  # teacher reused -> stops after student epoch 2
+    resumed = api.resume(tmp_path / "cut")
+    a = load_file(str(tmp_path / "full" / "student" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "student" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["student"]["accuracy"] == full["student"]["accuracy"]
+    fractions = [r["data_fraction"] for r in _records(tmp_path / "cut")]
+    assert fractions == [r["data_fraction"] for r in _records(tmp_path / "full")]
+    assert fractions[0] == pytest.approx(0.3, abs=0.01) and fractions[-1] == 1.0
+    assert fractions == sorted(fractions)
+
+
+def test_ctkd_temperature_ascends_the_kd_loss_while_the_student_descends_it():
+    torch.manual_seed(0)
+    term = load_all().get("ctkd")()
+    term.train()
+    s = torch.randn(32, 10, requires_grad=True)
+    t = torch.randn(32, 10) * 3
+    inputs = KnowledgeInputs(student_logits=s, targets=torch.zeros(32, dtype=torch.long), teacher_logits=t,
+                             clock=Clock(progress=1.0, epoch=20, epochs=20))  # past the ramp: lambda = -1
+    opt = torch.optim.SGD([s, term.theta], lr=0.5)
+    tau0 = float(term.temperature().detach())
+    kd_before_student = kd_loss(s.detach(), t, tau0).mean()
+    term(inputs).mean().backward()
+    # the true derivative of the KD loss w.r.t. theta, for comparison with what the GRL delivers
+    theta = term.theta.detach().clone().requires_grad_(True)
+    tau = term.params.t_min + term.params.t_range * torch.sigmoid(theta)
+    kd_loss(s.detach(), t, tau[0]).mean().backward()
+    assert torch.sign(term.theta.grad) == -torch.sign(theta.grad)  # reversed gradient
+    opt.step()
+    tau1 = float(term.temperature().detach())
+    assert kd_loss(s.detach(), t, tau1).mean() > kd_loss(s.detach(), t, tau0).mean()  # temperature made KD harder
+    assert kd_loss(s.detach(), t, tau0).mean() < kd_before_student  # the student's step lowered its KD loss
+
+
+def test_ctkd_has_no_adversarial_push_at_the_start():
+    term = load_all().get("ctkd")()
+    s, t = torch.randn(8, 5, requires_grad=True), torch.randn(8, 5)
+    term(KnowledgeInputs(student_logits=s, targets=torch.zeros(8, dtype=torch.long), teacher_logits=t,
+                         clock=Clock(progress=0.0, epoch=0, epochs=20))).mean().backward()
+    assert term.theta.grad.abs().item() == 0.0  # lambda(0) = 0
+
+
+def test_two_lesson_course_carries_weights_and_logs_each_lesson(tmp_path):
+    raw = tiny_config(tmp_path, epochs=2)
+    raw["baseline"] = {"enabled": False}
+    raw["course"].append({"name": "labels", "epochs": 2, "loss": {"ce": 1}, "optimizer": {"name": "adam", "lr": 0.001},
+                          "keep_optimizer": False})
+    report = api.run(load_config(raw), out=tmp_path / "r")
+    records = _records(tmp_path / "r")
+    assert [(r["lesson"], r["epoch"], r["lesson_name"]) for r in records] == [
+        (0, 0, "distill"), (0, 1, "distill"), (1, 0, "labels"), (1, 1, "labels")]
+    assert records[2]["weights"] == {"ce": 1.0} and records[2]["temperature"] is None
+    assert records[2]["val_accuracy"] >= records[1]["val_accuracy"] - 0.05  # lesson 2 starts from lesson 1's weights
+    assert report["student"]["accuracy"] > 0.7
+
+
+def test_one_assistant_chain_reports_each_link(tmp_path):
+    raw = tiny_config(tmp_path, epochs=2)
+    raw["assistants"] = [{"name": "mlp", "kwargs": {"hidden": [48], "image_size": 8}}]
+    report = api.run(load_config(raw), out=tmp_path / "r")
+    (link,) = report["assistants"]
+    assert link["name"] == "assistant0" and link["params"] > report["student"]["params"]
+    assert {"agreement", "kl_teacher_student"} <= set(link) and "vs_last_assistant" in report["student"]
+    assert _records(tmp_path / "r", "assistant0")
+
+
+def _cli_run(tmp_path, name, *sets):
+    out = tmp_path / name
+    proc = run_cli("run", str(REPO / "configs" / f"{name}.yaml"), "--out", str(out), "--quiet",
+                   "--set", f"run.cache_dir={tmp_path / 'cache'}", "--set", "run.eval.latency_runs=2", *sets)
+    assert proc.returncode == 0, proc.stderr
+    return out, json.loads((out / "report.json").read_text())
+
+
+def test_example_configs_run_and_log_what_they_configure(tmp_path):
+    # Hacohen-style pacing: data_fraction follows fixed_exponential (start 0.1, x1.9 every 40 steps, 21 steps/epoch)
+    out, _ = _cli_run(tmp_path, "curriculum_confidence", "--set", "course.0.epochs=4")
+    fr = [r["data_fraction"] for r in _records(out)]
+    assert fr[0] == pytest.approx(0.1, abs=0.01) and fr[1] == pytest.approx(0.1, abs=0.01)  # step 21 < 40
+    assert fr[2] == pytest.approx(0.19, abs=0.01) and fr == sorted(fr)
+    # self-paced: mean sample weight below 1 at first, 1 once the quantile passes 1
+    out, _ = _cli_run(tmp_path, "self_paced_kd", "--set", "course.0.epochs=4")
+    w = [r["mean_sample_weight"] for r in _records(out)]
+    assert w[0] < 0.75 and w[-1] == 1.0
+    # CTKD: the logged temperature is the learned one, starting near 1 + 20 sigmoid(1)
+    out, _ = _cli_run(tmp_path, "ctkd", "--set", "course.0.epochs=3")
+    temps = [r["temperature"] for r in _records(out)]
+    assert temps[0] == pytest.approx(15.62, abs=0.2) and len(set(temps)) == 3
+    # Annealing-KD: two lessons, mse then ce
+    out, _ = _cli_run(tmp_path, "annealing_kd", "--set", "course.0.epochs=2", "--set", "course.1.epochs=1",
+                      "--set", "teacher.course.0.epochs=2")
+    assert [(r["lesson"], list(r["weights"])) for r in _records(out)] == [(0, ["mse_logits"]), (0, ["mse_logits"]), (1, ["ce"])]
+    # TAKD chain
+    out, report = _cli_run(tmp_path, "takd_chain", "--set", "course.0.epochs=2")
+    assert len(report["assistants"]) == 1
+    # rounds: an unreachable target runs the full budget, every round reported
+    out, report = _cli_run(tmp_path, "rounds_until_target", "--set", "course.0.epochs=1", "--set", "teacher.course.0.epochs=2",
+                           "--set", "repeat.until.at_least=1.01", "--set", "repeat.max_rounds=2")
+    assert [r["phase"] for r in report["rounds"]] == ["student", "student-round1"]
+    assert not any(r["target_reached"] for r in report["rounds"])
+    # RCO route: anchors switch at thirds of the lesson
+    out, _ = _cli_run(tmp_path, "rco_route", "--set", "course.0.epochs=3", "--set", "teacher.course.0.epochs=3",
+                      "--set", "teacher.keep_epochs=[1,2]", "--set", "course.0.teacher.route=[epoch_1,epoch_2,final]")
+    assert [r["teacher_anchor"] for r in _records(out)] == ["epoch_1", "epoch_2", "final"]
