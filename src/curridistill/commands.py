@@ -76,7 +76,7 @@ def print_summary(report: dict) -> None:
         if m is None:
             continue
         secs = m.get("train_seconds")
-        table.add_row(name, f"{m['accuracy']:.4f}", f"{m['f1_macro']:.4f}", f"{m['params']:,}", f"{m['flops'] / 1e6:.2f}",
+        table.add_row(name, f"{m['accuracy']:.4f}", f"{m['f1_macro']:.4f}", f"{m['params']:,}", f"{m['flops'] / 1e6:.3g}",
                       f"{m['latency_ms']:.3f}", "reused" if secs is None else f"{secs:.1f}",
                       f"{m['agreement']:.3f}" if "agreement" in m else "-")
     console.print(table)

@@ -111,6 +111,18 @@ def test_report_with_aggregate_and_no_baseline(tmp_path: Path):
     assert _img_count(paths["report.html"].read_text(encoding="utf-8")) == len(paths) - 2
 
 
+def test_report_of_a_multi_seed_parent_uses_its_children(tmp_path: Path):
+    d = tmp_path / "seeds"
+    reports = [_report(a, seed=s) for s, a in enumerate((0.90, 0.92))]
+    for s, r in enumerate(reports):
+        write_json(d / f"seed-{s}" / "report.json", r)
+        write_text(d / f"seed-{s}" / "metrics.jsonl", "\n".join(json.dumps(m) for m in _metrics()) + "\n")
+    write_json(d / "aggregate.json", aggregate_reports(reports))  # the parent has no report.json of its own
+    paths = write_report(d)
+    assert {"curves", "schedules", "pareto", "seed_spread"} <= set(paths)
+    assert paths["report.html"].parent == d
+
+
 def test_missing_report(tmp_path: Path):
     with pytest.raises(UserError) as exc:
         write_report(tmp_path)

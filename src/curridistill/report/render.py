@@ -299,13 +299,18 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     Returns ``{name: path}`` of every file written (``report.md``, ``report.html`` and one entry per plot).
     """
     run_dir = Path(run_dir)
-    report_path = run_dir / "report.json"
+    report_path, metrics_dir = run_dir / "report.json", run_dir
+    if not report_path.is_file() and (run_dir / "aggregate.json").is_file():
+        # a multi-seed / cross-validation parent: curves and models of its first child, spread of all
+        children = sorted(p.parent for p in run_dir.glob("*/report.json"))
+        if children:
+            report_path, metrics_dir = children[0] / "report.json", children[0]
     if not report_path.is_file():
         raise UserError(f"no report.json in {run_dir}; is this a run directory? run `curridistill run CONFIG` first")
     report = read_json(report_path)
     if not isinstance(report, dict):
         raise UserError(f"{report_path} is not a report (expected a JSON object); delete it and rerun the config")
-    metrics = _read_metrics(run_dir / "metrics.jsonl")
+    metrics = _read_metrics(metrics_dir / "metrics.jsonl")
     aggregate = read_json(run_dir / "aggregate.json") if (run_dir / "aggregate.json").is_file() else None
     if aggregate is not None and not isinstance(aggregate, dict):
         raise UserError(f"{run_dir / 'aggregate.json'} is not an aggregate (expected a JSON object); delete it")
