@@ -1,0 +1,139 @@
+"""Accuracy table: every method on one teacher/student pair, several seeds, same budget.
+
+    python benchmarks/accuracy_table.py configs/protocol/cifar10_cpu_scale.yaml --seeds 0,1,2 \
+        --set data.root=../shared/datasets --out runs/accuracy --json benchmarks/results/accuracy_resnet56_resnet8_cpu.json
+
+Each row replaces the config's course (and assistants) with the method's, runs it for every seed with
+`run.seeds`, and reads the aggregate: test accuracy of the validation-selected checkpoint (mean ± std),
+delta vs the student trained alone (the baseline every run trains with the same budget), Welch p-value
+vs `kd`, and training wall time. The teacher is trained once and reused by every row and seed.
+Rows already finished under --out are read back, so the command resumes where it stopped.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from curridistill import api
+from curridistill.config import apply_overrides, load_config
+from curridistill.evaluate.stats import summarize, welch_t_test
+
+
+def _kd(base: dict) -> dict:
+    return {"ce": 0.1, "kd": {"weight": 0.9, "temperature": 4}}
+
+
+def _lesson(base: dict, **changes) -> dict:
+    lesson = copy.deepcopy(base["course"][0])
+    lesson.update(changes)
+    return lesson
+
+
+def rows(base: dict) -> dict[str, dict]:
+    """Method name -> the config edits that make it; budgets (epochs, optimizer, LR) stay the base's."""
+    epochs = base["course"][0]["epochs"]
+    warm = max(1, round(epochs * 20 / 240))  # DKD's 20-of-240-epoch warm-up, scaled to the budget
+    half = max(1, epochs // 2)
+    return {
+        "kd": {"course": [_lesson(base, loss=_kd(base))]},
+        "dkd": {"course": [_lesson(base, loss={"ce": 1.0, "dkd": {"weight": {"kind": "constant", "value": 1, "warmup": warm, "unit": "epoch"}}})]},
+        "dist": {"course": [_lesson(base, loss={"ce": 1.0, "dist": 2.0})]},
+        "kd+ls": {"course": [_lesson(base, loss={"ce": 0.1, "kd": {"weight": 0.9, "temperature": 2, "ls": True}})]},
+        "fitnet": {"course": [_lesson(base, loss={"ce": 1.0, "kd": {"weight": 0.0}, "fitnet": 100})]},
+        "at": {"course": [_lesson(base, loss={"ce": 1.0, "at": {"weight": 1000, "student_layers": ["stage2", "stage3"],
+                                                                  "teacher_layers": ["stage2", "stage3"]}})]},
+        "ctkd": {"course": [_lesson(base, loss={"ce": 0.1, "ctkd": 0.9})]},
+        "curriculum+kd": {"course": [_lesson(base, loss=_kd(base), curriculum={
+            "scorer": "teacher_confidence", "order": "class_balanced",
+            "pacing": {"kind": "fixed_exponential", "start": 0.1, "inc": 1.9, "unit": "epoch", "step_length": 1}})]},
+        "self-paced kd": {"course": [_lesson(base, loss=_kd(base), curriculum={
+            "scorer": "student_loss", "self_paced": {"weighting": "hard", "quantile": True,
+                                                     "threshold": {"kind": "linear", "start": 0.5, "end": 1.5}}})]},
+        "annealing-kd": {"course": [
+            _lesson(base, name="anneal", epochs=half, loss={"mse_logits": {"teacher_scale": {"kind": "staircase", "start": 0.1, "end": 1.0, "steps": 10}}}),
+            _lesson(base, name="labels", epochs=epochs - half, loss={"ce": 1.0})]},
+        "takd (resnet14)": {"course": [_lesson(base, loss=_kd(base))], "assistants": [{"name": "resnet14"}]},
+    }
+
+
+def run_row(name: str, edits: dict, base: dict, seeds: list[int], out: Path) -> dict:
+    row_dir = out / name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "_")
+    if (row_dir / "aggregate.json").is_file():
+        return json.loads((row_dir / "aggregate.json").read_text())
+    raw = {**copy.deepcopy(base), **copy.deepcopy(edits)}
+    raw["run"] = {**raw.get("run", {}), "seeds": seeds}
+    raw["baseline"] = {"enabled": True}
+    cfg = load_config(raw)
+    if (row_dir / "config.yaml").is_file():
+        return api.resume(row_dir)
+    return api.run(cfg, out=row_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("config")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--set", dest="overrides", action="append", default=[])
+    p.add_argument("--rows", help="comma-separated subset of the rows")
+    p.add_argument("--out", default="runs/accuracy")
+    p.add_argument("--json", dest="json_out", required=True)
+    args = p.parse_args(argv)
+    base = apply_overrides(yaml.safe_load(Path(args.config).read_text()), args.overrides)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    table = rows(base)
+    chosen = args.rows.split(",") if args.rows else list(table)
+    results, t0 = {}, time.time()
+    for name in chosen:
+        started = time.time()
+        agg = run_row(name, table[name], base, seeds, Path(args.out))
+        results[name] = {"student": agg["per_seed"]["student"], "baseline": agg["per_seed"].get("baseline", []),
+                         "teacher": agg.get("teacher", {}).get("accuracy", {}).get("mean"),
+                         "wall_seconds": time.time() - started}
+        print(f"{name}: {summarize(results[name]['student'])['mean']:.4f}", flush=True)
+    alone = [v for r in results.values() for v in r["baseline"]][: len(seeds)]
+    kd = results.get("kd", {}).get("student")
+    table_rows = [{"method": "student alone", **_stats(alone, alone, None)}]
+    for name, r in results.items():
+        table_rows.append({"method": name, **_stats(r["student"], alone, kd), "wall_seconds": r["wall_seconds"]})
+    record = {"command": "python benchmarks/accuracy_table.py " + " ".join(argv or sys.argv[1:]),
+              "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
+              "machine": platform.platform(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seeds": seeds,
+              "selection": "validation-selected checkpoint, evaluated once on the test split",
+              "teacher_accuracy": next((r["teacher"] for r in results.values()), None),
+              "rows": table_rows, "total_seconds": time.time() - t0}
+    Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json_out).write_text(json.dumps(record, indent=2) + "\n")
+    Path(args.json_out).with_suffix(".md").write_text(markdown(record))
+    print(markdown(record))
+    return 0
+
+
+def _stats(values: list[float], alone: list[float], kd: list[float] | None) -> dict:
+    s = summarize(values)
+    out = {"mean": s["mean"], "std": s["std"], "n": s["n"], "per_seed": values,
+           "delta_vs_alone": s["mean"] - summarize(alone)["mean"] if alone else None}
+    out["p_vs_kd"] = welch_t_test(values, kd)["p_value"] if kd and values is not kd else None
+    return out
+
+
+def markdown(record: dict) -> str:
+    lines = ["| method | top-1 mean ± std | Δ vs student alone | p vs kd | wall s |", "|---|---|---|---|---|"]
+    for r in record["rows"]:
+        std = f"{r['std']:.4f}" if r["std"] is not None else "–"
+        delta = f"{r['delta_vs_alone']:+.4f}" if r["delta_vs_alone"] is not None else "–"
+        pv = f"{r['p_vs_kd']:.3f}" if r.get("p_vs_kd") is not None else "–"
+        wall = f"{r['wall_seconds']:.0f}" if r.get("wall_seconds") else "–"
+        lines.append(f"| {r['method']} | {r['mean']:.4f} ± {std} | {delta} | {pv} | {wall} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
