@@ -19,7 +19,7 @@ from curridistill.config import DataConfig, load_config
 from curridistill.errors import UserError
 from curridistill.io import write_json, write_text
 
-console = Console()
+console = Console() if sys.stdout.isatty() else Console(width=120)  # logs and pipes: no truncated columns
 EXIT_STOPPED = 3  # --stop-after-epochs reached: checkpointed, resumable
 
 
