@@ -55,6 +55,7 @@ class DataConfig(Strict):
     eval_batch_size: int = 512
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
     data_seed: int = 0  # seed of the augmentation stream and batch order: independent of the model seed
+    workers: int = Field(2, ge=0)  # DataLoader processes decoding streamed images (image-folder with stream: true)
     normalize: bool = True  # subtract the training mean, divide by the std, per channel
     cv: CVConfig | None = None  # k-fold cross-validation: `run` trains every fold into RUN_DIR/fold-<i>/
 

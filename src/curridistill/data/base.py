@@ -28,7 +28,8 @@ class ArrayData:
         return len(self.classes)
 
     def subset(self, indices: Tensor) -> "ArrayData":
-        return ArrayData(self.x[indices], self.y[indices], self.classes)
+        x = self.x[indices] if isinstance(self.x, torch.Tensor) else self.x.select(indices)  # streamed: stays lazy
+        return ArrayData(x, self.y[indices], self.classes)
 
 
 @dataclass
@@ -76,7 +77,12 @@ def stratified_split(y: Tensor, holdout: int, seed: int) -> tuple[Tensor, Tensor
 
 
 def channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-channel mean and population std of uint8 (N, C, H, W) data in [0, 1] units."""
+    """Per-channel mean and population std of uint8 (N, C, H, W) data in [0, 1] units.
+
+    Streamed images (``load``) are measured on at most 2,048 evenly spaced samples.
+    """
+    if hasattr(x, "load"):
+        x = x.load(torch.linspace(0, len(x) - 1, min(len(x), 2048)).long().unique())
     xf = x.double() / 255.0 if x.dtype == torch.uint8 else x.double()
     dims = [d for d in range(xf.dim()) if d != 1] if xf.dim() > 2 else [0]
     mean = xf.mean(dim=dims)

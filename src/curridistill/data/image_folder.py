@@ -143,11 +143,55 @@ def _folder(root: Path | str | None, path: str | None) -> Path:
     return base
 
 
+class LazyImages:
+    """Image files decoded on demand: the streaming path for folders that do not fit in memory.
+
+    It stands where the pipeline keeps a uint8 (N, C, H, W) tensor: ``len``, ``shape``, ``dim()`` and
+    ``dtype`` answer like one; ``load(indices)`` decodes a batch; ``select(indices)`` is a cheap subset.
+    Training batches are decoded in DataLoader worker processes (``data.workers``), in the sampler's
+    order, so a streamed run sees exactly the pixels and batches of an in-memory one.
+    """
+
+    dtype = torch.uint8
+
+    def __init__(self, paths: Sequence[Path], size: tuple[int, int], grayscale: bool = False):
+        self.paths, self.size, self.grayscale = list(paths), tuple(size), bool(grayscale)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((len(self.paths), 1 if self.grayscale else 3, *self.size))
+
+    def dim(self) -> int:
+        return 4
+
+    def select(self, indices) -> "LazyImages":
+        return LazyImages([self.paths[int(i)] for i in indices], self.size, self.grayscale)
+
+    def load(self, indices) -> torch.Tensor:
+        """uint8 (B, C, H, W) of the images at ``indices``."""
+        arrays = [decode(self.paths[int(i)], self.size, self.grayscale) for i in indices]
+        return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+    def fingerprint(self) -> str:
+        """Files, sizes and modification times: changes when the folder does."""
+        import hashlib
+
+        h = hashlib.sha256(repr((self.size, self.grayscale)).encode())
+        for p in self.paths:
+            st = p.stat()
+            h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}".encode())
+        return h.hexdigest()[:16]
+
+
 @DATASETS.register("image-folder")
 def load_image_folder(root: Path | str | None = None, path: str | None = None, image_size=32, grayscale: bool = False,
-                      test_fraction: float = 0.2, split_seed: int = 0, workers: int | None = None
-                      ) -> tuple[ArrayData, ArrayData]:
-    """Images of ``<folder>/train/<class>/`` and ``<folder>/test/<class>/``, decoded into memory."""
+                      test_fraction: float = 0.2, split_seed: int = 0, workers: int | None = None,
+                      stream: bool = False) -> tuple[ArrayData, ArrayData]:
+    """Images of ``<folder>/train/<class>/`` and ``<folder>/test/<class>/``, decoded into memory
+    (or, with ``stream: true``, read from disk batch by batch by DataLoader workers)."""
     size = _size(image_size)
     folder = _folder(root, path)
     train_dir, test_dir = folder / "train", folder / "test"
@@ -157,11 +201,15 @@ def load_image_folder(root: Path | str | None = None, path: str | None = None, i
         train_dir = folder  # class folders directly in the folder; the test split is carved out below
     n_workers = workers if workers is not None else min(4, os.cpu_count() or 1)
     samples, classes = scan(train_dir)
-    x = _decode_all(samples, size, bool(grayscale), n_workers)
+    if stream:
+        decode_split = lambda items: LazyImages([p for p, _ in items], size, bool(grayscale))  # noqa: E731
+    else:
+        decode_split = lambda items: _decode_all(items, size, bool(grayscale), n_workers)  # noqa: E731
+    x = decode_split(samples)
     y = torch.tensor([s[1] for s in samples], dtype=torch.int64)
     if test_dir.is_dir():
         test_samples, _ = scan(test_dir, classes)
-        test = ArrayData(_decode_all(test_samples, size, bool(grayscale), n_workers),
+        test = ArrayData(decode_split(test_samples),
                          torch.tensor([s[1] for s in test_samples], dtype=torch.int64), classes)
         return ArrayData(x, y, classes), test
     if not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from typing import Iterable, Iterator
 
 import torch
 from torch import Tensor
@@ -81,7 +82,7 @@ class Pipeline:
 
     def _source(self, name: str, attr: str = "x") -> Tensor:
         """The split's raw tensor (``x`` or labels ``y``), kept resident on the device when that is not the CPU."""
-        if self.device.type == "cpu":
+        if self.device.type == "cpu" or _streamed(getattr(self.split(name), attr)):
             return getattr(self.split(name), attr)
         key = name if attr == "x" else f"{name}.{attr}"
         if key not in self._resident:
@@ -97,10 +98,18 @@ class Pipeline:
     def batch(self, split: str, indices: Tensor, epoch: int | None = None) -> tuple[Tensor, Tensor]:
         """Inputs (B, ...) float on device and labels (B,). ``epoch`` given -> training augmentation."""
         src = self._source(split)
+        raw = src.load(indices) if _streamed(src) else None
+        return self.prepare(split, indices, raw, epoch)
+
+    def prepare(self, split: str, indices: Tensor, raw: Tensor | None = None, epoch: int | None = None
+                ) -> tuple[Tensor, Tensor]:
+        """Device batch from ``indices`` (and their uint8 pixels ``raw`` when already decoded)."""
+        src = self._source(split) if raw is None else raw
         if src.device.type == "cuda" and indices.device.type == "cpu":
             indices = indices.pin_memory()  # pinned + non_blocking: no stream sync per batch
-        idx = indices.to(src.device, non_blocking=True)
-        x = self.to_float(src[idx].to(self.device, non_blocking=True))
+        idx = indices.to(src.device if raw is None else self.device, non_blocking=True)
+        x = self.to_float((src[idx] if raw is None else raw).to(self.device, non_blocking=True))
+        idx = idx.to(self.device)
         if epoch is not None and self._aug is not None:
             x = self._aug.apply(x, {k: v[idx] for k, v in self.epoch_params(epoch).items()})
         y = self._source(split, "y")[idx]
@@ -116,6 +125,21 @@ class Pipeline:
             self._params_epoch = epoch
         return self._params
 
+    def train_batches(self, index_batches: Iterable[Tensor], epoch: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """(indices, inputs, labels) of each training batch, in the sampler's order. Streamed images are
+        decoded ahead by ``data.workers`` DataLoader processes; in-memory data is gathered directly."""
+        source = self.splits.train.x
+        if not _streamed(source) or self.cfg.workers == 0:
+            for idx in index_batches:
+                yield (idx, *self.batch("train", idx, epoch))
+            return
+        from torch.utils.data import DataLoader
+
+        loader = DataLoader(_DecodeBatches(source), sampler=list(index_batches), batch_size=None,
+                            num_workers=self.cfg.workers, pin_memory=self.device.type == "cuda")
+        for idx, raw in loader:
+            yield (idx, *self.prepare("train", idx, raw, epoch))
+
     def eval_batches(self, split: str, batch_size: int | None = None):
         n = len(self.split(split))
         bs = batch_size or self.cfg.eval_batch_size
@@ -123,9 +147,24 @@ class Pipeline:
             yield self.batch(split, torch.arange(start, min(start + bs, n)))
 
 
+def _streamed(x) -> bool:
+    return hasattr(x, "load")
+
+
+class _DecodeBatches:
+    """A map-style dataset whose item is a whole batch: (indices, uint8 pixels), decoded in a worker."""
+
+    def __init__(self, images):
+        self.images = images
+
+    def __getitem__(self, indices: Tensor) -> tuple[Tensor, Tensor]:
+        return indices, self.images.load(indices)
+
+
 def data_fingerprint(splits: Splits, cfg: DataConfig) -> str:
     """Hash of the data a model sees: dataset, split settings and the exact training tensors' sizes."""
     desc = {"name": cfg.name, "options": cfg.options, "val_size": cfg.val_size, "split_seed": cfg.split_seed,
             "subset": cfg.subset, "normalize": cfg.normalize, "info": splits.info,
-            "checksum": float(splits.train.x[:: max(1, len(splits.train) // 997)].double().sum())}
+            "checksum": (splits.train.x.fingerprint() if _streamed(splits.train.x) else
+                         float(splits.train.x[:: max(1, len(splits.train) // 997)].double().sum()))}
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -39,6 +39,8 @@ def fold_splits(splits: Splits, cv: CVConfig) -> Splits:
     """The Splits of fold ``cv.fold``: validation = that fold of (train + val), training = the other folds."""
     if cv.fold is None:
         raise UserError("fold_splits needs data.cv.fold; `curridistill run` sets it in each fold's config")
+    if hasattr(splits.train.x, "load"):
+        raise UserError("data.cv needs the images in memory; drop data.options.stream for cross-validation")
     pooled_x = torch.cat([splits.train.x, splits.val.x])
     pooled_y = torch.cat([splits.train.y, splits.val.y])
     fold = fold_assignment(pooled_y, cv.folds, cv.seed)

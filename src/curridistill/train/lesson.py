@@ -206,11 +206,10 @@ class LessonRun:
         weight_sum = torch.zeros((), device=ctx.device)
         seen = 0
         task = ctx.progress.start_batches(self.steps_per_epoch) if ctx.progress else None
-        for k, idx in enumerate(self.sampler.epoch_batches(epoch)):
+        batches = (distributed.shard(idx) for idx in self.sampler.epoch_batches(epoch))
+        for k, (idx, x, y) in enumerate(ctx.pipeline.train_batches(batches, epoch)):
             step = epoch * self.steps_per_epoch + k
             clock = Clock(progress=step / self.total_steps, epoch=epoch, epochs=lesson.epochs, step=step)
-            idx = distributed.shard(idx)
-            x, y = ctx.pipeline.batch("train", idx, epoch=epoch)
             loss, parts, logits, sample_weight = self._step(x, y, idx, clock, taps)
             if sample_weight is not None:
                 weight_sum += sample_weight * len(idx)
