@@ -46,7 +46,7 @@ class LessonCurriculum:
         if not self.paced:
             return RandomBatches(n, batch_size, seed=seed, drop_last=drop_last)
         pacing = build_pacing(self.cfg.pacing, steps_per_epoch * self.epochs, steps_per_epoch, where=f"{self.where}.pacing")
-        # a placeholder order until the first scoring, which happens before any batch is drawn
+        # the identity order until the first scoring, which happens before any batch is drawn
         return PacedBatches(torch.arange(n), pacing, batch_size, steps_per_epoch, seed=seed)
 
     def needs_rescore(self, epoch: int) -> bool:
