@@ -21,6 +21,7 @@ from curridistill.evaluate.metrics import pair_metrics
 from curridistill.io import write_json, write_text
 from curridistill.train import distributed
 from curridistill.train.course import CourseRunner, StopRequested  # noqa: F401  (re-exported for callers)
+from curridistill.train.teacher_cache import cached_eval_logits
 
 
 def resolve_device(name: str) -> torch.device:
@@ -137,8 +138,10 @@ def build_report(cfg: Config, pipeline: Pipeline, teachers, baseline, student, l
                     "data": {"name": cfg.data.name, **pipeline.splits.info}, "classes": pipeline.splits.train.classes,
                     "seed": cfg.run.seed, "device": str(pipeline.device)}
     t_metrics, t_logits = [], []
-    for t in teachers:
-        m, logits = evaluate_model(t.model, pipeline, ev, t.train_seconds, amp=amp)
+    for i, t in enumerate(teachers):
+        cached = (cached_eval_logits(t.model, pipeline, "test", cfg.run.cache_dir, amp=amp, who=f"teacher {i}")
+                  if cfg.run.teacher_cache else None)  # a fixed teacher is evaluated once across seeds and methods
+        m, logits = evaluate_model(t.model, pipeline, ev, t.train_seconds, amp=amp, logits=cached)
         m["reused_from"] = t.reused_from
         t_metrics.append(m)
         t_logits.append(logits)

@@ -200,7 +200,38 @@ def test_cached_and_online_distillation_reach_the_same_student(tmp_path):
     cached = api.run(cfg(True), out=tmp_path / "cached")
     plain = api.run(cfg(False), out=tmp_path / "online")  # teacher reused from the shared cache_dir
     assert abs(cached["student"]["accuracy"] - plain["student"]["accuracy"]) <= 0.03
-    entries = sorted(p.name for p in (tmp_path / "cache" / "teacher_outputs").glob("*/*.safetensors"))
+    entries = sorted(p.name for p in (tmp_path / "cache" / "teacher_outputs").glob("*/epoch-*.safetensors"))
     assert entries == ["epoch-0.safetensors", "epoch-1.safetensors"]  # one per augmentation epoch
+    assert len(list((tmp_path / "cache" / "teacher_outputs").glob("*/eval-test-*.safetensors"))) == 1
     again = api.run(cfg(True), out=tmp_path / "cached-again")  # read from disk: exactly the built outputs
     assert (again["student"]["accuracy"], again["student"]["loss"]) == (cached["student"]["accuracy"], cached["student"]["loss"])
+
+
+# ------------------------------------------------------------------------------ teacher test logits
+def test_eval_logits_are_computed_once_exactly_and_rebuilt_when_corrupt(tmp_path, pipe, capsys):
+    from curridistill.evaluate.metrics import predict_logits
+    from curridistill.train.teacher_cache import cached_eval_logits
+
+    teacher = make_teacher()
+    fresh = predict_logits(teacher, pipe, "test")
+    first = cached_eval_logits(teacher, pipe, "test", tmp_path)
+    files = list((tmp_path / "teacher_outputs").glob("*/eval-test-*.safetensors"))
+    assert len(files) == 1 and torch.equal(first, fresh)  # float32: metrics equal a fresh pass
+    stamp = files[0].stat().st_mtime_ns
+    assert torch.equal(cached_eval_logits(teacher, pipe, "test", tmp_path), fresh)
+    assert files[0].stat().st_mtime_ns == stamp  # served from disk, not rewritten
+    other = make_teacher(seed=1)  # other weights: another key, never the first teacher's logits
+    assert torch.equal(cached_eval_logits(other, pipe, "test", tmp_path), predict_logits(other, pipe, "test"))
+    files[0].write_bytes(files[0].read_bytes()[:100])  # truncated
+    assert torch.equal(cached_eval_logits(teacher, pipe, "test", tmp_path), fresh)
+    assert "unreadable" in capsys.readouterr().err
+
+
+def test_seeds_reuse_the_teacher_test_logits(tmp_path):
+    raw = tiny_config(tmp_path, epochs=1)
+    raw["run"]["seeds"] = [0, 1]
+    api.run(load_config(raw), out=tmp_path / "run")
+    files = list((tmp_path / "cache" / "teacher_outputs").glob("*/eval-test-*.safetensors"))
+    assert len(files) == 1
+    reports = [json.loads((tmp_path / "run" / f"seed-{s}" / "report.json").read_text()) for s in (0, 1)]
+    assert reports[0]["teacher"]["accuracy"] == reports[1]["teacher"]["accuracy"]

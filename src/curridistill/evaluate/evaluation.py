@@ -13,9 +13,11 @@ MODEL_KEYS = ("accuracy", "top5", "f1_macro", "f1_weighted", "precision", "recal
 
 
 def evaluate_model(model: nn.Module, pipeline, eval_cfg: EvalConfig, train_seconds: float | None,
-                   split: str = "test", amp: bool = False) -> tuple[dict, torch.Tensor]:
-    """(metrics, logits) of ``model`` on ``split``: prediction quality and cost."""
-    logits = predict_logits(model, pipeline, split, amp=amp)
+                   split: str = "test", amp: bool = False, logits: torch.Tensor | None = None) -> tuple[dict, torch.Tensor]:
+    """(metrics, logits) of ``model`` on ``split``: prediction quality and cost. ``logits``, when given, are
+    the model's own outputs on ``split`` computed earlier (a fixed teacher's, from the cache)."""
+    if logits is None:
+        logits = predict_logits(model, pipeline, split, amp=amp)
     metrics = classification_metrics(logits, pipeline.split(split).y)
     metrics.update(efficiency(model, pipeline.splits.input_shape, eval_cfg.latency_runs,
                               eval_cfg.throughput_batch, eval_cfg.throughput_runs))

@@ -268,3 +268,46 @@ class TeacherCache:
         self.stats["builds"] += 1
         self.stats["build_seconds"] += time.perf_counter() - t0
         return Entry(tag, logits, features)
+
+
+# --------------------------------------------------------------------------------- evaluation logits
+EVAL_FORMAT = "curridistill-eval-logits-v1"
+
+
+def cached_eval_logits(model: nn.Module, pipeline, split: str, cache_dir: str | Path, amp: bool = False,
+                       who: str = "teacher") -> Tensor:
+    """Float32 logits (N, C) of an eval-mode model on an un-augmented split, computed once per weights.
+
+    A multi-seed run evaluates the same fixed teacher on test once per seed; the logits depend only on the
+    weights, the data and the precision, so they are stored beside the teacher-output cache
+    (``<cache_dir>/teacher_outputs/<key>/eval-<split>-<precision>.safetensors``) in float32: metrics from
+    them equal a fresh pass. A stale or corrupt file is reported, deleted and recomputed.
+    """
+    from curridistill.evaluate.metrics import predict_logits
+
+    key = cache_key(model, pipeline, split)
+    precision = "bf16" if amp and pipeline.device.type == "cuda" else "fp32"
+    path = Path(cache_dir) / "teacher_outputs" / key / f"eval-{split}-{precision}-{pipeline.device.type}.safetensors"
+    n, c = len(pipeline.split(split)), int(pipeline.splits.num_classes)
+    if path.is_file():
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta, logits = f.metadata() or {}, f.get_tensor(LOGITS)
+            if meta.get("format") != EVAL_FORMAT or meta.get("key") != key or tuple(logits.shape) != (n, c):
+                raise CacheEntryError("stale", f"format/key/shape do not match ({tuple(logits.shape)}, expected {(n, c)})")
+            if tensors_checksum({LOGITS: logits}) != meta.get("checksum"):
+                raise CacheEntryError("corrupt", "checksum mismatch")
+            return logits.float()
+        except CacheEntryError as exc:
+            warn(f"{who}: cached {split} logits {path} are {exc.kind} ({exc}); deleted them and recomputing")
+        except Exception as exc:  # safetensors raises several types for truncated or garbled files
+            warn(f"{who}: cached {split} logits {path} are unreadable ({type(exc).__name__}); deleted them and recomputing")
+        path.unlink(missing_ok=True)
+    logits = predict_logits(model, pipeline, split, amp=amp).float().contiguous()
+    if _is_main_process():
+        try:
+            save_tensors(path, {LOGITS: logits}, metadata={"format": EVAL_FORMAT, "key": key, "split": split,
+                                                            "checksum": tensors_checksum({LOGITS: logits})})
+        except OSError as exc:
+            warn(f"{who}: could not write {path} ({exc}); continuing without it")
+    return logits
