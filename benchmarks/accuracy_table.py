@@ -14,15 +14,15 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+import torch
 import yaml
 
 from curridistill import api
+from curridistill.bench.throughput import git_commit, machine
 from curridistill.config import apply_overrides, load_config
 from curridistill.evaluate.stats import summarize, welch_t_test
 
@@ -117,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in results.items():
         table_rows.append({"method": name, **_stats(r["student"], alone, kd), "train_seconds": r["train_seconds"]})
     record = {"command": "python benchmarks/accuracy_table.py " + " ".join(argv or sys.argv[1:]),
-              "git_commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip(),
-              "machine": platform.platform(), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seeds": seeds,
+              "git": git_commit(), "machine": machine(torch.device("cpu")), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seeds": seeds,
               "selection": "validation-selected checkpoint, evaluated once on the test split",
               "teacher_accuracy": next((r["teacher"] for r in results.values()), None),
               "rows": table_rows, "total_seconds": time.time() - t0}

@@ -1,0 +1,70 @@
+"""benchmarks/accuracy_table.py: every method row is a valid config, the table is paired against one
+student-alone baseline, and a second invocation reads finished rows back instead of retraining."""
+import json
+import os
+import subprocess
+import sys
+
+import yaml
+
+from curridistill.config import load_config
+from tests.helpers import REPO, tiny_config
+
+SCRIPT = REPO / "benchmarks" / "accuracy_table.py"
+
+
+def load_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("accuracy_table", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_row_of_the_cpu_scale_protocol_is_a_valid_config():
+    table = load_script()
+    base = yaml.safe_load((REPO / "configs" / "protocol" / "cifar10_cpu_scale.yaml").read_text())
+    rows = table.rows(base)
+    assert {"kd", "dkd", "dist", "kd+ls", "fitnet", "at", "ctkd", "curriculum+kd", "self-paced kd",
+            "annealing-kd", "takd (resnet14)"} <= set(rows)
+    for name, edits in rows.items():
+        cfg = load_config({**base, **edits})
+        assert sum(lesson.epochs for lesson in cfg.course) == base["course"][0]["epochs"], name  # same budget
+        assert all(lesson.optimizer.lr == 0.05 for lesson in cfg.course), name
+
+
+def run_table(tmp_path, *extra):
+    raw = tiny_config(tmp_path, epochs=1)
+    raw["run"]["threads"] = 1
+    config = tmp_path / "base.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    return subprocess.run([sys.executable, str(SCRIPT), str(config), "--seeds", "0,1", "--rows", "dist",
+                           "--out", str(tmp_path / "rows"), "--json", str(tmp_path / "table.json"), *extra],
+                          cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_table_is_paired_against_one_baseline_and_resumes(tmp_path):
+    proc = run_table(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads((tmp_path / "table.json").read_text())
+    methods = [r["method"] for r in record["rows"]]
+    assert methods == ["student alone", "kd", "dist"]  # kd is added: it holds the baseline and the p-value reference
+    alone, kd, dist = record["rows"]
+    kd_agg = json.loads((tmp_path / "rows" / "kd" / "aggregate.json").read_text())
+    assert alone["per_seed"] == kd_agg["per_seed"]["baseline"] and len(alone["per_seed"]) == 2
+    assert not (tmp_path / "rows" / "dist" / "seed-0" / "baseline").exists()  # trained once, in the kd row only
+    assert dist["delta_vs_alone"] == sum(dist["per_seed"]) / 2 - sum(alone["per_seed"]) / 2
+    assert kd["p_vs_kd"] is None and 0 <= dist["p_vs_kd"] <= 1 and 0 <= alone["p_vs_kd"] <= 1
+    assert all(r["train_seconds"] > 0 for r in record["rows"])
+    assert record["command"].startswith("python benchmarks/accuracy_table.py") and record["seeds"] == [0, 1]
+    assert "| dist |" in (tmp_path / "table.md").read_text()
+    stamp = (tmp_path / "rows" / "dist" / "aggregate.json").stat().st_mtime_ns
+    assert run_table(tmp_path).returncode == 0  # finished rows are read back, not retrained
+    assert (tmp_path / "rows" / "dist" / "aggregate.json").stat().st_mtime_ns == stamp
+    assert json.loads((tmp_path / "table.json").read_text())["rows"][2]["per_seed"] == dist["per_seed"]
+
+
+def test_unknown_row_is_one_clear_line(tmp_path):
+    proc = run_table(tmp_path, "--rows", "nope")
+    assert proc.returncode == 2 and "unknown row(s) ['nope']" in proc.stderr
