@@ -50,3 +50,32 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> tuple[nn
                         where=str(path))
     load_weights(model, path, where=str(path))
     return model.to(device).eval(), spec
+
+
+def match_input_normalization(model: nn.Module, spec: dict, mean: torch.Tensor, std: torch.Tensor) -> bool:
+    """Make a loaded model see inputs normalized as it was trained, whatever the current data's statistics.
+
+    The pipeline normalizes with the current training split's per-channel ``mean``/``std``; a checkpoint
+    trained on other data (another subset, the full set) learned with the statistics in its spec. When
+    they differ, a forward pre-hook maps ``x`` back to pixels and re-normalizes it with the spec's (module
+    paths stay as they were, so feature taps still work). Returns True when a hook was added.
+    """
+    if "mean" not in spec or "std" not in spec:
+        return False  # a spec without statistics (older checkpoint): nothing to match
+    own_mean = torch.tensor(spec["mean"] if spec.get("normalize", True) else [0.0] * len(spec["mean"]), dtype=torch.float32)
+    own_std = torch.tensor(spec["std"] if spec.get("normalize", True) else [1.0] * len(spec["std"]), dtype=torch.float32)
+    cur_mean, cur_std = mean.detach().float().cpu().reshape(-1), std.detach().float().cpu().reshape(-1)
+    if own_mean.shape != cur_mean.shape:
+        return False  # channel mismatch is reported by the shape check, not here
+    if torch.allclose(own_mean, cur_mean, rtol=0, atol=1e-7) and torch.allclose(own_std, cur_std, rtol=0, atol=1e-7):
+        return False
+    scale = cur_std / own_std  # x_own = (x * cur_std + cur_mean - own_mean) / own_std = x * scale + shift
+    shift = (cur_mean - own_mean) / own_std
+    shape = tuple(mean.shape)
+
+    def renormalize(module: nn.Module, args: tuple):
+        x = args[0]
+        return (x * scale.to(x.device, x.dtype).view(shape) + shift.to(x.device, x.dtype).view(shape), *args[1:])
+
+    model.register_forward_pre_hook(renormalize)
+    return True

@@ -24,7 +24,7 @@ from curridistill.data.pipeline import Pipeline, data_fingerprint
 from curridistill.errors import UserError
 from curridistill.io import load_state, load_tensors, read_json, save_state, save_tensors, write_json
 from curridistill.models import build_model
-from curridistill.models.checkpoint import load_model, load_weights, read_spec, save_model
+from curridistill.models.checkpoint import load_model, load_weights, match_input_normalization, read_spec, save_model
 from curridistill.schedules import ScheduleSpec
 from curridistill.train import distributed
 from curridistill.train.lesson import LessonContext, LessonRun
@@ -160,6 +160,7 @@ class CourseRunner:
                             f"{self.cfg.data.name!r} has {self.pipeline.splits.num_classes}; use a teacher trained on this data")
         model, spec = load_model(path, self.device)
         self._check_output(model, f"{where}.checkpoint")
+        match_input_normalization(model, spec, self.pipeline.mean, self.pipeline.std)
         return model.eval()
 
     def train_phase(self, name: str, mc: ModelConfig, course: list[LessonConfig], teachers: TeacherBank | None,
