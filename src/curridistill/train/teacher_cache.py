@@ -157,12 +157,27 @@ class TeacherCache:
             self.stats["hits"] += 1
             return entry
         entry = self._load(epoch)
-        if entry is None or not need <= set(entry.features):
-            entry = self.build(epoch, sorted(need), taps)  # (re)built with the features the current lesson taps
+        usable = entry is not None and need <= set(entry.features)
+        if self._agreed(usable):
+            if usable:
+                self.stats["loads"] += 1
+            else:  # rank 0 read a file this rank could not: build it here, no collective involved
+                entry = self.build(epoch, sorted(need), taps)
         else:
-            self.stats["loads"] += 1
+            entry = self._build_once(epoch, sorted(need), taps)  # (re)built with the features the current lesson taps
         self._remember(entry)
         return entry
+
+    @staticmethod
+    def _agreed(usable: bool) -> bool:
+        """Rank 0's answer to "is the file on disk usable?", so that every rank takes the same collectives.
+
+        Ranks reach a memory miss at the same batch (they share the epoch and the memory policy), but a
+        rank may look at the disk before or after rank 0 wrote the entry; only rank 0's view decides.
+        """
+        from curridistill.train import distributed
+
+        return distributed.broadcast(usable) if distributed.info().active else usable
 
     def _remember(self, entry: Entry) -> None:
         self._memory[entry.tag] = entry
@@ -220,6 +235,25 @@ class TeacherCache:
         return Entry(tag, logits.to(dev), {p: tensors[FEATURE_PREFIX + p].to(dev) for p in features})
 
     # ----------------------------------------------------------------------------- build
+    def _build_once(self, epoch: int | None, paths: list[str], taps) -> Entry:
+        """Build an entry; under torchrun rank 0 builds and writes it while the other ranks wait, then read it.
+
+        The broadcast doubles as the barrier. A rank that cannot read rank 0's file builds it itself.
+        """
+        from curridistill.train import distributed
+
+        if not distributed.info().active:
+            return self.build(epoch, paths, taps)
+        entry = self.build(epoch, paths, taps) if distributed.info().is_main else None
+        written = distributed.broadcast(self.path(epoch).is_file() if entry is not None else None)
+        if entry is not None:
+            return entry
+        loaded = self._load(epoch) if written else None
+        if loaded is None or not set(paths) <= set(loaded.features):
+            return self.build(epoch, paths, taps)
+        self.stats["loads"] += 1
+        return loaded
+
     def build(self, epoch: int | None, feature_paths: list[str] | tuple = (), taps=None) -> Entry:
         """Run the teacher over every sample of the split with ``epoch``'s augmentation; store and return."""
         import time
@@ -261,7 +295,7 @@ class TeacherCache:
                 "features": json.dumps(sorted(paths)), "checksum": tensors_checksum(tensors),
                 "split": self.split, "dtype": str(logits.dtype).removeprefix("torch.")}
         try:
-            if _is_main_process():  # under torchrun every rank builds the same entry; rank 0 writes it
+            if _is_main_process():  # under torchrun rank 0 writes; a rank building after it (unreadable file) does not
                 save_tensors(self.path(epoch), tensors, metadata=meta)
         except OSError as exc:  # a full or read-only disk must not stop training: the entry still serves from memory
             warn(f"{self.who}: could not write teacher-output cache {self.path(epoch)} ({exc}); continuing in memory")

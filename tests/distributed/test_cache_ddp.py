@@ -1,0 +1,52 @@
+"""Under torchrun the teacher-output cache is built once: rank 0 runs the teacher, the others read its file."""
+import json
+import os
+import socket
+import time
+
+import pytest
+
+import torch
+import torch.multiprocessing as mp
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, cache_dir: str, out: str) -> None:
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    from curridistill.train import distributed
+    from curridistill.train.teacher_cache import TeacherCache
+    from tests.cache.test_teacher_cache import make_pipeline, make_teacher, online
+
+    distributed.init_from_env("cpu")
+    try:
+        pipe, teacher = make_pipeline(), make_teacher()
+        cache = TeacherCache(teacher, pipe, cache_dir)
+        idx = torch.tensor([3, 1, 4, 1, 5])
+        got = [cache.lookup(idx, epoch=e)[0] for e in (0, 1, 0)]
+        exact = all(torch.allclose(g, online(teacher, pipe, idx, e), atol=1e-2, rtol=1e-3) for g, e in zip(got, (0, 1, 0)))
+        with open(f"{out}/rank{rank}.json", "w") as f:
+            json.dump({"stats": {k: v for k, v in cache.stats.items() if k != "build_seconds"}, "exact": exact}, f)
+        distributed.barrier()  # a rank must not leave while the other still receives the last broadcast
+    finally:
+        distributed.shutdown()
+
+
+def test_rank0_builds_each_epoch_once_and_the_other_rank_reads_it(tmp_path):
+    ctx = mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "cache"), str(tmp_path)), nprocs=2, join=False)
+    deadline = time.monotonic() + 120  # a collective mismatch deadlocks: fail instead of hanging the suite
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for proc in ctx.processes:
+                proc.kill()
+            pytest.fail("the ranks deadlocked: they disagreed on which cache lookups need a collective")
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["stats"] == {"hits": 1, "loads": 0, "builds": 2, "rebuilt": 0}
+    assert ranks[1]["stats"] == {"hits": 1, "loads": 2, "builds": 0, "rebuilt": 0}
+    assert all(r["exact"] for r in ranks)
