@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"command": "python benchmarks/accuracy_table.py " + " ".join(argv or sys.argv[1:]),
               "git": git_commit(), "machine": machine(torch.device("cpu")), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seeds": seeds,
               "selection": "validation-selected checkpoint, evaluated once on the test split",
+              "protocol": _protocol(base),
               "teacher_accuracy": next((r["teacher"] for r in results.values()), None),
               "rows": table_rows, "total_seconds": time.time() - t0}
     Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
@@ -126,6 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.json_out).with_suffix(".md").write_text(markdown(record))
     print(markdown(record))
     return 0
+
+
+def _protocol(base: dict) -> dict:
+    """What every row shares: data, models and the training budget."""
+    lesson, data = base["course"][0], base["data"]
+    return {"teacher": base.get("teacher", {}).get("name"), "teacher_checkpoint": base.get("teacher", {}).get("checkpoint"),
+            "student": base["student"]["name"], "data": data.get("name"), "subset": data.get("subset"),
+            "val_size": data.get("val_size"), "batch_size": data.get("batch_size"), "augment": data.get("augment"),
+            "epochs": lesson["epochs"], "optimizer": lesson.get("optimizer"), "lr_schedule": lesson.get("lr_schedule")}
 
 
 def _train_seconds(agg: dict, model: str) -> float | None:
