@@ -5,9 +5,11 @@
 
 Each row replaces the config's course (and assistants) with the method's, runs it for every seed with
 `run.seeds`, and reads the aggregate: test accuracy of the validation-selected checkpoint (mean ± std),
-delta vs the student trained alone (the baseline every run trains with the same budget), Welch p-value
-vs `kd`, and training wall time. The teacher is trained once and reused by every row and seed.
-Rows already finished under --out are read back, so the command resumes where it stopped.
+delta vs the student trained alone (the kd row's baseline: same lessons, budget and initialization, CE
+only), Welch p-value vs `kd`, and training time per seed. The teacher is trained (or loaded) once and
+its outputs are cached, so every row and seed sees the same teacher on the same augmented stream.
+Rows already finished under --out are read back, so the command resumes where it stopped; a row that
+was interrupted resumes from its own config.yaml (delete its folder to rerun it with new settings).
 """
 from __future__ import annotations
 
@@ -24,7 +26,9 @@ import yaml
 from curridistill import api
 from curridistill.bench.throughput import git_commit, machine
 from curridistill.config import apply_overrides, load_config
+from curridistill.errors import UserError
 from curridistill.evaluate.stats import summarize, welch_t_test
+from curridistill.io import write_json, write_text
 
 
 BASELINE_ROW = "kd"
@@ -94,13 +98,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/accuracy")
     p.add_argument("--json", dest="json_out", required=True)
     args = p.parse_args(argv)
+    try:
+        return build_table(args, argv)
+    except UserError as exc:  # bad config, missing data or checkpoint, NaN loss: one line, exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def build_table(args: argparse.Namespace, argv: list[str] | None) -> int:
+    load_config(args.config, args.overrides)  # one clear line for a missing file, bad YAML or a wrong key
     base = apply_overrides(yaml.safe_load(Path(args.config).read_text()), args.overrides)
     seeds = [int(s) for s in args.seeds.split(",")]
     table = rows(base)
     chosen = args.rows.split(",") if args.rows else list(table)
     unknown = [c for c in chosen if c not in table]
     if unknown:
-        p.error(f"--rows: unknown row(s) {unknown}; choose from {list(table)}")
+        raise UserError(f"--rows: unknown row(s) {unknown}; choose from {list(table)}")
     if BASELINE_ROW not in chosen:  # its baseline is the student-alone row and its student the p-value reference
         chosen.insert(0, BASELINE_ROW)
     results, t0 = {}, time.time()
@@ -122,9 +135,8 @@ def main(argv: list[str] | None = None) -> int:
               "protocol": _protocol(base),
               "teacher_accuracy": next((r["teacher"] for r in results.values()), None),
               "rows": table_rows, "total_seconds": time.time() - t0}
-    Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.json_out).write_text(json.dumps(record, indent=2) + "\n")
-    Path(args.json_out).with_suffix(".md").write_text(markdown(record))
+    write_json(args.json_out, record)  # atomic: an interrupted write never leaves half a table
+    write_text(Path(args.json_out).with_suffix(".md"), markdown(record))
     print(markdown(record))
     return 0
 

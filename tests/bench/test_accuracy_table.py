@@ -65,6 +65,11 @@ def test_table_is_paired_against_one_baseline_and_resumes(tmp_path):
     assert json.loads((tmp_path / "table.json").read_text())["rows"][2]["per_seed"] == dist["per_seed"]
 
 
-def test_unknown_row_is_one_clear_line(tmp_path):
+def test_bad_input_is_one_clear_line(tmp_path):
     proc = run_table(tmp_path, "--rows", "nope")
-    assert proc.returncode == 2 and "unknown row(s) ['nope']" in proc.stderr
+    assert proc.returncode == 2 and "unknown row(s) ['nope']" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    proc = run_table(tmp_path, "--set", "course.0.epochz=1")
+    assert proc.returncode == 2 and "epochz" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "missing.yaml"), "--json", str(tmp_path / "t.json")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "not found" in proc.stderr and not (tmp_path / "t.json").exists()
