@@ -9,13 +9,16 @@ delta vs the student trained alone (the kd row's baseline: same lessons, budget 
 only), Welch p-value vs `kd`, and training time per seed. The teacher is trained (or loaded) once and
 its outputs are cached, so every row and seed sees the same teacher on the same augmented stream.
 Rows already finished under --out are read back, so the command resumes where it stopped; a row that
-was interrupted resumes from its own config.yaml (delete its folder to rerun it with new settings).
+was interrupted resumes from its own config.yaml, and more --seeds train only the new seeds (a row whose
+settings changed is refused: delete its folder to rerun it). The JSON and Markdown table are rewritten
+after every row (`"complete": false` until the last).
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -33,6 +36,9 @@ from curridistill.io import write_json, write_text
 
 BASELINE_ROW = "kd"
 FEATURE_TERMS = {"fitnet", "at"}
+# TAKD's assistant sits between teacher and student in depth (Mirzadeh et al. use one of intermediate size)
+TAKD_ASSISTANT = {"resnet8": "resnet14", "resnet14": "resnet20", "resnet20": "resnet32", "resnet32": "resnet44",
+                  "wrn_16_1": "wrn_16_2", "wrn_16_2": "wrn_28_2", "vgg8": "vgg11"}
 
 
 def _kd(base: dict) -> dict:
@@ -45,12 +51,16 @@ def _lesson(base: dict, **changes) -> dict:
     return lesson
 
 
-def rows(base: dict) -> dict[str, dict]:
-    """Method name -> the config edits that make it; budgets (epochs, optimizer, LR) stay the base's."""
+def rows(base: dict, assistant: str | None = None) -> dict[str, dict]:
+    """Method name -> the config edits that make it; budgets (epochs, optimizer, LR) stay the base's.
+
+    ``assistant`` is TAKD's intermediate model; by default one step up in depth from the student. Without
+    one (a student outside TAKD_ASSISTANT and no --assistant) the takd row is left out."""
     epochs = base["course"][0]["epochs"]
     warm = max(1, round(epochs * 20 / 240))  # DKD's 20-of-240-epoch warm-up, scaled to the budget
     half = max(1, epochs // 2)
-    return {
+    assistant = assistant or TAKD_ASSISTANT.get(base["student"]["name"])
+    table = {
         "kd": {"course": [_lesson(base, loss=_kd(base))]},
         "dkd": {"course": [_lesson(base, loss={"ce": 1.0, "dkd": {"weight": {"kind": "constant", "value": 1, "warmup": warm, "unit": "epoch"}}})]},
         "dist": {"course": [_lesson(base, loss={"ce": 1.0, "dist": 2.0})]},
@@ -70,14 +80,16 @@ def rows(base: dict) -> dict[str, dict]:
         "annealing-kd": {"course": [
             _lesson(base, name="anneal", epochs=half, loss={"mse_logits": {"teacher_scale": {"kind": "staircase", "start": 0.1, "end": 1.0, "steps": 10}}}),
             _lesson(base, name="labels", epochs=epochs - half, loss={"ce": 1.0})]},
-        "takd (resnet14)": {"course": [_lesson(base, loss=_kd(base))], "assistants": [{"name": "resnet14"}]},
     }
+    if assistant:
+        table[f"takd ({assistant})"] = {"course": [_lesson(base, loss=_kd(base))], "assistants": [{"name": assistant}]}
+    return table
 
 
 def run_row(name: str, edits: dict, base: dict, seeds: list[int], out: Path) -> dict:
+    """The row's multi-seed aggregate: read back when finished, resumed when interrupted, extended when
+    --seeds adds seeds to a finished row (its finished seeds are kept, only the new ones train)."""
     row_dir = out / name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "_")
-    if (row_dir / "aggregate.json").is_file():
-        return json.loads((row_dir / "aggregate.json").read_text())
     raw = {**copy.deepcopy(base), **copy.deepcopy(edits)}
     raw["run"] = {**raw.get("run", {}), "seeds": seeds}
     # The student-alone row is the kd row's baseline: the same lessons, budget and initialization with CE
@@ -86,9 +98,27 @@ def run_row(name: str, edits: dict, base: dict, seeds: list[int], out: Path) -> 
     if any(term in FEATURE_TERMS for lesson in raw["course"] for term in lesson.get("loss", {})):
         raw["run"]["cache_features"] = True  # teacher features go into the shared cache: no online teacher per seed
     cfg = load_config(raw)
-    if (row_dir / "config.yaml").is_file():
-        return api.resume(row_dir)
-    return api.run(cfg, out=row_dir)
+    if not (row_dir / "config.yaml").is_file():
+        return api.run(cfg, out=row_dir)
+    saved = load_config(row_dir / "config.yaml")
+    if _without_seeds(saved) != _without_seeds(cfg):
+        raise UserError(f"row {name!r}: {row_dir} was run with other settings; delete that folder to rerun the row, "
+                        f"or pass another --out")
+    wanted = [f"seed-{s}" for s in seeds]
+    if (row_dir / "aggregate.json").is_file():
+        agg = json.loads((row_dir / "aggregate.json").read_text())
+        if agg.get("children") == wanted:
+            return agg
+    if saved.run.seeds != seeds:
+        write_text(row_dir / "config.yaml", cfg.to_yaml())  # the parent now lists the new seeds
+    return api.resume(row_dir)
+
+
+def _without_seeds(cfg) -> dict:
+    # through the saved YAML form, so defaults that a term fills in when it is built compare equal
+    raw = load_config(yaml.safe_load(cfg.to_yaml())).model_dump(mode="json")
+    raw["run"]["seeds"] = None
+    return raw
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -97,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--rows", help="comma-separated subset of the rows")
+    p.add_argument("--assistant", help="TAKD's assistant model (default: one step up in depth from the student)")
     p.add_argument("--out", default="runs/accuracy")
     p.add_argument("--json", dest="json_out", required=True)
     args = p.parse_args(argv)
@@ -110,14 +141,19 @@ def main(argv: list[str] | None = None) -> int:
 def build_table(args: argparse.Namespace, argv: list[str] | None) -> int:
     load_config(args.config, args.overrides)  # one clear line for a missing file, bad YAML or a wrong key
     base = apply_overrides(yaml.safe_load(Path(args.config).read_text()), args.overrides)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    table = rows(base)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise UserError(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    table = rows(base, args.assistant)
+    if not args.rows and not any(name.startswith("takd") for name in table):
+        print(f"note: no takd row: no default assistant for student {base['student']['name']!r}; pass --assistant MODEL")
     chosen = args.rows.split(",") if args.rows else list(table)
     unknown = [c for c in chosen if c not in table]
     if unknown:
         raise UserError(f"--rows: unknown row(s) {unknown}; choose from {list(table)}")
-    if BASELINE_ROW not in chosen:  # its baseline is the student-alone row and its student the p-value reference
-        chosen.insert(0, BASELINE_ROW)
+    # kd first: its baseline is the student-alone row and its student the p-value reference of every other row
+    chosen = [BASELINE_ROW] + [c for c in chosen if c != BASELINE_ROW]
     results, t0 = {}, time.time()
     for name in chosen:
         agg = run_row(name, table[name], base, seeds, Path(args.out))
@@ -126,21 +162,33 @@ def build_table(args: argparse.Namespace, argv: list[str] | None) -> int:
                          "train_seconds": _train_seconds(agg, "student"),
                          "baseline_train_seconds": _train_seconds(agg, "baseline")}
         print(f"{name}: {summarize(results[name]['student'])['mean']:.4f}", flush=True)
+        # the table so far, after every row: a long table that is stopped still shows what it measured
+        record = _record(args, argv, base, seeds, results, complete=len(results) == len(chosen), t0=t0)
+        write_json(args.json_out, record)  # atomic: an interrupted write never leaves half a table
+        write_text(Path(args.json_out).with_suffix(".md"), markdown(record))
+    print(markdown(record))
+    return 0
+
+
+def _record(args, argv, base: dict, seeds: list[int], results: dict, complete: bool, t0: float) -> dict:
     alone, kd = results[BASELINE_ROW]["baseline"], results[BASELINE_ROW]["student"]
     table_rows = [{"method": "student alone", **_stats(alone, alone, kd),
                    "train_seconds": results[BASELINE_ROW]["baseline_train_seconds"]}]
     for name, r in results.items():
         table_rows.append({"method": name, **_stats(r["student"], alone, kd), "train_seconds": r["train_seconds"]})
-    record = {"command": "python benchmarks/accuracy_table.py " + " ".join(argv or sys.argv[1:]),
-              "git": git_commit(), "machine": machine(torch.device("cpu")), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seeds": seeds,
-              "selection": "validation-selected checkpoint, evaluated once on the test split",
-              "protocol": _protocol(base),
-              "teacher_accuracy": next((r["teacher"] for r in results.values()), None),
-              "rows": table_rows, "total_seconds": time.time() - t0}
-    write_json(args.json_out, record)  # atomic: an interrupted write never leaves half a table
-    write_text(Path(args.json_out).with_suffix(".md"), markdown(record))
-    print(markdown(record))
-    return 0
+    return {"command": "python benchmarks/accuracy_table.py " + " ".join(argv or sys.argv[1:]),
+            "git": git_commit(), "machine": machine(torch.device("cpu")), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "complete": complete, "seeds": seeds,
+            "selection": "validation-selected checkpoint, evaluated once on the test split",
+            "protocol": _protocol(base),
+            "teacher_accuracy": next((r["teacher"] for r in results.values()), None),
+            "rows": table_rows,
+            "notes": {"train_seconds": "per seed: [seed 0, seed 1, ...]; the table shows the median. A seed that is the "
+                                       "first to need a teacher stream also pays its one-time teacher pass (cache build), "
+                                       "and a TAKD seed includes training its assistant",
+                      "p_vs_kd": "Welch's t-test over seeds against the kd row", "p_vs_alone": "Welch's t-test over "
+                      "seeds against the student trained alone (the kd row's baseline: same seeds and initialization)"},
+            "seconds_this_invocation": time.time() - t0}
 
 
 def _protocol(base: dict) -> dict:
@@ -152,8 +200,8 @@ def _protocol(base: dict) -> dict:
             "epochs": lesson["epochs"], "optimizer": lesson.get("optimizer"), "lr_schedule": lesson.get("lr_schedule")}
 
 
-def _train_seconds(agg: dict, model: str) -> float | None:
-    """Mean per-seed training time of ``model``; a TAKD student's includes training its assistants."""
+def _train_seconds(agg: dict, model: str) -> list[float] | None:
+    """Per-seed training time of ``model``; a TAKD student's includes training its assistants."""
     times = []
     for child in agg.get("children", []):
         report = json.loads((Path(agg["run_dir"]) / child / "report.json").read_text())
@@ -161,25 +209,34 @@ def _train_seconds(agg: dict, model: str) -> float | None:
             return None
         times.append((report[model].get("train_seconds") or 0.0)
                      + (sum(a.get("train_seconds") or 0.0 for a in report.get("assistants", [])) if model == "student" else 0.0))
-    return sum(times) / len(times) if times else None
+    return times or None
 
 
-def _stats(values: list[float], alone: list[float], kd: list[float] | None) -> dict:
+def _stats(values: list[float], alone: list[float], kd: list[float]) -> dict:
     s = summarize(values)
-    out = {"mean": s["mean"], "std": s["std"], "n": s["n"], "per_seed": values,
-           "delta_vs_alone": s["mean"] - summarize(alone)["mean"] if alone else None}
-    out["p_vs_kd"] = welch_t_test(values, kd)["p_value"] if values is not kd else None
-    return out
+    return {"mean": s["mean"], "std": s["std"], "ci95": [s["ci_low"], s["ci_high"]], "n": s["n"], "per_seed": values,
+            "delta_vs_alone": s["mean"] - summarize(alone)["mean"],
+            "p_vs_alone": welch_t_test(values, alone)["p_value"] if values is not alone else None,
+            "p_vs_kd": welch_t_test(values, kd)["p_value"] if values is not kd else None}
 
 
 def markdown(record: dict) -> str:
-    lines = ["| method | top-1 mean ± std | Δ vs student alone | p vs kd | train s / seed |", "|---|---|---|---|---|"]
+    """The table the README includes verbatim (tests/bench/test_readme_tables.py checks it)."""
+    pr = record["protocol"]
+    lines = ["| method | top-1 mean ± std | Δ vs student alone | p vs alone | p vs kd | train s / seed |",
+             "|---|---|---|---|---|---|"]
     for r in record["rows"]:
         std = f"{r['std']:.4f}" if r["std"] is not None else "–"
-        delta = f"{r['delta_vs_alone']:+.4f}" if r["delta_vs_alone"] is not None else "–"
-        pv = f"{r['p_vs_kd']:.3f}" if r.get("p_vs_kd") is not None else "–"
-        wall = f"{r['train_seconds']:.0f}" if r.get("train_seconds") else "–"
-        lines.append(f"| {r['method']} | {r['mean']:.4f} ± {std} | {delta} | {pv} | {wall} |")
+        delta = f"{r['delta_vs_alone']:+.4f}" if r["method"] != "student alone" else "–"
+        p_alone = f"{r['p_vs_alone']:.3f}" if r.get("p_vs_alone") is not None else "–"
+        p_kd = f"{r['p_vs_kd']:.3f}" if r.get("p_vs_kd") is not None else "–"
+        wall = f"{statistics.median(r['train_seconds']):.0f}" if r.get("train_seconds") else "–"
+        lines.append(f"| {r['method']} | {r['mean']:.4f} ± {std} | {delta} | {p_alone} | {p_kd} | {wall} |")
+    teacher = f"{record['teacher_accuracy']:.4f}" if record.get("teacher_accuracy") is not None else "–"
+    lines += ["", f"{pr['teacher']} (test top-1 {teacher}) → {pr['student']}, {pr['data']}"
+                  + (f" subset {pr['subset']}" if pr.get("subset") else "")
+                  + f", {pr['epochs']} epochs, seeds {','.join(map(str, record['seeds']))}; "
+                  f"{record['selection']}" + ("" if record.get("complete", True) else "; **incomplete: rows still running**")]
     return "\n".join(lines) + "\n"
 
 

@@ -34,12 +34,21 @@ def test_every_row_of_the_cpu_scale_protocol_is_a_valid_config():
         assert all(lesson.optimizer.lr == 0.05 for lesson in cfg.course), name
 
 
-def run_table(tmp_path, *extra):
+def test_takd_assistant_sits_between_teacher_and_student():
+    table = load_script()
+    base = yaml.safe_load((REPO / "configs" / "protocol" / "cifar10_cpu_scale.yaml").read_text())
+    assert "takd (resnet14)" in table.rows(base)
+    assert "takd (resnet32)" in table.rows({**base, "student": {"name": "resnet20"}})
+    assert "takd (resnet44)" in table.rows({**base, "student": {"name": "resnet20"}}, assistant="resnet44")
+    assert not any(name.startswith("takd") for name in table.rows({**base, "student": {"name": "mobilenetv2"}}))
+
+
+def run_table(tmp_path, *extra, seeds="0,1"):
     raw = tiny_config(tmp_path, epochs=1)
     raw["run"]["threads"] = 1
     config = tmp_path / "base.yaml"
     config.write_text(yaml.safe_dump(raw))
-    return subprocess.run([sys.executable, str(SCRIPT), str(config), "--seeds", "0,1", "--rows", "dist",
+    return subprocess.run([sys.executable, str(SCRIPT), str(config), "--seeds", seeds, "--rows", "dist",
                            "--out", str(tmp_path / "rows"), "--json", str(tmp_path / "table.json"), *extra],
                           cwd=REPO, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
@@ -56,18 +65,28 @@ def test_table_is_paired_against_one_baseline_and_resumes(tmp_path):
     assert not (tmp_path / "rows" / "dist" / "seed-0" / "baseline").exists()  # trained once, in the kd row only
     assert dist["delta_vs_alone"] == sum(dist["per_seed"]) / 2 - sum(alone["per_seed"]) / 2
     assert kd["p_vs_kd"] is None and 0 <= dist["p_vs_kd"] <= 1 and 0 <= alone["p_vs_kd"] <= 1
-    assert all(r["train_seconds"] > 0 for r in record["rows"])
+    assert all(len(r["train_seconds"]) == 2 and min(r["train_seconds"]) > 0 for r in record["rows"])
+    assert alone["p_vs_alone"] is None and 0 <= kd["p_vs_alone"] <= 1 and record["complete"] is True
     assert record["command"].startswith("python benchmarks/accuracy_table.py") and record["seeds"] == [0, 1]
     assert "| dist |" in (tmp_path / "table.md").read_text()
     stamp = (tmp_path / "rows" / "dist" / "aggregate.json").stat().st_mtime_ns
     assert run_table(tmp_path).returncode == 0  # finished rows are read back, not retrained
     assert (tmp_path / "rows" / "dist" / "aggregate.json").stat().st_mtime_ns == stamp
     assert json.loads((tmp_path / "table.json").read_text())["rows"][2]["per_seed"] == dist["per_seed"]
+    seed0 = (tmp_path / "rows" / "dist" / "seed-0" / "report.json").stat().st_mtime_ns
+    assert run_table(tmp_path, seeds="0,1,2").returncode == 0  # one more seed: only seed 2 trains
+    assert (tmp_path / "rows" / "dist" / "seed-0" / "report.json").stat().st_mtime_ns == seed0
+    grown = json.loads((tmp_path / "table.json").read_text())["rows"]
+    assert [len(r["per_seed"]) for r in grown] == [3, 3, 3] and grown[2]["per_seed"][:2] == dist["per_seed"]
+    proc = run_table(tmp_path, "--set", "course.0.optimizer.lr=0.01", seeds="0,1,2")  # other settings: refused
+    assert proc.returncode == 2 and "other settings" in proc.stderr and len(proc.stderr.splitlines()) == 1
 
 
 def test_bad_input_is_one_clear_line(tmp_path):
     proc = run_table(tmp_path, "--rows", "nope")
     assert proc.returncode == 2 and "unknown row(s) ['nope']" in proc.stderr and len(proc.stderr.splitlines()) == 1
+    proc = run_table(tmp_path, "--seeds", "0,x")
+    assert proc.returncode == 2 and "--seeds" in proc.stderr and len(proc.stderr.splitlines()) == 1
     proc = run_table(tmp_path, "--set", "course.0.epochz=1")
     assert proc.returncode == 2 and "epochz" in proc.stderr and len(proc.stderr.splitlines()) == 1
     proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "missing.yaml"), "--json", str(tmp_path / "t.json")],

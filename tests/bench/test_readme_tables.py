@@ -1,0 +1,34 @@
+"""The README shows the benchmark tables exactly as the benchmark scripts wrote them, so a number in the
+README is always one that a recorded command produced (and a rerun that changes a table fails here until
+the README is updated)."""
+import json
+
+import pytest
+
+from tests.helpers import REPO
+
+RESULTS = REPO / "benchmarks" / "results"
+TABLES = sorted(RESULTS.glob("*.md"))
+
+
+def test_there_are_tables():
+    names = {t.name for t in TABLES}
+    assert "throughput_cpu.md" in names
+
+
+@pytest.mark.parametrize("table", TABLES, ids=[t.name for t in TABLES])
+def test_readme_includes_each_table_verbatim(table):
+    readme = (REPO / "README.md").read_text()
+    assert table.read_text().strip() in readme, f"README.md does not include {table.name} as written; paste it again"
+
+
+@pytest.mark.parametrize("table", TABLES, ids=[t.name for t in TABLES])
+def test_each_table_has_its_json_with_the_command(table):
+    if table.name.startswith("throughput_"):
+        sources = sorted(RESULTS.glob("throughput_*_*.json"))
+    else:
+        sources = [table.with_suffix(".json")]
+    assert sources and all(p.is_file() for p in sources)
+    for path in sources:
+        record = json.loads(path.read_text())
+        assert record["command"] and record["git"]["commit"] and record["machine"] and record["date"], path.name
