@@ -30,7 +30,7 @@ from curridistill import api
 from curridistill.bench.throughput import git_commit, machine
 from curridistill.config import apply_overrides, load_config
 from curridistill.errors import UserError
-from curridistill.evaluate.stats import summarize, welch_t_test
+from curridistill.evaluate.stats import holm, summarize, welch_t_test
 from curridistill.io import write_json, write_text
 
 
@@ -80,18 +80,24 @@ def rows(base: dict, assistant: str | None = None) -> dict[str, dict]:
         "annealing-kd": {"course": [
             _lesson(base, name="anneal", epochs=half, loss={"mse_logits": {"teacher_scale": {"kind": "staircase", "start": 0.1, "end": 1.0, "steps": 10}}}),
             _lesson(base, name="labels", epochs=epochs - half, loss={"ce": 1.0})]},
+        # the combined recipe: the strongest logit term of the CPU-scale tables (DKD) served easy-to-hard by
+        # the teacher's confidence, the same pacing as curriculum+kd (full data from epoch 4 of 15)
+        "curriculum+dkd": {"course": [_lesson(base, loss={"ce": 1.0, "dkd": {"weight": {
+            "kind": "constant", "value": 1, "warmup": warm, "unit": "epoch"}}}, curriculum={
+            "scorer": "teacher_confidence", "order": "class_balanced",
+            "pacing": {"kind": "fixed_exponential", "start": 0.1, "inc": 1.9, "unit": "epoch", "step_length": 1}})]},
     }
     if assistant:
         table[f"takd ({assistant})"] = {"course": [_lesson(base, loss=_kd(base))], "assistants": [{"name": assistant}]}
     return table
 
 
-def run_row(name: str, edits: dict, base: dict, seeds: list[int], out: Path) -> dict:
+def run_row(name: str, edits: dict, base: dict, seeds: list[int], out: Path, parallel: int = 1) -> dict:
     """The row's multi-seed aggregate: read back when finished, resumed when interrupted, extended when
     --seeds adds seeds to a finished row (its finished seeds are kept, only the new ones train)."""
     row_dir = out / name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "_")
     raw = {**copy.deepcopy(base), **copy.deepcopy(edits)}
-    raw["run"] = {**raw.get("run", {}), "seeds": seeds}
+    raw["run"] = {**raw.get("run", {}), "seeds": seeds, "parallel": parallel}
     # The student-alone row is the kd row's baseline: the same lessons, budget and initialization with CE
     # only. Training it once (not once per method) keeps the comparison paired and saves a third of the time.
     raw["baseline"] = {"enabled": name == BASELINE_ROW}
@@ -118,6 +124,7 @@ def _without_seeds(cfg) -> dict:
     # through the saved YAML form, so defaults that a term fills in when it is built compare equal
     raw = load_config(yaml.safe_load(cfg.to_yaml())).model_dump(mode="json")
     raw["run"]["seeds"] = None
+    raw["run"]["parallel"] = 1  # how many seeds ran side by side does not change a row's results
     return raw
 
 
@@ -125,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("config")
     p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--more-seeds", metavar="ROW,ROW=SEEDS", action="append", default=[],
+                   help="other seeds for some rows, e.g. kd,dkd=0,1,2,3,4 (repeatable); the kd row's seeds are also "
+                        "the student-alone row's")
+    p.add_argument("--parallel", type=int, default=1, help="seeds of a row run side by side in N processes")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     p.add_argument("--rows", help="comma-separated subset of the rows")
     p.add_argument("--assistant", help="TAKD's assistant model (default: one step up in depth from the student)")
@@ -141,11 +152,11 @@ def main(argv: list[str] | None = None) -> int:
 def build_table(args: argparse.Namespace, argv: list[str] | None) -> int:
     load_config(args.config, args.overrides)  # one clear line for a missing file, bad YAML or a wrong key
     base = apply_overrides(yaml.safe_load(Path(args.config).read_text()), args.overrides)
-    try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    except ValueError:
-        raise UserError(f"--seeds {args.seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    seeds = _seed_list(args.seeds, "--seeds")
+    if args.parallel < 1:
+        raise UserError(f"--parallel {args.parallel}: give a number of processes >= 1")
     table = rows(base, args.assistant)
+    row_seeds = _more_seeds(args.more_seeds, table)
     if not args.rows and not any(name.startswith("takd") for name in table):
         print(f"note: no takd row: no default assistant for student {base['student']['name']!r}; pass --assistant MODEL")
     chosen = args.rows.split(",") if args.rows else list(table)
@@ -156,7 +167,7 @@ def build_table(args: argparse.Namespace, argv: list[str] | None) -> int:
     chosen = [BASELINE_ROW] + [c for c in chosen if c != BASELINE_ROW]
     results, t0 = {}, time.time()
     for name in chosen:
-        agg = run_row(name, table[name], base, seeds, Path(args.out))
+        agg = run_row(name, table[name], base, row_seeds.get(name, seeds), Path(args.out), args.parallel)
         results[name] = {"student": agg["per_seed"]["student"], "baseline": agg["per_seed"].get("baseline", []),
                          "teacher": agg.get("teacher", {}).get("accuracy", {}).get("mean"),
                          "train_seconds": _train_seconds(agg, "student"),
@@ -170,12 +181,37 @@ def build_table(args: argparse.Namespace, argv: list[str] | None) -> int:
     return 0
 
 
+def _seed_list(text: str, flag: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise UserError(f"{flag} {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"{flag} {text!r}: a seed is repeated")
+    return seeds
+
+
+def _more_seeds(items: list[str], table: dict) -> dict[str, list[int]]:
+    """``["kd,dkd=0,1,2,3,4"]`` -> {"kd": [0..4], "dkd": [0..4]}; unknown rows are one clear line."""
+    found = {}
+    for item in items:
+        names, sep, seeds = item.partition("=")
+        if not sep:
+            raise UserError(f"--more-seeds {item!r}: expected ROW,ROW=SEEDS, e.g. kd,dkd=0,1,2,3,4")
+        for name in names.split(","):
+            if name not in table:
+                raise UserError(f"--more-seeds: unknown row {name!r}; choose from {list(table)}")
+            found[name] = _seed_list(seeds, "--more-seeds")
+    return found
+
+
 def _record(args, argv, base: dict, seeds: list[int], results: dict, complete: bool, t0: float) -> dict:
     alone, kd = results[BASELINE_ROW]["baseline"], results[BASELINE_ROW]["student"]
     table_rows = [{"method": "student alone", **_stats(alone, alone, kd),
                    "train_seconds": results[BASELINE_ROW]["baseline_train_seconds"]}]
     for name, r in results.items():
         table_rows.append({"method": name, **_stats(r["student"], alone, kd), "train_seconds": r["train_seconds"]})
+    _mark_holm(table_rows)
     return {"command": "python benchmarks/accuracy_table.py " + " ".join(argv or sys.argv[1:]),
             "git": git_commit(), "machine": machine(torch.device("cpu")), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "complete": complete, "seeds": seeds,
@@ -212,6 +248,15 @@ def _train_seconds(agg: dict, model: str) -> list[float] | None:
     return times or None
 
 
+def _mark_holm(table_rows: list[dict], alpha: float = 0.05) -> None:
+    """Holm-adjusted p-values over the family of method rows, vs alone and vs kd, and whether each survives."""
+    for key in ("p_vs_alone", "p_vs_kd"):
+        adjusted = holm([r.get(key) for r in table_rows])
+        for r, adj in zip(table_rows, adjusted):
+            r[f"holm_{key}"] = adj
+            r[f"holm_{key}_significant"] = adj is not None and adj < alpha
+
+
 def _stats(values: list[float], alone: list[float], kd: list[float]) -> dict:
     s = summarize(values)
     return {"mean": s["mean"], "std": s["std"], "ci95": [s["ci_low"], s["ci_high"]], "n": s["n"], "per_seed": values,
@@ -220,23 +265,32 @@ def _stats(values: list[float], alone: list[float], kd: list[float]) -> dict:
             "p_vs_kd": welch_t_test(values, kd)["p_value"] if values is not kd else None}
 
 
+def _p_cell(row: dict, key: str) -> str:
+    if row.get(key) is None:
+        return "–"
+    text = f"{row[key]:.3f}" if row[key] >= 0.001 else f"{row[key]:.1e}"
+    return f"**{text}**" if row.get(f"holm_{key}_significant") else text
+
+
 def markdown(record: dict) -> str:
     """The table the README includes verbatim (tests/bench/test_readme_tables.py checks it)."""
     pr = record["protocol"]
-    lines = ["| method | top-1 mean ± std | Δ vs student alone | p vs alone | p vs kd | train s / seed |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| method | seeds | top-1 mean ± std | 95% CI | Δ vs student alone | p vs alone | p vs kd | train s / seed |",
+             "|---|---:|---|---|---|---|---|---|"]
     for r in record["rows"]:
         std = f"{r['std']:.4f}" if r["std"] is not None else "–"
         delta = f"{r['delta_vs_alone']:+.4f}" if r["method"] != "student alone" else "–"
-        p_alone = f"{r['p_vs_alone']:.3f}" if r.get("p_vs_alone") is not None else "–"
-        p_kd = f"{r['p_vs_kd']:.3f}" if r.get("p_vs_kd") is not None else "–"
+        p_alone = _p_cell(r, "p_vs_alone")
+        p_kd = _p_cell(r, "p_vs_kd")
         wall = f"{statistics.median(r['train_seconds']):.0f}" if r.get("train_seconds") else "–"
-        lines.append(f"| {r['method']} | {r['mean']:.4f} ± {std} | {delta} | {p_alone} | {p_kd} | {wall} |")
+        ci = f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]" if r.get("ci95") and r["ci95"][0] is not None else "–"
+        lines.append(f"| {r['method']} | {r['n']} | {r['mean']:.4f} ± {std} | {ci} | {delta} | {p_alone} | {p_kd} | {wall} |")
     teacher = f"{record['teacher_accuracy']:.4f}" if record.get("teacher_accuracy") is not None else "–"
     lines += ["", f"{pr['teacher']} (test top-1 {teacher}) → {pr['student']}, {pr['data']}"
                   + (f" subset {pr['subset']}" if pr.get("subset") else "")
                   + f", {pr['epochs']} epochs, seeds {','.join(map(str, record['seeds']))}; "
-                  f"{record['selection']}" + ("" if record.get("complete", True) else "; **incomplete: rows still running**")]
+                  f"{record['selection']}. Welch's t-test over seeds; **bold** p: survives a Holm correction "
+                  f"(α = 0.05) over the method rows" + ("" if record.get("complete", True) else "; **incomplete: rows still running**")]
     return "\n".join(lines) + "\n"
 
 

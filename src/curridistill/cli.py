@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
     r.add_argument("--seeds", metavar="S,S,...", help="run once per student seed into RUN_DIR/seed-<s>/ and aggregate "
                    "(mean ± std, 95%% CI, p-value vs baseline), e.g. --seeds 0,1,2")
+    r.add_argument("--parallel", type=int, metavar="N", help="with --seeds: run N seeds side by side in separate "
+                   "processes (several runs share one GPU or split the CPU cores); same results as one by one")
     r.add_argument("--quiet", action="store_true", help="no progress bars or tables")
     r.add_argument("--stop-after-epochs", type=int, metavar="N",
                    help="train at most N epochs in this call, checkpoint, and exit with code 3 (time-boxed or "
@@ -50,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--data", help="dataset name (default: the one the model was trained on)")
     e.add_argument("--root", help="data directory")
     e.add_argument("--json", dest="json_out", help="also write the metrics to this JSON file")
+    e.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto: where the test split is predicted "
+                   "(latency is always measured on a CPU copy; default cpu)")
 
     pr = _sub(subs, "predict", "predict labels and probabilities for samples in an .npy/.npz file",
               "curridistill predict runs/quickstart/student/model.safetensors samples.npy --format csv")
@@ -101,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--warmup", type=int, default=5, help="untimed steps before each timing (default 5)")
     bp.add_argument("--rounds", type=int, default=3, help="rounds of all modes, interleaved; the median is reported")
     bp.add_argument("--subset", type=int, help="use a stratified subset of this many training images")
+    bp.add_argument("--no-verify", action="store_true", help="skip the md5 check of the data files (your own subset copies)")
     bp.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     bp.add_argument("--with-reference", action="store_true",
                     help="also time the plain-PyTorch DataLoader KD loop (benchmarks/plain_pytorch_kd.py)")

@@ -41,6 +41,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             from curridistill.experiments import parse_seeds
 
             args.overrides = [*args.overrides, f"run.seeds={parse_seeds(args.seeds)}"]
+        if args.parallel is not None:
+            if args.parallel < 1:
+                raise UserError(f"--parallel {args.parallel}: give a number of processes >= 1, e.g. --parallel 4")
+            args.overrides = [*args.overrides, f"run.parallel={args.parallel}"]
         cfg = load_config(args.config, args.overrides)
         call = lambda: api.run(cfg, out=args.out, progress=progress, stop_after_epochs=args.stop_after_epochs)  # noqa: E731
     try:
@@ -101,7 +105,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_pipeline(spec: dict, data: str | None, root: str | None):
+def _eval_pipeline(spec: dict, data: str | None, root: str | None, device: torch.device = torch.device("cpu")):
     from curridistill.data.pipeline import Pipeline, load_splits
 
     raw = dict(spec.get("data") or {"name": "digits"})
@@ -114,7 +118,7 @@ def _eval_pipeline(spec: dict, data: str | None, root: str | None):
     if splits.num_classes != spec["num_classes"]:
         raise UserError(f"the model predicts {spec['num_classes']} classes but data {cfg.name!r} has "
                         f"{splits.num_classes}; evaluate it on the data it was trained for")
-    return Pipeline(splits, cfg, torch.device("cpu"))
+    return Pipeline(splits, cfg, device)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -123,7 +127,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from curridistill.models.checkpoint import load_model
 
     model, spec = load_model(args.checkpoint)
-    pipeline = _eval_pipeline(spec, args.data, args.root)
+    device = api.resolve_device(getattr(args, "device", "cpu") or "cpu")
+    pipeline = _eval_pipeline(spec, args.data, args.root, device)
+    model = model.to(device)
     metrics, _ = evaluate_model(model, pipeline, EvalConfig(), None)
     metrics.pop("train_seconds")
     if args.json_out:
@@ -275,7 +281,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, steps=args.steps, warmup=args.warmup, rounds=args.rounds,
                             subset=args.subset, device=args.device, with_reference=args.with_reference,
                             workers=args.workers, channels_last=args.channels_last, cache_dir=args.cache_dir,
-                            command=command_line(), log=log)
+                            command=command_line(), log=log, data_options={"verify": False} if args.no_verify else None)
     if args.out:
         write_json(args.out, result)
     if not args.quiet:

@@ -260,6 +260,7 @@ class RunConfig(Strict):
     teacher_aggregation: Literal["mean", "weighted", "confidence", "best"] = "mean"
     eval: EvalConfig = Field(default_factory=EvalConfig)
     seeds: list[int] | None = None  # several student seeds: RUN_DIR/seed-<s>/ each, plus aggregate.json
+    parallel: int = Field(1, ge=1)  # seeds / folds run side by side in this many processes (one GPU or the CPU cores)
     tensorboard: bool = True  # write TensorBoard events to RUN_DIR/tensorboard/ when the package is installed
 
     @field_validator("seeds")

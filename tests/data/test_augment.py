@@ -198,6 +198,7 @@ def test_wrong_batch_shape_rejected():
         aug.apply(torch.zeros(2, 3, 8, 8), {"flip": torch.zeros(2, dtype=torch.bool)})
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_cuda_matches_cpu():
     aug, x = make(**ALL), images(32)

@@ -223,7 +223,7 @@ def run_throughput(teacher: str = "resnet56", student: str = "resnet20", data: s
                    batch_size: int = 64, steps: int = 30, warmup: int = 5, rounds: int = 3, subset: int | None = None,
                    device: str = "auto", with_reference: bool = False, workers: int = 2, channels_last: bool = False,
                    cache_dir: str | None = None, lr: float = 0.05, command: str | None = None,
-                   log: Callable[[str], None] = lambda msg: None) -> dict:
+                   log: Callable[[str], None] = lambda msg: None, data_options: dict | None = None) -> dict:
     """Measure every mode in interleaved rounds; returns the JSON-ready result (see module doc)."""
     from curridistill.api import resolve_device
     from curridistill.config import DataConfig
@@ -237,7 +237,7 @@ def run_throughput(teacher: str = "resnet56", student: str = "resnet20", data: s
     dev = resolve_device(device)
     amp = dev.type == "cuda"
     t_setup = time.perf_counter()
-    cfg = DataConfig(name=data, root=root, subset=subset, batch_size=batch_size, augment=AUGMENT)
+    cfg = DataConfig(name=data, root=root, subset=subset, batch_size=batch_size, augment=AUGMENT, options=data_options or {})
     splits = load_splits(cfg)
     if len(splits.input_shape) != 3:
         raise UserError(f"bench throughput needs image data (C, H, W); {data!r} has samples of shape {splits.input_shape}")

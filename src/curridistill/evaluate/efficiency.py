@@ -9,6 +9,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from curridistill.models.placement import model_device, probe_input, synchronize
+
 
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -22,7 +24,7 @@ def weights_bytes(model: nn.Module) -> int:
 @torch.no_grad()
 def flops_per_sample(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     model.eval()
-    x = torch.zeros((1, *input_shape), device=next(model.parameters()).device)
+    x = probe_input(model, input_shape)
     counter = FlopCounterMode(display=False)
     with counter:
         model(x)
@@ -31,29 +33,35 @@ def flops_per_sample(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 
 @torch.inference_mode()
 def latency_ms(model: nn.Module, input_shape: tuple[int, ...], runs: int = 50, warmup: int = 5) -> float:
-    """Median wall time of one batch-1 forward on CPU, in milliseconds."""
+    """Median wall time of one batch-1 forward on the model's device, in milliseconds."""
     model = model.eval()
-    x = torch.randn((1, *input_shape))
+    x = probe_input(model, input_shape, fill="randn")
+    device = model_device(model)
     for _ in range(warmup):
         model(x)
     times = []
     for _ in range(runs):
+        synchronize(device)
         t0 = time.perf_counter()
         model(x)
+        synchronize(device)
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 
 
 @torch.inference_mode()
 def throughput(model: nn.Module, input_shape: tuple[int, ...], batch: int = 256, runs: int = 5) -> float:
-    """Samples per second of batched forwards on CPU (best of ``runs``, after one warm-up)."""
+    """Samples per second of batched forwards on the model's device (best of ``runs``, after one warm-up)."""
     model = model.eval()
-    x = torch.randn((batch, *input_shape))
+    x = probe_input(model, input_shape, batch=batch, fill="randn")
+    device = model_device(model)
     model(x)
     best = float("inf")
     for _ in range(runs):
+        synchronize(device)
         t0 = time.perf_counter()
         model(x)
+        synchronize(device)
         best = min(best, time.perf_counter() - t0)
     return batch / best
 
@@ -74,5 +82,4 @@ def efficiency(model: nn.Module, input_shape: tuple[int, ...], latency_runs: int
 def _cpu_copy(model: nn.Module) -> nn.Module:
     import copy
 
-    device = next(model.parameters()).device
-    return model if device.type == "cpu" else copy.deepcopy(model).cpu()
+    return model if model_device(model).type == "cpu" else copy.deepcopy(model).cpu()

@@ -161,3 +161,20 @@ def aggregate_reports(reports: Sequence[dict], models: Sequence[str] = DEFAULT_M
     out["comparisons"] = comparisons
     out["per_seed"] = per_seed
     return out
+
+
+def holm(p_values: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values, in the input order (None entries are skipped and stay None).
+
+    Sorted ascending, the i-th smallest of m p-values is multiplied by (m - i) (i from 0), made
+    monotone non-decreasing and capped at 1; a hypothesis is rejected at level alpha when its adjusted
+    p-value is below alpha. Controls the family-wise error rate without assuming independence.
+    """
+    present = sorted((p, i) for i, p in enumerate(p_values) if p is not None and not math.isnan(p))
+    m = len(present)
+    adjusted: list[float | None] = [None] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(present):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted

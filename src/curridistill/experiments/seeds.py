@@ -10,6 +10,7 @@ children's reports (mean, std, 95% t-interval per metric and model, Welch p-valu
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -99,6 +100,9 @@ def _run_children(cfg: Config, run_dir: Path, kind: str, kids: list[tuple[str, C
                   stop_after_epochs: int | None, on_record) -> dict:
     from curridistill import api
 
+    if cfg.run.parallel > 1 and len(kids) > 1:
+        reports = run_side_by_side(kids, run_dir, cfg.run.parallel, stop_after_epochs, progress)
+        return write_aggregate(run_dir, cfg, reports, kind, [n for n, _ in kids])
     reports = []
     for name, child in kids:
         child_dir = run_dir / name
@@ -113,6 +117,47 @@ def _run_children(cfg: Config, run_dir: Path, kind: str, kids: list[tuple[str, C
                              on_record=on_record)
         reports.append(report)
     return write_aggregate(run_dir, cfg, reports, kind, [n for n, _ in kids])
+
+
+def run_side_by_side(kids: list[tuple[str, Config]], run_dir: Path, parallel: int, stop_after_epochs: int | None,
+                     progress=None) -> list[dict]:
+    """Children in ``parallel`` spawned processes at once (one GPU, or the CPU cores split between them).
+
+    Each child is the same config as in a sequential run and writes its own directory, so the results
+    equal running them one by one (on the CPU, bit for bit when ``run.threads`` is set: the thread count
+    is the only thing that could change float reductions). Without ``run.threads`` each process gets
+    cores // parallel threads. Children sharing a teacher wait for the one that trains it (cache lock).
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from curridistill.train import distributed
+
+    if distributed.info().active:
+        raise UserError("run.parallel > 1 cannot be combined with torchrun; use one or the other")
+    workers = min(parallel, len(kids))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    if progress is not None and hasattr(progress, "note"):
+        progress.note(f"[bold]{len(kids)} runs, {workers} side by side[/] ({run_dir})")
+    jobs = [(child.model_dump(mode="json"), str(run_dir / name), stop_after_epochs, threads) for name, child in kids]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_child_job, *zip(*jobs)))
+
+
+def _child_job(raw: dict, child_dir: str, stop_after_epochs: int | None, threads: int) -> dict:
+    """One child in its own process: finished -> its report; started -> resumed; else run."""
+    import torch
+
+    from curridistill import api
+
+    if raw["run"].get("threads") is None:
+        torch.set_num_threads(threads)
+    path = Path(child_dir)
+    if (path / "report.json").is_file():
+        return read_json(path / "report.json")
+    if (path / "config.yaml").is_file():
+        return api.resume(path, stop_after_epochs=stop_after_epochs)
+    return api.run(validate_config(raw, "child config"), out=path, stop_after_epochs=stop_after_epochs)
 
 
 # ------------------------------------------------------------------------------------------- aggregate

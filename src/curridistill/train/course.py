@@ -25,6 +25,7 @@ from curridistill.errors import UserError
 from curridistill.io import load_state, load_tensors, read_json, save_state, save_tensors, write_json
 from curridistill.models import build_model
 from curridistill.models.checkpoint import load_model, load_weights, match_input_normalization, read_spec, save_model
+from curridistill.models.placement import probe_input
 from curridistill.schedules import ScheduleSpec
 from curridistill.train import distributed
 from curridistill.train.lesson import LessonContext, LessonRun
@@ -97,7 +98,7 @@ class CourseRunner:
         return model
 
     def _check_output(self, model: nn.Module, where: str) -> None:
-        x = torch.zeros((2, *self.pipeline.splits.input_shape))
+        x = probe_input(model, tuple(self.pipeline.splits.input_shape), batch=2)  # the model's device and dtype
         model.eval()
         try:
             with torch.no_grad():

@@ -127,6 +127,11 @@ class LessonRun:
 
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
             self.forward_model = DistributedDataParallel(model, device_ids=ids)
+        # A per-step finiteness check reads the loss on the host: free on the CPU, a stall per step on a GPU.
+        # On a single GPU the epoch's loss sum is checked instead (the epoch is not checkpointed when it is
+        # non-finite, so the last good checkpoint is kept); DDP keeps the per-step check, whose all-reduce
+        # keeps every rank deciding together.
+        self._check_every_step = ctx.device.type == "cpu" or distributed.info().active
         self.epoch = 0  # next epoch to run
         self.best = Best()
         self.stale_epochs = 0
@@ -208,6 +213,7 @@ class LessonRun:
         task = ctx.progress.start_batches(self.steps_per_epoch) if ctx.progress else None
         batches = (distributed.shard(idx) for idx in self.sampler.epoch_batches(epoch))
         for k, (idx, x, y) in enumerate(ctx.pipeline.train_batches(batches, epoch)):
+            idx = _on_device(idx, x.device)  # once per step, so terms and the teacher cache index on the device
             step = epoch * self.steps_per_epoch + k
             clock = Clock(progress=step / self.total_steps, epoch=epoch, epochs=lesson.epochs, step=step)
             loss, parts, logits, sample_weight = self._step(x, y, idx, clock, taps)
@@ -273,7 +279,7 @@ class LessonRun:
         def closure() -> Tensor:
             self.optimizer.zero_grad(set_to_none=True)
             total = compute()
-            if not distributed.all_finite(total):
+            if self._check_every_step and not distributed.all_finite(total):
                 self._non_finite(clock.epoch, clock.step, {n: float(v) for n, v in state["parts"].items()})
             total.backward()
             distributed.average_gradients(self.terms.parameters())
@@ -355,3 +361,12 @@ class LessonRun:
 
     def carried_optimizer_state(self) -> dict:
         return copy.deepcopy(self.optimizer.state_dict())
+
+
+def _on_device(indices: Tensor, device: torch.device) -> Tensor:
+    """Sample indices on ``device``; from pinned memory so the copy does not stall the host (CUDA)."""
+    if indices.device == device:
+        return indices
+    if device.type == "cuda":
+        indices = indices.pin_memory()
+    return indices.to(device, non_blocking=True)

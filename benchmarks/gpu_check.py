@@ -1,0 +1,167 @@
+"""GPU check: every user-facing path on one device in one command, with its numbers, in about 8 minutes.
+
+    python benchmarks/gpu_check.py --data DIR            # DIR holds cifar10-train.npz (any subset) + cifar10-test.npz
+    python benchmarks/gpu_check.py --data DIR --toy      # minutes -> seconds: the same steps at toy scale (CPU tests)
+
+Steps (each a real CLI process, timed, its exit code and key numbers recorded):
+  1. the quickstart (digits, no files needed);
+  2. the CPU-scale CIFAR-10 protocol's kd row, 1 seed, with the committed resnet56 teacher checkpoint
+     (the command that failed on CUDA: a teacher checkpoint probed with a CPU tensor);
+  3. `bench throughput` resnet56 -> resnet8 and resnet56 -> resnet20 (ceiling, plain, online_kd, cached_kd);
+  4. `run --seeds 0,1` (the quickstart, short);
+  5. `tune --trials 2`;
+  6. the CUDA-marked tests (`pytest -m cuda`).
+It needs only the project and the two npz files (``data.options.verify: false``: your own subset files
+have no reference checksum). Results: ``benchmarks/results/gpu_check_<device>.json`` (device name, date,
+commit, per-step seconds, exit codes, accuracies, images/s) and the Markdown table beside it. A failed
+step is recorded and the check goes on; the exit code is 1 when any step failed.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+TEACHER = REPO / "teachers" / "resnet56_cifar10_cpu_scale.safetensors"
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "curridistill", *args]
+
+
+def steps(data: Path, work: Path, toy: bool, device: str) -> list[tuple[str, list[str], Path | None]]:
+    """(name, command, file holding its numbers) in order; toy shrinks epochs, data and steps."""
+    dev = [f"run.device={device}"]
+    cifar = ["data.root=" + str(data), "data.options.verify=false", *dev]
+    if toy:
+        cifar += ["data.subset=300", "data.val_size=60", "course.0.epochs=1", "baseline.enabled=false",
+                  "run.eval.latency_runs=2", "run.eval.throughput_runs=1", "run.eval.throughput_batch=16"]
+    quick = dev + (["course.0.epochs=2"] if toy else [])
+    bench = ["--steps", "3", "--warmup", "1", "--rounds", "1", "--subset", "256"] if toy else ["--steps", "100", "--rounds", "3"]
+    sets = lambda values: [a for v in values for a in ("--set", v)]  # noqa: E731
+    out = []
+    out.append(("quickstart", _cli("run", "configs/quickstart.yaml", "--out", str(work / "quickstart"), "--quiet",
+                                   *sets(quick)), work / "quickstart" / "report.json"))
+    out.append(("protocol kd (committed teacher)",
+                _cli("run", "configs/protocol/cifar10_cpu_scale.yaml", "--out", str(work / "protocol"), "--quiet",
+                     *sets(cifar + [f"teacher.checkpoint={TEACHER}", f"run.cache_dir={work / 'cache'}"])),
+                work / "protocol" / "report.json"))
+    for student in ("resnet8", "resnet20"):
+        out.append((f"bench resnet56 -> {student}",
+                    _cli("bench", "throughput", "--teacher", "resnet56", "--student", student, "--data", "cifar10",
+                         "--root", str(data), "--no-verify", "--device", device, "--batch-size", "64", "--quiet", *bench,
+                         "--out", str(work / f"bench_{student}.json")), work / f"bench_{student}.json"))
+    out.append(("run --seeds 0,1", _cli("run", "configs/quickstart.yaml", "--seeds", "0,1", "--out", str(work / "seeds"),
+                                        "--quiet", *sets(quick + ["course.0.epochs=2"])), work / "seeds" / "aggregate.json"))
+    out.append(("tune --trials 2", _cli("tune", "configs/tune_quickstart.yaml", "--trials", "2", "--out", str(work / "tune"),
+                                        "--quiet", *sets(dev + ["course.0.epochs=2"])), None))
+    out.append(("CUDA-marked tests", [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests"], None))
+    return out
+
+
+def numbers(name: str, path: Path | None) -> dict:
+    """The few numbers a reader wants from a step's output file."""
+    if path is None or not path.is_file():
+        return {}
+    rec = json.loads(path.read_text())
+    if name.startswith("bench"):
+        modes = rec.get("modes", {})
+        found = {f"{m}_images_per_s": round(v["images_per_s"]) for m, v in modes.items()}
+        if "cached_kd" in modes and "ceiling" in modes:
+            found["cached_kd/ceiling"] = round(modes["cached_kd"]["images_per_s"] / modes["ceiling"]["images_per_s"], 3)
+        return found
+    found = {}
+    for role in ("teacher", "baseline", "student"):
+        acc = rec.get(role, {}).get("accuracy") if isinstance(rec.get(role), dict) else None
+        if isinstance(acc, dict):  # a multi-seed aggregate: mean over the seeds
+            acc = acc.get("mean")
+        if isinstance(acc, (int, float)):
+            found[role] = round(float(acc), 4)
+    return found
+
+
+def run_step(name: str, cmd: list[str], env: dict, limit: float) -> dict:
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=limit)
+        rc, tail = proc.returncode, (proc.stdout + proc.stderr).strip().splitlines()[-3:]
+    except subprocess.TimeoutExpired:
+        rc, tail = 124, [f"timed out after {limit:.0f} s"]
+    return {"step": name, "command": shlex.join(cmd), "exit_code": rc, "seconds": round(time.perf_counter() - t0, 1),
+            "tail": tail if rc else []}
+
+
+def device_name(device: str) -> str:
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return "cpu"
+
+
+def markdown(record: dict) -> str:
+    lines = [f"GPU check on **{record['device_name']}** ({record['date']}, commit `{str(record['git'].get('commit', '?'))[:10]}`, "
+             f"{'toy scale' if record['toy'] else 'full scale'}): {record['passed']}/{len(record['steps'])} steps passed "
+             f"in {record['seconds']:.0f} s.", "",
+             "| step | exit | seconds | numbers |", "|---|---:|---:|---|"]
+    for s in record["steps"]:
+        nums = ", ".join(f"{k} {v}" for k, v in s.get("numbers", {}).items() if v is not None)
+        lines.append(f"| {s['step']} | {s['exit_code']} | {s['seconds']:.1f} | {nums} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="folder with cifar10-train.npz (a subset is fine) and cifar10-test.npz")
+    p.add_argument("--device", default="auto", help="auto | cuda | cpu (default auto)")
+    p.add_argument("--toy", action="store_true", help="tiny epochs, data and steps (the CPU test of this script)")
+    p.add_argument("--work", help="scratch folder for the runs (default runs/gpu_check)")
+    p.add_argument("--results", help="folder for the JSON and Markdown (default benchmarks/results)")
+    p.add_argument("--step-timeout", type=float, default=300.0, help="seconds before a step is stopped (default 300)")
+    args = p.parse_args(argv)
+    data = Path(args.data).resolve()
+    missing = [n for n in ("cifar10-train.npz", "cifar10-test.npz") if not (data / n).is_file()]
+    if missing:
+        sys.stderr.write(f"error: --data {data} lacks {', '.join(missing)}; put the CIFAR-10 npz files there\n")
+        return 2
+    work = Path(args.work or REPO / "runs" / "gpu_check").resolve()
+    if work.exists():
+        import shutil
+
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    t0 = time.perf_counter()
+    results = []
+    for name, cmd, out in steps(data, work, args.toy, args.device):
+        res = run_step(name, cmd, env, args.step_timeout)
+        res["numbers"] = numbers(name, out) if res["exit_code"] == 0 else {}
+        results.append(res)
+        print(f"{name}: exit {res['exit_code']} in {res['seconds']:.1f} s {res['numbers'] or ''}", flush=True)
+    from curridistill.bench.throughput import git_commit
+
+    dev = device_name(args.device)
+    record = {"device_name": dev, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "git": git_commit(), "toy": args.toy,
+              "command": shlex.join([sys.executable, *sys.argv]), "seconds": round(time.perf_counter() - t0, 1),
+              "passed": sum(r["exit_code"] == 0 for r in results), "steps": results}
+    slug = re.sub(r"[^a-z0-9]+", "-", dev.lower()).strip("-") + ("-toy" if args.toy else "")
+    results_dir = Path(args.results or RESULTS)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    from curridistill.io import write_json, write_text
+
+    write_json(results_dir / f"gpu_check_{slug}.json", record)
+    write_text(results_dir / f"gpu_check_{slug}.md", markdown(record))
+    print(markdown(record))
+    return 0 if record["passed"] == len(results) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

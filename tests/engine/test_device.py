@@ -1,0 +1,91 @@
+"""Device and dtype placement: every tensor built for a model lives where the model lives.
+
+A CPU machine cannot see a CUDA/CPU mismatch, but the same class of bug shows as a dtype mismatch:
+a float64 model fed a float32 probe fails exactly like a CUDA model fed a CPU probe. CUDA-marked
+tests run the real thing where a GPU is present."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from curridistill import api
+from curridistill.config import load_config
+from curridistill.evaluate.efficiency import flops_per_sample, latency_ms, throughput
+from curridistill.models import build_model
+from curridistill.models.placement import model_device, model_dtype, probe_input
+from curridistill.train.course import CourseRunner
+from tests.helpers import tiny_config
+
+def cuda(test):
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")(test))
+
+
+def _cnn(dtype: torch.dtype = torch.float32) -> nn.Module:
+    return build_model("cnn", 10, 1, {"widths": [4, 8]}).to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_probe_input_follows_the_model(dtype):
+    model = _cnn(dtype)
+    x = probe_input(model, (1, 8, 8), batch=3, fill="randn")
+    assert x.shape == (3, 1, 8, 8) and x.dtype == dtype and x.device == model_device(model)
+    assert model(x).shape == (3, 10)
+
+
+def test_parameterless_model_defaults_to_cpu_float32():
+    model = nn.Flatten()
+    assert model_device(model) == torch.device("cpu") and model_dtype(model) == torch.float32
+
+
+def test_course_probe_uses_the_model_dtype(tmp_path):
+    """Regression (issue 13): the output check probed with a CPU float32 tensor whatever the model's placement."""
+    cfg = load_config(tiny_config(tmp_path))
+    pipeline, device = api.prepare(cfg)
+    runner = CourseRunner(cfg, tmp_path / "run", pipeline, device)
+    runner._check_output(_cnn(torch.float64), "teacher.checkpoint")  # raised "expected Double" before the fix
+
+
+@pytest.mark.parametrize("measure", [latency_ms, throughput, flops_per_sample])
+def test_efficiency_measures_on_the_model_placement(measure):
+    model = _cnn(torch.float64)
+    kwargs = {"runs": 2} if measure is not flops_per_sample else {}
+    if measure is throughput:
+        kwargs["batch"] = 4
+    assert measure(model, (1, 8, 8), **kwargs) > 0
+
+
+@cuda
+def test_cuda_run_with_teacher_checkpoint(tmp_path):
+    """The first command a GPU user types: a run that loads a teacher checkpoint."""
+    first = api.run(load_config(tiny_config(tmp_path, epochs=1, run={**tiny_config(tmp_path)["run"], "device": "cuda"})),
+                    out=tmp_path / "a")
+    teacher = f"{first['run_dir']}/teacher/model.safetensors"
+    cfg = tiny_config(tmp_path, epochs=1)
+    cfg["teacher"]["checkpoint"] = teacher
+    cfg["run"]["device"] = "cuda"
+    cfg["run"]["cache_dir"] = str(tmp_path / "cache2")
+    report = api.run(load_config(cfg), out=tmp_path / "b")
+    assert report["student"]["accuracy"] > 0.3
+
+
+@cuda
+@pytest.mark.parametrize("amp", [False, True])
+def test_cuda_epoch_without_per_step_sync_matches_shapes(tmp_path, amp):
+    cfg = tiny_config(tmp_path, epochs=1)
+    cfg["run"].update(device="cuda", amp=amp)
+    report = api.run(load_config(cfg), out=tmp_path / f"r{amp}")
+    assert 0.0 <= report["student"]["accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device")])])
+def test_eval_on_a_device(tmp_path, device, capsys):
+    from curridistill import cli
+
+    report = api.run(load_config(tiny_config(tmp_path, epochs=1)), out=tmp_path / "run")
+    student = f"{report['run_dir']}/student/model.safetensors"
+    assert cli.main(["eval", student, "--device", device, "--json", str(tmp_path / "m.json")]) == 0
+    import json
+
+    assert abs(json.loads((tmp_path / "m.json").read_text())["accuracy"] - report["student"]["accuracy"]) < 1e-6
