@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# the CPU build of torch first, so the dependency range below does not pull CUDA wheels
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e ".[dev,tensorboard]"
+	$(BIN)/python -m pip install -q -e ".[dev,tensorboard,text,onnx,prune]"
 	touch $(STAMP)
 
 venv: $(STAMP)

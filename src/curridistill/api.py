@@ -8,17 +8,29 @@
 from __future__ import annotations
 
 import os
+import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
+import numpy as np
 import torch
+import yaml
+from torch import nn
 
-from curridistill.config import Config, load_config
+from curridistill.compress.ship import ship
+from curridistill.export import export_model
+from curridistill.config import Config, EvalConfig, load_config
 from curridistill.data.pipeline import Pipeline, load_splits
 from curridistill.errors import UserError
 from curridistill.evaluate.evaluation import add_pair_metrics, compare, evaluate_model
 from curridistill.evaluate.metrics import pair_metrics
-from curridistill.io import write_json, write_text
+from curridistill.io import clean_orphans, write_json, write_text
+from curridistill.locks import is_locked, run_dir_lock
+from curridistill.models.registry import is_out_of_memory
+from curridistill.objects import Result, distill_config, evaluate_objects, load_trained, predict_objects
+from curridistill.preflight import check_static, dry_build
+from curridistill.serve import predict_files
 from curridistill.train import distributed
 from curridistill.train.course import CourseRunner, StopRequested  # noqa: F401  (re-exported for callers)
 from curridistill.train.teacher_cache import cached_eval_logits
@@ -36,20 +48,78 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+APPLIED = ".config.applied.yaml"  # the config the run's training state was made with (config.yaml may be edited)
+
+
 def new_run_dir(cfg: Config, out: str | Path | None) -> Path:
+    """Create (or reuse) a run directory. A directory whose earlier run failed before any training state
+    was written is reused; one holding training state, or in use by another process, is refused."""
     if out is not None:
         run_dir = Path(out)
     else:
         run_dir = Path(cfg.run.out) / f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if (run_dir / "config.yaml").exists():
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is a file, not a directory; choose a directory path for the run")
+    if run_dir.is_dir() and is_locked(run_dir):
+        raise UserError(f"{run_dir} is in use by another curridistill process (run or --resume); wait for it to "
+                        f"finish, or choose another --out")
+    if (run_dir / "config.yaml").exists() and has_state(run_dir):
         raise UserError(f"{run_dir} already holds a run; continue it with `curridistill run --resume {run_dir}` "
                         f"or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create run directory {run_dir} ({exc.strerror or type(exc).__name__}); "
+                        f"choose a writable --out") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise UserError(f"run directory {run_dir} is not writable; choose a writable --out")
     return run_dir
 
 
-def prepare(cfg: Config) -> tuple[Pipeline, torch.device]:
-    """Seed, device and data for a config (and the process group under torchrun)."""
+def has_state(run_dir: str | Path) -> bool:
+    """True when a run directory holds training results: a report, a checkpoint state or a finished phase."""
+    run_dir = Path(run_dir)
+    if (run_dir / "report.json").is_file() or (run_dir / "aggregate.json").is_file():
+        return True
+    return any(True for _ in run_dir.rglob("state.pt")) or any(True for _ in run_dir.rglob("done.json"))
+
+
+def _write_config(run_dir: Path, cfg: Config) -> None:
+    text = cfg.to_yaml()
+    write_text(run_dir / "config.yaml", text)
+    write_text(run_dir / APPLIED, text)
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts, as ``key: old -> new``. Keys absent from
+    ``old`` (fields a newer version added, at their defaults) are not changes."""
+    changes = []
+    for key in old:
+        path = f"{prefix}{key}"
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += config_changes(a, b, path + ".")
+        elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+            changes += config_changes(dict(enumerate(a)), dict(enumerate(b)), path + ".")
+        elif a != b:
+            changes.append(f"{path}: {a!r} -> {b!r}")
+    return changes
+
+
+def _phase(label: str, fn, *args, **kwargs):
+    """Run one phase; an out-of-memory error becomes one line naming the phase and what to lower."""
+    try:
+        return fn(*args, **kwargs)
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise UserError(f"out of memory while {label}; lower data.batch_size and data.eval_batch_size, or pick a "
+                        f"smaller model (the last checkpoint is kept: continue with --resume RUN_DIR --set ...)") from None
+
+
+def prepare(cfg: Config, given=None) -> tuple[Pipeline, torch.device]:
+    """Seed, device and data for a config (and the process group under torchrun). ``given``
+    (``objects.Given``): the caller's in-memory splits, used instead of loading ``cfg.data``."""
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)
     dist = distributed.init_from_env(cfg.run.device)
@@ -58,7 +128,7 @@ def prepare(cfg: Config) -> tuple[Pipeline, torch.device]:
         device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
     torch.manual_seed(cfg.run.seed)
-    splits = load_splits(cfg.data)
+    splits = given.splits if given is not None and given.splits is not None else load_splits(cfg.data)
     if cfg.data.cv is not None and cfg.data.cv.fold is not None:  # one fold of a cross-validation
         from curridistill.experiments.cv import fold_splits
 
@@ -80,49 +150,100 @@ def run(cfg: Config | str | Path, out: str | Path | None = None, overrides: list
 
     if is_multi(cfg):
         return run_multi(cfg, out, progress=progress, stop_after_epochs=stop_after_epochs, on_record=on_record)
+    check_static(cfg)  # names, imports, ranges, checkpoints: before any directory or data
     distributed.init_from_env(cfg.run.device)
     run_dir, problem = None, None
-    if distributed.info().is_main:  # rank 0 creates the directory; the others learn its name
-        try:
-            run_dir = new_run_dir(cfg, out)
-            write_text(run_dir / "config.yaml", cfg.to_yaml())
-        except UserError as exc:
-            problem = str(exc)
-    run_dir, problem = distributed.broadcast((run_dir, problem))
-    if problem:
-        raise UserError(problem)
-    return _execute(cfg, Path(run_dir), progress, stop_after_epochs, on_record)
+    with ExitStack() as stack:
+        if distributed.info().is_main:  # rank 0 creates and locks the directory; the others learn its name
+            try:
+                run_dir = new_run_dir(cfg, out)
+                stack.enter_context(run_dir_lock(run_dir))
+                clean_orphans(run_dir, recursive=True)
+                _write_config(run_dir, cfg)
+            except UserError as exc:
+                problem = str(exc)
+        run_dir, problem = distributed.broadcast((run_dir, problem))
+        if problem:
+            raise UserError(problem)
+        return _execute(cfg, Path(run_dir), progress, stop_after_epochs, on_record)
 
 
-def resume(run_dir: str | Path, progress=None, stop_after_epochs: int | None = None, on_record=None) -> dict:
-    """Continue a killed run from its last checkpoint; the result equals an uninterrupted run (CPU)."""
+def resume(run_dir: str | Path, progress=None, stop_after_epochs: int | None = None, on_record=None,
+           overrides: list[str] | None = None) -> dict:
+    """Continue a killed (or failed) run from its last checkpoint; the result equals an uninterrupted run (CPU).
+
+    ``overrides`` (``--set``) change the saved config deliberately, e.g. a lower learning rate after a
+    failure: they are applied, recorded in config.yaml and reported on stderr. A config.yaml edited by
+    hand under a training state is refused, listing what changed.
+    """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml); pass the directory `run` created")
-    cfg = load_config(run_dir / "config.yaml")
     from curridistill.experiments import is_multi, resume_multi
 
-    if is_multi(cfg):  # a multi-seed / cross-validation parent: finish every unfinished child
-        return resume_multi(cfg, run_dir, progress=progress, stop_after_epochs=stop_after_epochs, on_record=on_record)
-    return _execute(cfg, run_dir, progress, stop_after_epochs, on_record)
+    distributed.init_from_env(load_config(run_dir / "config.yaml").run.device)  # rank 0 alone locks and writes
+    with ExitStack() as stack:
+        if distributed.info().is_main:
+            stack.enter_context(run_dir_lock(run_dir))
+            clean_orphans(run_dir, recursive=True)
+        cfg = _resumed_config(run_dir, overrides or [])
+        if is_multi(cfg):  # a multi-seed / cross-validation parent: finish every unfinished child
+            if overrides:
+                raise UserError(f"{run_dir} holds several seeds or folds; --set with --resume works on one run "
+                                f"directory: resume a child (RUN_DIR/seed-<s>) with --set")
+            stack.close()  # each child locks its own directory
+            return resume_multi(cfg, run_dir, progress=progress, stop_after_epochs=stop_after_epochs, on_record=on_record)
+        check_static(cfg)
+        return _execute(cfg, run_dir, progress, stop_after_epochs, on_record)
 
 
-def _execute(cfg: Config, run_dir: Path, progress, stop_after_epochs: int | None, on_record=None) -> dict:
-    pipeline, device = prepare(cfg)
+def _resumed_config(run_dir: Path, overrides: list[str]) -> Config:
+    """The saved config (+ ``overrides``), refused when config.yaml was edited by hand under a training state."""
+    cfg = load_config(run_dir / "config.yaml")
+    applied_path = run_dir / APPLIED
+    if applied_path.is_file() and has_state(run_dir):
+        try:
+            applied = yaml.safe_load(applied_path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            applied = None
+        if isinstance(applied, dict):
+            changes = config_changes(applied, cfg.model_dump(mode="json"))
+            if changes:
+                shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
+                raise UserError(f"{run_dir}/config.yaml was edited after training started ({shown}); restore it, or "
+                                f"pass the change as --resume {run_dir} --set KEY=VALUE to apply it knowingly")
+    if not overrides:
+        return cfg
+    new = load_config(run_dir / "config.yaml", overrides)
+    changes = config_changes(cfg.model_dump(mode="json"), new.model_dump(mode="json"))
+    if changes and distributed.info().is_main:
+        _write_config(run_dir, new)
+        sys.stderr.write(f"note: resuming {run_dir} with {'; '.join(changes)}\n")
+    return new
+
+
+def _execute(cfg: Config, run_dir: Path, progress, stop_after_epochs: int | None, on_record=None,
+             given=None) -> dict:
+    pipeline, device = prepare(cfg, given)
+    _phase("building the models and lessons (dry run on a probe batch)", dry_build, cfg, pipeline, given)
     runner = CourseRunner(cfg, run_dir, pipeline, device, progress=progress, stop_after_epochs=stop_after_epochs,
-                          on_record=on_record)
-    teachers = runner.teachers()
-    baseline = runner.baseline()
-    links = runner.chain(teachers)
+                          on_record=on_record, given=given)
+    teachers = _phase("training or loading the teacher(s)", runner.teachers)
+    baseline = _phase("training the baseline student", runner.baseline)
+    links = _phase("training the assistant(s)", runner.chain, teachers)
     if teachers:
-        student, rounds = runner.rounds(links[-1:] or teachers, from_assistant=bool(links))
+        student, rounds = _phase("training the student", runner.rounds, links[-1:] or teachers, from_assistant=bool(links))
     else:  # no teacher: the course trains the student alone (e.g. a self-paced curriculum on labels)
-        student, rounds = runner.train_phase("student", cfg.student, cfg.course, None, cfg.run.seed), []
+        student, rounds = _phase("training the student", runner.train_phase, "student", cfg.student, cfg.course, None,
+                                 cfg.run.seed), []
     if not distributed.info().is_main:  # rank 0 evaluates and reports; the others are done
         distributed.barrier()
         return {"run_dir": str(run_dir), "rank": distributed.info().rank}
-    report = build_report(cfg, pipeline, teachers, baseline, student, links, rounds)
+    report = _phase("evaluating on the test split", build_report, cfg, pipeline, teachers, baseline, student, links, rounds)
     report["run_dir"] = str(run_dir)
+    if cfg.ship is not None or any(lesson.prune is not None for lesson in cfg.course):  # RUN_DIR/ship/compression.*
+        report["compression"] = _phase("measuring the compression stages (quantize, export, predict)", ship, cfg, run_dir,
+                                       pipeline, teachers[0].model if teachers else None, student.model)
     if distributed.info().active:
         report["distributed"] = {"world_size": distributed.info().world, "global_batch": cfg.data.batch_size}
     write_json(run_dir / "report.json", report)
@@ -173,3 +294,62 @@ def build_report(cfg: Config, pipeline: Pipeline, teachers, baseline, student, l
     report["student"]["selected"] = student.selected_epoch
     report["comparison"] = compare(report.get("teacher"), report.get("baseline"), report["student"])
     return report
+
+
+def export(checkpoint: str | Path, fmt: str = "onnx", out: str | Path | None = None, opset: int = 18,
+           check_samples: int = 256, root: str | None = None) -> dict:
+    """Export a checkpoint as ONNX (checked with ONNX Runtime), TorchScript or safetensors; see ``curridistill.export``."""
+    return export_model(checkpoint, fmt, out, opset=opset, check_samples=check_samples, root=root)
+
+
+def predict(model: str | Path | nn.Module, inputs, top_k: int = 5) -> list[dict]:
+    """Top-k predictions, a row per sample (index, input, label, class, probability, top_k, probabilities).
+
+    ``model``: a checkpoint, an .onnx file or an ``nn.Module``; ``inputs``: image files, folders and .npy/.npz
+    arrays, or samples in memory (a tensor or NumPy array, (N, ...) or one sample). A module takes tensors as
+    given (uint8 scaled to [0, 1]); a checkpoint normalizes them with its own mean/std as in training."""
+    if isinstance(model, nn.Module) or isinstance(inputs, (torch.Tensor, np.ndarray)):
+        return predict_objects(model, inputs, top_k=top_k)
+    return predict_files(model, [inputs] if isinstance(inputs, (str, Path)) else list(inputs), top_k=top_k)[0]
+
+
+def evaluate(model: str | Path | nn.Module, data=None, batch_size: int | None = None, device: str = "cpu",
+             root: str | None = None, eval: EvalConfig | dict | None = None) -> dict:
+    """Metrics of a module or checkpoint on test data: accuracy, top5, f1_macro, confusion, loss, params, FLOPs,
+    latency_ms, throughput, ... (as report.json has them per model) and ``data``, what was evaluated.
+
+    ``data``: ``(x, y)`` tensors or arrays, a torch Dataset, a data set name (its test split), or None (a
+    checkpoint's own data). In-memory samples reach a module as given (uint8 scaled to [0, 1]); a checkpoint
+    normalizes them with its own mean/std. ``eval``: the latency/throughput settings (``run.eval``)."""
+    eval_cfg = eval if isinstance(eval, EvalConfig) or eval is None else EvalConfig(**eval)
+    return evaluate_objects(model, data, resolve_device(device), root=root, batch_size=batch_size, eval_cfg=eval_cfg)
+
+
+def distill(student, teacher=None, train=None, val=None, test=None, course: list[dict] | None = None, *,
+            teacher_trained: bool = False, out: str | Path | None = None, progress=None, **options) -> Result:
+    """Distill the caller's own objects: the same config, engine, run directory and report as ``run``.
+
+    ``student`` / ``teacher``: ``nn.Module`` objects, zero-argument factories, or model names ('mlp', {name, kwargs}).
+    Every model trained is a fresh copy (a factory is called once per model): the caller's module is never
+    trained in place, and the baseline and the student start from equal weights as two objects. The teacher
+    is trained by the course with ``ce`` first, unless ``teacher_trained=True`` (then used as it is).
+    ``train`` / ``val`` / ``test``: torch Datasets of (x, label), ``(x, y)`` tensor or array pairs, or a data set
+    name for ``train`` alone; without ``val`` a stratified ``data.val_size`` of ``train`` is held out.
+    ``course``: lessons as in YAML (default: the quickstart's KD lesson, CE without a teacher). ``options``:
+    other config sections, e.g. ``run={"out": "runs", "seed": 0}``, ``data={"batch_size": 64}``.
+
+    >>> result = distill(MyNet(16), teacher=MyNet(256), train=(x, y), test=(x_test, y_test), run={"out": "runs"})
+    >>> result.report["student"]["accuracy"], result.student  # the trained student module (CPU, eval mode)
+    """
+    cfg, given = distill_config(student, teacher, train, val, test, course, teacher_trained, options)
+    check_static(cfg, given)
+    with ExitStack() as stack:
+        run_dir = new_run_dir(cfg, out)
+        stack.enter_context(run_dir_lock(run_dir))
+        clean_orphans(run_dir, recursive=True)
+        _write_config(run_dir, cfg)
+        report = _execute(cfg, run_dir, progress, None, None, given=given)
+    phase = (report.get("rounds") or [{}])[-1].get("phase", "student")
+    return Result(report, load_trained(run_dir, phase, cfg.student.name, given),
+                  teacher=load_trained(run_dir, "teacher", cfg.teacher.name, given) if cfg.teacher is not None else None,
+                  baseline=load_trained(run_dir, "baseline", cfg.student.name, given), run_dir=run_dir)

@@ -37,6 +37,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--parallel", type=int, metavar="N", help="with --seeds: run N seeds side by side in separate "
                    "processes (several runs share one GPU or split the CPU cores); same results as one by one")
     r.add_argument("--quiet", action="store_true", help="no progress bars or tables")
+    r.add_argument("--trust-code", action="store_true",
+                   help="let checkpoints named by this run (teacher.checkpoint, model.json) import 'module:callable' "
+                        "models: this runs code chosen by whoever made the file; use only for files you trust")
+    r.add_argument("--log-format", choices=["auto", "plain", "rich"], default="auto",
+                   help="progress: rich bars, or one flushed line per epoch on stdout (plain; the default when the output "
+                        "is not a terminal, e.g. a batch job's log)")
     r.add_argument("--stop-after-epochs", type=int, metavar="N",
                    help="train at most N epochs in this call, checkpoint, and exit with code 3 (time-boxed or "
                         "preemptible jobs); continue with --resume RUN_DIR")
@@ -45,22 +51,47 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("config")
     v.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     v.add_argument("--print", dest="show", action="store_true", help="print the resolved config with every default")
+    v.add_argument("--static", action="store_true",
+                   help="check names, imports and ranges only: no data loading and no dry build of the models")
 
     e = _sub(subs, "eval", "evaluate a saved model on the test split of its data",
-             "curridistill eval runs/quickstart/student/model.safetensors")
+             "curridistill eval RUN_DIR/student/model.safetensors   # RUN_DIR: the folder `run` printed")
     e.add_argument("checkpoint")
     e.add_argument("--data", help="dataset name (default: the one the model was trained on)")
     e.add_argument("--root", help="data directory")
     e.add_argument("--json", dest="json_out", help="also write the metrics to this JSON file")
     e.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto: where the test split is predicted "
                    "(latency is always measured on a CPU copy; default cpu)")
+    e.add_argument("--trust-code", action="store_true",
+                   help="allow a model.json naming 'module:callable' (imports and runs that code; trusted files only)")
 
-    pr = _sub(subs, "predict", "predict labels and probabilities for samples in an .npy/.npz file",
-              "curridistill predict runs/quickstart/student/model.safetensors samples.npy --format csv")
-    pr.add_argument("checkpoint")
-    pr.add_argument("input", help=".npy array or .npz with key 'x': uint8 pixels or floats in [0, 1]")
+    pr = _sub(subs, "predict", "predict top-k classes with probabilities for images, folders of images or .npy/.npz "
+              "samples, with a native checkpoint or an exported .onnx model",
+              "curridistill predict runs/ship/ship/model.onnx digit.png photos/ --top-k 3 --format csv")
+    pr.add_argument("checkpoint", metavar="MODEL", help="NAME.safetensors (with NAME.json beside it) or an .onnx file "
+                    "from `curridistill export`")
+    pr.add_argument("input", nargs="+", metavar="INPUT", help="image files (PNG, JPEG, ...; resized and normalized as in "
+                    "training), folders of them, .npy arrays or .npz with key 'x' (uint8 pixels or floats in [0, 1])")
+    pr.add_argument("--top-k", type=int, default=5, help="classes listed per sample, best first (default 5)")
     pr.add_argument("--format", choices=["json", "csv"], default="json")
     pr.add_argument("--out", help="write here instead of standard output")
+    pr.add_argument("--trust-code", action="store_true",
+                    help="allow a model.json naming 'module:callable' (imports and runs that code; trusted files only)")
+
+    ex = _sub(subs, "export", "export a checkpoint for serving: ONNX (checked against PyTorch with ONNX Runtime on "
+              "held-out samples, latency of both), TorchScript, or a plain safetensors pair",
+              "curridistill export runs/ship/student/model.safetensors --format onnx --out student.onnx")
+    ex.add_argument("checkpoint", help="NAME.safetensors with NAME.json beside it")
+    ex.add_argument("--format", choices=["onnx", "onnx-int8", "torchscript", "safetensors"], default="onnx",
+                    help="onnx (fp32, default); onnx-int8 (ONNX Runtime static int8, calibrated on training samples); "
+                         "torchscript; safetensors (a native checkpoint pair)")
+    ex.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
+    ex.add_argument("--out", help="output file (default: beside the checkpoint, NAME.onnx / NAME.pt / NAME-export.safetensors)")
+    ex.add_argument("--check-samples", type=int, default=256, help="held-out test samples of the check (default 256)")
+    ex.add_argument("--root", help="data directory of the check's samples (default: the one the model was trained on)")
+    ex.add_argument("--json", dest="json_out", help="also write the result (sizes, check, latencies) to this JSON file")
+    ex.add_argument("--trust-code", action="store_true",
+                    help="allow a model.json naming 'module:callable' (imports and runs that code; trusted files only)")
 
     ls = _sub(subs, "list", "list registered models, datasets, knowledge terms, schedules, pacings, scorers",
               "curridistill list models --input-size 3,32,32")
@@ -82,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
               "best validation metric)", "curridistill tune configs/tune_quickstart.yaml --trials 20 --out runs/tune")
     tu.add_argument("config", help="YAML config with a tune: {space: {...}} section")
     tu.add_argument("--trials", type=int, default=20, help="total finished trials of the study (default 20)")
+    tu.add_argument("--parallel", type=int, default=1, metavar="N",
+                    help="N worker processes on the same study side by side (one GPU, or the CPU cores split)")
     tu.add_argument("--sampler", choices=["tpe", "random", "grid"], help="default: tune.sampler (tpe)")
     tu.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db; PostgreSQL/MySQL to share)")
     tu.add_argument("--study-name", help="default: curridistill-<run.name>")
@@ -90,6 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--timeout", type=float, metavar="S", help="stop starting trials after S seconds")
     tu.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     tu.add_argument("--quiet", action="store_true", help="no progress bars or tables")
+
+    au = _sub(subs, "auto", "find the knowledge recipe, curriculum, schedules and student size for a time budget: proxy "
+              "trials with Hyperband pruning, then the top candidates re-run at full fidelity with several seeds",
+              "curridistill auto configs/quickstart.yaml --budget 5m --out runs/auto")
+    au.add_argument("config", help="YAML config naming data, teacher and student (its family); optional auto: section")
+    au.add_argument("--budget", required=True, help="wall time for everything, e.g. 2h, 30m, 300s (counts resumed runs together)")
+    au.add_argument("--objective", choices=["accuracy", "pareto"], help="default: auto.objective (accuracy); pareto: "
+                    "validation accuracy against --cost")
+    au.add_argument("--cost", choices=["latency", "params"], help="second objective of pareto (default latency: CPU batch-1)")
+    au.add_argument("--max-latency-ms", type=float, metavar="X", help="reject students slower than X ms (batch 1, CPU) before training")
+    au.add_argument("--max-params", type=int, metavar="N", help="reject students with more than N parameters before training")
+    au.add_argument("--out", help="directory of the search (default: run.out/auto-<run.name>-TIMESTAMP)")
+    au.add_argument("--resume", action="store_true", help="continue the search in --out (same study, same budget)")
+    au.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db; PostgreSQL/MySQL for several workers)")
+    au.add_argument("--trials-parallel", type=int, default=1, metavar="N", help="trials side by side in N processes")
+    au.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    au.add_argument("--quiet", action="store_true", help="print only the output directory")
 
     bp = _sub(subs, "bench", "measure training throughput (images/s) of distillation modes against a ceiling, "
               "interleaved in rounds, as JSON + a table",
@@ -132,6 +182,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; continue with `curridistill run --resume RUN_DIR`\n")
         return 130
+    except (MemoryError, RuntimeError) as exc:
+        from curridistill.models.registry import is_out_of_memory
+
+        if not is_out_of_memory(exc):
+            raise
+        sys.stderr.write(f"error: out of memory in `{args.command}`; lower data.batch_size / data.eval_batch_size "
+                         f"or use a smaller model\n")
+        return EXIT_USER_ERROR
 
 
 if __name__ == "__main__":

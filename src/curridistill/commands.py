@@ -9,15 +9,15 @@ import os
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
 
 from curridistill import api
-from curridistill.config import DataConfig, load_config
+from curridistill.config import load_config
 from curridistill.errors import UserError
 from curridistill.io import write_json, write_text
+from curridistill.models.checkpoint import trusting_code
 
 console = Console() if sys.stdout.isatty() else Console(width=120)  # logs and pipes: no truncated columns
 EXIT_STOPPED = 3  # --stop-after-epochs reached: checkpointed, resumable
@@ -29,15 +29,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from curridistill.train import distributed
 
     worker = int(os.environ.get("RANK", "0")) > 0  # a torchrun process other than rank 0: silent
-    progress = make_progress(args.quiet or worker)
+    if args.stop_after_epochs is not None and args.stop_after_epochs < 1:
+        raise UserError(f"--stop-after-epochs {args.stop_after_epochs}: give a number of epochs >= 1")
+    progress = make_progress(args.quiet or worker, getattr(args, "log_format", "auto"))
     if args.resume:
-        if args.config or args.overrides or args.seeds:
-            raise UserError("--resume continues a run with its saved config; drop CONFIG, --set and --seeds")
-        call = lambda: api.resume(args.resume, progress=progress, stop_after_epochs=args.stop_after_epochs)  # noqa: E731
+        if args.config or args.seeds is not None:
+            raise UserError("--resume continues a run with its saved config; drop CONFIG and --seeds "
+                            "(--set KEY=VALUE changes the saved config)")
+        call = lambda: api.resume(args.resume, progress=progress, stop_after_epochs=args.stop_after_epochs,  # noqa: E731
+                                  overrides=args.overrides)
     else:
         if not args.config:
             raise UserError("run needs a CONFIG file (or --resume RUN_DIR); try configs/quickstart.yaml")
-        if args.seeds:
+        if args.seeds is not None:
             from curridistill.experiments import parse_seeds
 
             args.overrides = [*args.overrides, f"run.seeds={parse_seeds(args.seeds)}"]
@@ -48,11 +52,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.overrides)
         call = lambda: api.run(cfg, out=args.out, progress=progress, stop_after_epochs=args.stop_after_epochs)  # noqa: E731
     try:
-        if progress:
-            with progress:
+        with trusting_code(getattr(args, "trust_code", False)):
+            if progress:
+                with progress:
+                    report = call()
+            else:
                 report = call()
-        else:
-            report = call()
     except api.StopRequested as stop:  # no process-group teardown here: DDP still holds it; exiting releases it
         if not worker:
             sys.stderr.write(f"{stop}; the checkpoint is saved: continue with `curridistill run --resume RUN_DIR`\n")
@@ -92,110 +97,86 @@ def print_summary(report: dict) -> None:
                       f"{c['student_speedup_over_teacher']:.2f}x faster (batch-1 latency) than the teacher")
     run_dir = report["run_dir"]
     console.print(f"run directory: {run_dir}  (report.json, metrics.jsonl, checkpoints)")
+    if "compression" in report:  # prune / quantize / export stages (ship: section or prune lessons)
+        print_compression(report["compression"])
     console.print(f"next: `curridistill report {run_dir}` for plots; try a curriculum: configs/curriculum_confidence.yaml")
 
 
+def print_compression(comp: dict) -> None:
+    table = Table(title="compression stages (test split, batch-1 CPU latency)")
+    for col in ("stage", "runtime", "accuracy", "params", "size KB", "latency ms"):
+        table.add_column(col, justify="left" if col in ("stage", "runtime") else "right")
+    for r in comp["rows"]:
+        table.add_row(r["stage"], r["runtime"], f"{r['accuracy']:.4f}", f"{r['params']:,}", f"{r['size_bytes'] / 1024:.1f}",
+                      f"{r['latency_ms']:.3f}")
+    console.print(table)
+    for note in comp.get("notes", []):
+        console.print(f"note: {note}", highlight=False)
+    if comp.get("predict", {}).get("images"):
+        pr = comp["predict"]
+        console.print(f"predicted {pr['images']} test images written as PNG with {pr['model']}: {pr['correct']} correct "
+                      f"({pr['predictions']})", highlight=False)
+    console.print(f"compression report: {comp['files']['markdown']} and {comp['files']['plot']}", highlight=False)
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
+    from curridistill import preflight
+
     cfg = load_config(args.config, args.overrides)
+    preflight.check(cfg, build=not getattr(args, "static", False))
     if args.show:
         sys.stdout.write(cfg.to_yaml())
     else:
         lessons = ", ".join(f"{l.name or i}: {l.epochs} epochs, loss {'+'.join(l.loss)}" for i, l in enumerate(cfg.course))
-        print(f"{args.config}: valid ({len(cfg.course)} lesson(s): {lessons})")
+        checked = "names, imports and ranges checked" if getattr(args, "static", False) else \
+            "every model built and probed, every lesson built"
+        print(f"{args.config}: valid ({len(cfg.course)} lesson(s): {lessons}; {checked})")
     return 0
 
 
-def _eval_pipeline(spec: dict, data: str | None, root: str | None, device: torch.device = torch.device("cpu")):
-    from curridistill.data.pipeline import Pipeline, load_splits
-
-    raw = dict(spec.get("data") or {"name": "digits"})
-    if data:
-        raw = {"name": data}
-    if root:
-        raw["root"] = root
-    cfg = DataConfig(**raw)
-    splits = load_splits(cfg)
-    if splits.num_classes != spec["num_classes"]:
-        raise UserError(f"the model predicts {spec['num_classes']} classes but data {cfg.name!r} has "
-                        f"{splits.num_classes}; evaluate it on the data it was trained for")
-    return Pipeline(splits, cfg, device)
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
-    from curridistill.config import EvalConfig
-    from curridistill.evaluate.evaluation import evaluate_model
-    from curridistill.models.checkpoint import load_model
-
-    model, spec = load_model(args.checkpoint)
-    device = api.resolve_device(getattr(args, "device", "cpu") or "cpu")
-    pipeline = _eval_pipeline(spec, args.data, args.root, device)
-    model = model.to(device)
-    metrics, _ = evaluate_model(model, pipeline, EvalConfig(), None)
-    metrics.pop("train_seconds")
+    with trusting_code(getattr(args, "trust_code", False)):
+        metrics = api.evaluate(args.checkpoint, args.data, device=getattr(args, "device", "cpu") or "cpu", root=args.root)
     if args.json_out:
         write_json(args.json_out, metrics)
-    console.print(f"{args.checkpoint} on {pipeline.cfg.name} test ({metrics['samples']} samples): "
+    console.print(f"{args.checkpoint} on {metrics['data']} test ({metrics['samples']} samples): "
                   f"accuracy {metrics['accuracy']:.4f}, top5 {metrics['top5']:.4f}, f1_macro {metrics['f1_macro']:.4f}, "
                   f"loss {metrics['loss']:.4f}, params {metrics['params']:,}, latency {metrics['latency_ms']:.3f} ms")
     return 0
 
 
-def _read_samples(path: str, spec: dict) -> torch.Tensor:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"input file not found: {p}")
-    try:
-        loaded = np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise UserError(f"cannot read {p} as .npy/.npz ({exc}); save samples with numpy.save") from None
-    if isinstance(loaded, np.lib.npyio.NpzFile):
-        key = "x" if "x" in loaded.files else loaded.files[0]
-        loaded = loaded[key]
-    x = torch.from_numpy(np.asarray(loaded))
-    shape = tuple(spec["input_shape"])
-    if tuple(x.shape[1:]) == shape:
-        pass
-    elif len(shape) == 3 and tuple(x.shape[1:]) == (shape[1], shape[2], shape[0]):
-        x = x.permute(0, 3, 1, 2)
-    elif len(shape) == 3 and shape[0] == 1 and tuple(x.shape[1:]) == shape[1:]:
-        x = x.unsqueeze(1)
-    elif tuple(x.shape) == shape:
-        x = x.unsqueeze(0)
-    else:
-        raise UserError(f"{p}: samples of shape {tuple(x.shape[1:])} do not fit the model's input {shape} "
-                        f"(N x C x H x W or N x H x W x C expected)")
-    x = x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
-    if spec.get("normalize", True):
-        view = (1, -1, 1, 1) if x.dim() == 4 else (1, -1)
-        x = (x - torch.tensor(spec["mean"]).view(view)) / torch.tensor(spec["std"]).view(view)
-    return x
-
-
 def cmd_predict(args: argparse.Namespace) -> int:
-    from curridistill.models.checkpoint import load_model
+    from curridistill.serve import predict_files, to_csv, to_json
 
-    model, spec = load_model(args.checkpoint)
-    x = _read_samples(args.input, spec)
-    with torch.inference_mode():
-        probs = torch.cat([torch.softmax(model(x[i:i + 512]), 1) for i in range(0, len(x), 512)])
-    labels = probs.argmax(1).tolist()
-    classes = spec.get("classes") or [str(i) for i in range(probs.shape[1])]
-    if args.format == "json":
-        text = json.dumps([{"index": i, "label": l, "class": classes[l], "probabilities": [round(v, 6) for v in p]}
-                           for i, (l, p) in enumerate(zip(labels, probs.tolist()))], indent=1) + "\n"
-    else:
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["index", "label", "class"] + [f"p_{c}" for c in classes])
-        for i, (l, p) in enumerate(zip(labels, probs.tolist())):
-            w.writerow([i, l, classes[l]] + [f"{v:.6f}" for v in p])
-        text = buf.getvalue()
+    if args.out and Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a directory; give a file path such as {Path(args.out) / 'predictions.json'}")
+    with trusting_code(getattr(args, "trust_code", False)):
+        rows, classes = predict_files(args.checkpoint, args.input, top_k=args.top_k)
+    text = to_json(rows) if args.format == "json" else to_csv(rows, classes)
     if args.out:
         write_text(args.out, text)
     else:
         sys.stdout.write(text)
     return 0
 
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from curridistill.export import export_model
+
+    with trusting_code(getattr(args, "trust_code", False)):
+        result = export_model(args.checkpoint, args.format, args.out, opset=args.opset,
+                              check_samples=args.check_samples, root=args.root)
+    if args.json_out:
+        write_json(args.json_out, result)
+    console.print(f"wrote {result['path']} ({result['format']}, {result['bytes'] / 1024:.1f} KB)", highlight=False)
+    if result.get("opset_note"):
+        console.print(f"note: {result['opset_note']}", highlight=False)
+    check = result.get("check")
+    if check:
+        console.print(f"check on {check['inputs']}: max |logit diff| {check['max_abs_diff']:.2e}, top-1 agreement "
+                      f"{check['top1_agreement']:.2%}; batch-1 latency {check['exported_latency_ms']:.3f} ms "
+                      f"(PyTorch {check['pytorch_latency_ms']:.3f} ms)", highlight=False)
+    return 0
 
 def cmd_list(args: argparse.Namespace) -> int:
     from curridistill import catalog
@@ -248,7 +229,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     call = lambda: tune(args.config, args.trials, out=args.out, sampler=args.sampler, storage=args.storage,  # noqa: E731
                         study_name=args.study_name, resume=args.resume, timeout=args.timeout,
-                        overrides=args.overrides, progress=progress, on_trial=on_trial)
+                        overrides=args.overrides, progress=progress, on_trial=on_trial, parallel=args.parallel)
     if progress:
         with progress:
             result = call()
@@ -268,6 +249,42 @@ def cmd_tune(args: argparse.Namespace) -> int:
     console.print(f"best: trial {result['trial']} {result['metric']} {result['value']:.4f} {short_params(result['params'])}")
     console.print(f"study directory: {result['out']}  (study.db, trials.csv, best_params.json, best.yaml)")
     console.print(f"next: `curridistill run {result['best_yaml']} --seeds 0,1,2` to measure the best config on test")
+    return 0
+
+
+def cmd_auto(args: argparse.Namespace) -> int:
+    from curridistill.experiments.auto import auto
+    from curridistill.experiments.auto_report import mean_pm
+
+    log = (lambda msg: None) if args.quiet else (lambda msg: console.print(msg, highlight=False))
+
+    def on_trial(row: dict) -> None:
+        if not args.quiet:
+            value = "–" if row["value"] is None else f"{row['value']:.4f}"
+            note = f" ({row['rejected']})" if row["rejected"] else ""
+            console.print(f"trial {row['number']}: {row['state'].lower()}{note} {value}  {row['recipe']}", highlight=False)
+
+    try:
+        result = auto(args.config, args.budget, out=args.out, objective=args.objective, cost=args.cost,
+                      max_latency_ms=args.max_latency_ms, max_params=args.max_params, resume=args.resume,
+                      storage=args.storage, trials_parallel=args.trials_parallel, overrides=args.overrides, log=log,
+                      on_trial=on_trial)
+    except KeyboardInterrupt:
+        sys.stderr.write(f"interrupted; continue with `curridistill auto {args.config} --budget {args.budget} "
+                         f"--out {args.out or 'OUT'} --resume`\n")
+        return 130
+    if args.quiet:
+        print(result["out"])
+        return 0
+    ch, g = result["chosen"], result["gains"]
+    console.print(f"chosen: {ch['recipe']} (trial {ch['trial']}), full-fidelity val {mean_pm(ch['val'])}, "
+                  f"test {mean_pm(ch['test'])}", highlight=False)
+    if g:
+        console.print(f"gain over the config's recipe: search {g['search_val_gain']:+.4f} val, full {g['full_val_gain']:+.4f} "
+                      f"val, test {g['test_gain']:+.4f}", highlight=False)
+    console.print(f"used {result['used_s']:.0f} s of {result['budget_s']:.0f} s; {result['n_trials']} trials")
+    console.print(f"search directory: {result['out']}  (best.yaml, pareto.yaml, auto.md, trials.csv, study.db)")
+    console.print(f"next: `curridistill run {result['best_yaml']}`")
     return 0
 
 

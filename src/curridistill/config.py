@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from curridistill.errors import UserError
+from curridistill.models.transfer import TransferConfig
 from curridistill.schedules import ScheduleSpec, parse_schedule
 
 
@@ -48,16 +49,24 @@ class DataConfig(Strict):
     name: str = "digits"  # registry name: digits, cifar10, cifar100, mnist, fashion-mnist, image-folder, tensors
     root: str | None = None  # directory of the files; default $CURRIDISTILL_DATA
     options: dict[str, Any] = Field(default_factory=dict)  # loader-specific options
-    val_size: float = 0.1  # held out of training, stratified: a fraction (< 1) or a count (>= 1)
+    val_size: float = Field(0.1, gt=0)  # held out of training, stratified: a fraction (< 1) or a count (>= 1)
     split_seed: int = 0  # seed of the train/val split
-    subset: int | None = None  # use a stratified subset of this many training samples (quick runs)
-    batch_size: int = 64
-    eval_batch_size: int = 512
+    subset: int | None = Field(None, ge=2)  # use a stratified subset of this many training samples (quick runs)
+    classes: list[str] | None = None  # keep only these classes (by name), relabeled 0..k-1 in this order
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(512, ge=1)
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
     data_seed: int = 0  # seed of the augmentation stream and batch order: independent of the model seed
     workers: int = Field(2, ge=0)  # DataLoader processes decoding streamed images (image-folder with stream: true)
     normalize: bool = True  # subtract the training mean, divide by the std, per channel
     cv: CVConfig | None = None  # k-fold cross-validation: `run` trains every fold into RUN_DIR/fold-<i>/
+
+    @field_validator("val_size")
+    @classmethod
+    def _val_size(cls, value: float) -> float:
+        if value >= 1 and value != int(value):
+            raise ValueError(f"data.val_size={value}: give a fraction in (0, 1) like 0.1, or a whole count of samples like 500")
+        return value
 
 
 # ---------------------------------------------------------------------------------------- models
@@ -65,6 +74,18 @@ class ModelConfig(Strict):
     name: str  # zoo name (curridistill list models) or "package.module:factory"
     kwargs: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str | None = None  # load weights from this .safetensors instead of training
+    init: str | None = None  # transfer learning: start from weights trained on other data (head replaced to fit)
+    transfer: TransferConfig | None = None  # head, freeze, gradual unfreeze, body_lr (see models.transfer)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _hf_shorthand(cls, raw: Any) -> Any:
+        """``{hf: DIR}`` is ``{name: hf, kwargs: {path: DIR}}``: a local Hugging Face directory (or ``minilm``)."""
+        if isinstance(raw, dict) and "hf" in raw:
+            raw = dict(raw)
+            raw["kwargs"] = {"path": raw.pop("hf"), **(raw.get("kwargs") or {})}
+            raw.setdefault("name", "hf")
+        return raw
 
 
 # ---------------------------------------------------------------------------------------- lesson
@@ -143,6 +164,23 @@ class TeacherRoute(Strict):
     switch_at: list[float] | None = None  # lesson progress at which to move to the next anchor; default: equal parts
 
 
+class PruneConfig(Strict):
+    """Prune the student at the start of the lesson; the lesson's epochs then recover by distillation."""
+
+    amount: float = Field(gt=0, lt=1)  # target fraction removed, relative to the unpruned model (0.3, then 0.5, ...)
+    kind: Literal["channels", "unstructured"] = "channels"  # channels: physically removed (Torch-Pruning)
+    importance: Literal["l1", "l2", "taylor", "random"] = "l1"  # how channels are ranked (taylor: |w * grad|)
+    teacher: Literal["teacher", "unpruned"] = "teacher"  # recover from the course's teacher or the model before this step
+    taylor_batches: int = Field(4, ge=1)  # training batches whose gradients rank channels (importance: taylor)
+
+
+class QuantAwareConfig(Strict):
+    """Quantization-aware lesson: conv/linear weights are fake-quantized (per channel, symmetric) in every
+    forward, gradients pass straight through; the student learns weights that survive int8."""
+
+    bits: int = Field(8, ge=2, le=8)
+
+
 class LessonConfig(Strict):
     name: str = ""
     epochs: int = Field(10, ge=1)
@@ -153,9 +191,11 @@ class LessonConfig(Strict):
     grad_clip: float | None = None  # clip the gradient norm to this value
     early_stop: EarlyStopConfig = Field(default_factory=EarlyStopConfig)
     keep_optimizer: bool = False  # carry optimizer state over from the previous lesson
-    batch_size: int | None = None  # overrides data.batch_size for this lesson
+    batch_size: int | None = Field(None, ge=1)  # overrides data.batch_size for this lesson
     curriculum: CurriculumConfig | None = None  # data curriculum: scorer + pacing / self-paced weights
     teacher: TeacherRoute | None = None  # RCO route through the teacher's saved epochs
+    prune: PruneConfig | None = None  # prune at the start of this lesson, then recover (see docs: Shipping a model)
+    quantize_aware: QuantAwareConfig | None = None  # train this lesson with fake-quantized weights (QAT)
 
     @field_validator("loss", mode="before")
     @classmethod
@@ -256,7 +296,7 @@ class RunConfig(Strict):
     cache_features: bool = False  # also cache teacher features (float16; large); off: feature terms run the teacher online
     channels_last: bool = False  # models and 4-D inputs in channels_last memory format
     compile: bool = False  # torch.compile the student (in place; first steps are slow while it compiles)
-    threads: int | None = None  # torch CPU threads; default: torch's choice
+    threads: int | None = Field(None, ge=1)  # torch CPU threads; default: torch's choice
     teacher_aggregation: Literal["mean", "weighted", "confidence", "best"] = "mean"
     eval: EvalConfig = Field(default_factory=EvalConfig)
     seeds: list[int] | None = None  # several student seeds: RUN_DIR/seed-<s>/ each, plus aggregate.json
@@ -301,6 +341,42 @@ class TuneConfig(Strict):
         return value
 
 
+class AutoProxyConfig(Strict):
+    """Fidelity of the search trials (`curridistill auto`): shorter runs on part of the data."""
+
+    epochs: float = Field(0.34, gt=0, le=1)  # fraction of the course's epochs (at least min_epochs)
+    min_epochs: int = Field(3, ge=1)
+    data: float | None = Field(None, gt=0, le=1)  # fraction of the training data; None: all up to 4000 samples, else less
+
+
+class AutoConfig(Strict):
+    """`curridistill auto`: the built-in joint search space with overrides, and the search settings (ignored by `run`)."""
+
+    space: dict[str, Any] = Field(default_factory=dict)  # dimension -> [choices] | {float: [lo, hi]} | fixed value
+    objective: Literal["accuracy", "pareto"] = "accuracy"  # pareto: validation accuracy against `cost`
+    cost: Literal["latency", "params"] = "latency"  # second objective of pareto: CPU batch-1 latency or parameters
+    max_latency_ms: float | None = Field(None, gt=0)  # reject students slower than this before training
+    max_params: int | None = Field(None, ge=1)  # reject students with more parameters before training
+    top_k: int = Field(3, ge=1)  # candidates re-run at full fidelity with every seed
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])  # seeds of the full-fidelity re-runs
+    reference: bool = True  # also re-run the config's own recipe, to measure how much of the gain survives
+    proxy: AutoProxyConfig = Field(default_factory=AutoProxyConfig)
+    seed: int = 0  # sampler seed
+    max_trials: int | None = Field(None, ge=1)  # stop the search after this many finished trials (else: the budget)
+
+
+class ShipConfig(Strict):
+    """After the course: quantize, export and check the student; writes compression.md/.png (a row per stage)."""
+
+    quantize: list[Literal["dynamic", "static"]] = Field(default_factory=lambda: ["dynamic", "static"])  # int8 variants
+    calibration_batches: int = Field(8, ge=1)  # training batches that calibrate static int8 activations
+    # onnx-int8: the ONNX file quantized by ONNX Runtime (static, calibrated like ``static``)
+    export: list[Literal["onnx", "onnx-int8", "torchscript", "safetensors"]] = Field(default_factory=lambda: ["onnx"])
+    opset: int = Field(18, ge=7)  # ONNX opset
+    check_samples: int = Field(256, ge=1)  # held-out samples on which ONNX Runtime must match PyTorch
+    predict_samples: int = Field(8, ge=0)  # test samples written as PNG files and predicted from the exported model
+
+
 class Config(Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     teacher: TeacherConfig | None = None
@@ -312,6 +388,8 @@ class Config(Strict):
     repeat: RepeatConfig | None = None  # rounds of the course until a target (also accepted as course.repeat)
     run: RunConfig = Field(default_factory=RunConfig)
     tune: TuneConfig | None = None  # search space of `curridistill tune` (ignored by `run`)
+    auto: AutoConfig | None = None  # search space and settings of `curridistill auto` (ignored by `run`)
+    ship: ShipConfig | None = None  # quantize + export + check after the course (RUN_DIR/ship/)
 
     @model_validator(mode="before")
     @classmethod
@@ -327,6 +405,12 @@ class Config(Strict):
         for i, lesson in enumerate(self.course):
             if lesson.teacher is not None and len(self.all_teachers()) != 1:
                 raise ValueError(f"course.{i}.teacher (a route) needs exactly one teacher")
+            if lesson.prune is not None and lesson.keep_optimizer:
+                raise ValueError(f"course.{i}: a prune lesson changes the parameters; drop keep_optimizer there")
+            if lesson.prune is not None and self.run.compile:
+                raise ValueError(f"course.{i}.prune needs an eager model (the pruner traces it); set run.compile=false")
+            if lesson.prune is not None and (self.repeat is not None or self.assistants):
+                raise ValueError(f"course.{i}.prune works in a single-round course without assistants; drop 'repeat'/'assistants'")
         return self
 
     def all_teachers(self) -> list[TeacherConfig]:
@@ -366,13 +450,21 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
             raise UserError(f"config file not found: {path}; check the path (examples live in configs/)")
         try:
             raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{path}: not a UTF-8 text file (byte {exc.start}); a config is YAML text, save it as UTF-8") from None
+        except OSError as exc:
+            raise UserError(f"cannot read config {path} ({exc.strerror or type(exc).__name__}); check its permissions") from None
+        except RecursionError:
+            raise UserError(f"{path}: nesting too deep to read; a config is a few levels of YAML sections") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f" line {mark.line + 1}" if mark else ""
-            raise UserError(f"{path}:{line} is not valid YAML ({getattr(exc, 'problem', exc)}); fix the syntax") from None
+            problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line
+            raise UserError(f"{path}:{line} is not valid YAML ({problem}); fix the syntax") from None
         where = str(path)
     if not isinstance(raw, dict):
         raise UserError(f"{where}: the config must be a YAML mapping with sections data, teacher, student, course, run")
+    _check_keys(raw, where)
     try:
         raw = normalize(raw)
     except UserError as exc:
@@ -381,9 +473,23 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
     return validate_config(raw, where)
 
 
+def _check_keys(node: Any, where: str, path: str = "") -> None:
+    """Every mapping key of a config is a name: ``1:``, ``null:`` or ``[a, b]:`` as a key is a typo."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            at = f"{path}.{key}" if path else str(key)
+            if not isinstance(key, str):
+                raise UserError(f"{where}: key {key!r} at {path or 'top level'} is not a name; config keys are words "
+                                f"like 'epochs' (quote it if it must be a number)")
+            _check_keys(value, where, at)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _check_keys(value, where, f"{path}.{i}" if path else str(i))
+
+
 def validate_config(raw: dict, where: str = "config") -> Config:
     try:
-        return Config(**raw)
+        return Config.model_validate(raw)  # not Config(**raw): YAML keys may be numbers or null
     except ValidationError as exc:
         raise UserError(f"{where}: {explain(exc)}") from None
     except UserError as exc:
@@ -398,6 +504,10 @@ def explain(exc: ValidationError, model: type[BaseModel] = Config) -> str:
         valid = _fields_at(model, loc[:-1])
         return f"unknown key {path!r}; {_nearest(str(loc[-1]), valid)}"
     if err["type"] == "missing":
+        given = err.get("input")
+        near = difflib.get_close_matches(str(loc[-1]), [str(k) for k in given], n=1, cutoff=0.6) if isinstance(given, dict) else []
+        if near:
+            return f"missing required key {path!r} — did you mean {near[0]!r}? rename it to {str(loc[-1])!r}"
         return f"missing required key {path!r}; add it (see `curridistill validate --print` on an example in configs/)"
     msg = err["msg"].removeprefix("Value error, ")
     shown = f" (got {err['input']!r})" if err["type"] not in ("value_error",) and _short(err.get("input")) else ""

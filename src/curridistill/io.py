@@ -1,15 +1,17 @@
 """Atomic file writes and safe loading: nothing half-written, nothing executed from data."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save as save_bytes, save_file
 
 from curridistill.errors import UserError
 
@@ -35,7 +37,48 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path} is a directory; give a file path to write to")
+    try:
+        return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    except (NotADirectoryError, FileExistsError, PermissionError) as exc:
+        raise UserError(f"cannot write {path} ({exc.strerror or type(exc).__name__}); choose a writable path") from None
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def copy_atomic(src: str | Path, dst: str | Path) -> Path:
+    """Copy ``src`` onto ``dst`` through a unique temp file in ``dst``'s directory and a rename."""
+    return atomic_write(dst, lambda tmp: shutil.copyfile(src, tmp))
+
+
+def clean_orphans(directory: str | Path, name: str = "*", recursive: bool = False) -> list[Path]:
+    """Delete temp files (``.NAME.XXXX.tmp``) left by writers that were killed mid-write.
+
+    Call it only while holding the lock of ``directory`` (or of the file ``name``): a live writer's temp
+    file looks the same as an orphan.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    pattern = f".{name}.*.tmp"
+    removed = []
+    for tmp in (directory.rglob(pattern) if recursive else directory.glob(pattern)):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
@@ -65,6 +108,15 @@ def read_json(path: str | Path) -> Any:
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:
     flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     return atomic_write(path, lambda tmp: save_file(flat, tmp, metadata=metadata))
+
+
+def save_tensors_hashed(path: str | Path, tensors: dict[str, torch.Tensor],
+                        metadata: dict[str, str] | None = None) -> str:
+    """Write tensors atomically and return the sha256 of the bytes written (the file's checksum)."""
+    flat = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    data = save_bytes(flat, metadata=metadata)
+    write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:

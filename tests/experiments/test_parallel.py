@@ -43,3 +43,21 @@ def test_parallel_below_one_is_one_line(tmp_path, capsys):
     assert cli.main(["run", _config(tmp_path), "--seeds", "0,1", "--parallel", "0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--parallel 0" in err
+
+
+def test_tune_parallel_workers_share_one_study(tmp_path):
+    """Two workers on one stored study: exactly the asked number of finished trials, no parameters twice."""
+    import csv
+
+    cfg = tiny_config(tmp_path, epochs=1)
+    cfg["run"]["threads"] = 1
+    cfg["tune"] = {"space": {"course.0.optimizer.lr": {"float": [0.01, 0.2], "log": True},
+                             "course.0.loss.kd.temperature": {"float": [1, 8]}}, "sampler": "random"}
+    path = tmp_path / "tune.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "study"
+    assert cli.main(["tune", str(path), "--trials", "4", "--parallel", "2", "--out", str(out), "--quiet"]) == 0
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    finished = [r for r in rows if r["state"] in ("COMPLETE", "PRUNED")]
+    assert len(finished) >= 4 and len({r["params"] for r in rows}) == len(rows)
+    assert (out / "best.yaml").is_file()

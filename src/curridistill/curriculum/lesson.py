@@ -68,7 +68,8 @@ class LessonCurriculum:
             model.eval()
             student_logits = split_logits(lambda x, yy, idx: model(x), pipeline)
             model.train(was_training)
-        scores = score(self.cfg.scorer, ScoreInputs(y, teacher_logits, student_logits, seed=self.cfg.seed),
+        lengths = pipeline.lengths("train") if getattr(pipeline, "tokens", False) else None  # text: tokens per sample
+        scores = score(self.cfg.scorer, ScoreInputs(y, teacher_logits, student_logits, seed=self.cfg.seed, lengths=lengths),
                        where=f"{self.where}.scorer")
         if isinstance(sampler, PacedBatches):
             sampler.set_order(order_by_difficulty(scores, y, self.cfg.order, seed=self.cfg.seed))

@@ -10,6 +10,7 @@ set (without augmentation) and calls ``score(name, inputs)``; ``order_by_difficu
 * ``teacher_student_kl``: ``KL(p_teacher || p_student)``: how far the student is from the teacher
 * ``student_loss``: cross-entropy of the current student: self-paced, re-scored every ``rescore_every`` epochs
 * ``random``: seeded uniform scores, the random-order control
+* ``length``: number of tokens (text): short sentences first (Platanios et al. 2019 use sentence length)
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ class ScoreInputs:
     teacher_logits: Tensor | None = None  # (N, C)
     student_logits: Tensor | None = None  # (N, C)
     seed: int = 0
+    lengths: Tensor | None = None  # (N,) tokens per sample, for text data
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class Scorer:
     needs_teacher: bool
     needs_student: bool
     help: str
+    needs_lengths: bool = False
 
     def __call__(self, inputs: ScoreInputs) -> Tensor:
         return self.fn(inputs)
@@ -46,9 +49,10 @@ class Scorer:
 SCORERS: Registry[Scorer] = Registry("scorer")
 
 
-def _scorer(name: str, help_text: str, needs_teacher: bool = False, needs_student: bool = False):
+def _scorer(name: str, help_text: str, needs_teacher: bool = False, needs_student: bool = False,
+            needs_lengths: bool = False):
     def add(fn: Callable[[ScoreInputs], Tensor]) -> Callable[[ScoreInputs], Tensor]:
-        SCORERS.register(name)(Scorer(fn, needs_teacher, needs_student, help_text))
+        SCORERS.register(name)(Scorer(fn, needs_teacher, needs_student, help_text, needs_lengths))
         return fn
 
     return add
@@ -95,6 +99,11 @@ def random_scores(inp: ScoreInputs) -> Tensor:
     return torch.rand(len(inp.targets), generator=gen)
 
 
+@_scorer("length", "number of tokens (text data): short sentences first", needs_lengths=True)
+def length(inp: ScoreInputs) -> Tensor:
+    return inp.lengths.float()
+
+
 def _check_logits(name: str, logits: Tensor, n: int, who: str, where: str) -> None:
     if logits.dim() != 2 or logits.shape[0] != n:
         raise UserError(f"{where}: scorer {name!r} got {who} logits of shape {tuple(logits.shape)}; "
@@ -108,6 +117,8 @@ def score(name: str, inputs: ScoreInputs, where: str = "curriculum.scorer") -> T
     if targets.dim() != 1:
         raise UserError(f"{where}: targets must be a 1-D tensor of class indices, got shape {tuple(targets.shape)}")
     n = targets.shape[0]
+    if scorer.needs_lengths and (inputs.lengths is None or inputs.lengths.shape != targets.shape):
+        raise UserError(f"{where}: scorer {name!r} needs token counts, which only text data has; pick another scorer")
     for needed, logits, who, fix in (
         (scorer.needs_teacher, inputs.teacher_logits, "teacher", "add a 'teacher' section or pick the scorer "
                                                                  "student_loss or random"),

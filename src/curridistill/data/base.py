@@ -14,6 +14,8 @@ class ArrayData:
     x: Tensor
     y: Tensor  # (N,) int64
     classes: list[str]
+    # what ``x`` holds when it is not pixels: text gives {"kind": "tokens", "pad_id", "vocab_size", ...}
+    meta: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if len(self.x) != len(self.y):
@@ -29,7 +31,7 @@ class ArrayData:
 
     def subset(self, indices: Tensor) -> "ArrayData":
         x = self.x[indices] if isinstance(self.x, torch.Tensor) else self.x.select(indices)  # streamed: stays lazy
-        return ArrayData(x, self.y[indices], self.classes)
+        return ArrayData(x, self.y[indices], self.classes, self.meta)
 
 
 @dataclass
@@ -81,6 +83,8 @@ def channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
     Streamed images (``load``) are measured on at most 2,048 evenly spaced samples.
     """
+    if isinstance(x, Tensor) and x.dtype in (torch.int64, torch.int32):  # token ids: nothing to normalize
+        return (0.0,), (1.0,)
     if hasattr(x, "load"):
         x = x.load(torch.linspace(0, len(x) - 1, min(len(x), 2048)).long().unique())
     xf = x.double() / 255.0 if x.dtype == torch.uint8 else x.double()

@@ -1,4 +1,4 @@
 """Imports every dataset loader module so each registers its names in ``DATASETS``."""
-from curridistill.data import cifar, image_folder, mnist, tensors  # noqa: F401
+from curridistill.data import cifar, image_folder, mnist, tensors, text  # noqa: F401
 
-__all__ = ["cifar", "image_folder", "mnist", "tensors"]
+__all__ = ["cifar", "image_folder", "mnist", "tensors", "text"]

@@ -17,6 +17,8 @@ from torch import Tensor
 from curridistill.config import DataConfig
 from curridistill.data.base import ArrayData, Splits, channel_stats, stratified_split
 from curridistill.data.registry import DATASETS, resolve_root
+from curridistill.data.text import bucket_batches, lengths, trim
+from curridistill.data.labels import check_labels
 from curridistill.errors import UserError
 
 
@@ -28,6 +30,9 @@ def load_splits(cfg: DataConfig) -> Splits:
         train_full, test = loader(resolve_root(cfg.root), **cfg.options)
     except TypeError as exc:
         raise UserError(f"data.options for {cfg.name!r} are not accepted ({exc}); remove the unknown option") from None
+    if cfg.classes is not None:
+        train_full, test = keep_classes(train_full, cfg.classes), keep_classes(test, cfg.classes)
+    check_labels(train_full, cfg.name)  # one class, or label indices with no sample: refused before any work
     if cfg.subset is not None and cfg.subset < len(train_full):
         keep, _ = stratified_split(train_full.y, len(train_full) - cfg.subset, seed=cfg.split_seed)
         train_full = train_full.subset(keep)
@@ -42,6 +47,20 @@ def load_splits(cfg: DataConfig) -> Splits:
     return Splits(train, val, test, mean, std, name=cfg.name, info=info)
 
 
+def keep_classes(data: ArrayData, names: list[str]) -> ArrayData:
+    """The samples of the named classes, relabeled 0..k-1 in the order given (data.classes)."""
+    missing = [c for c in names if c not in data.classes]
+    if missing or len(set(names)) != len(names) or not names:
+        raise UserError(f"data.classes {names} must name distinct classes of the data; unknown: {missing}; "
+                        f"the data has {data.classes}")
+    old = torch.tensor([data.classes.index(c) for c in names])
+    idx = torch.nonzero(torch.isin(data.y, old)).flatten()
+    kept = data.subset(idx)
+    relabel = torch.full((len(data.classes),), -1, dtype=torch.int64)
+    relabel[old] = torch.arange(len(names))
+    return ArrayData(kept.x, relabel[kept.y], list(names), data.meta)
+
+
 @dataclass
 class Pipeline:
     """Serves normalized (and, for training, augmented) batches of a split on ``device``."""
@@ -53,6 +72,7 @@ class Pipeline:
     _params: dict[str, Tensor] | None = field(default=None, init=False)
     _params_epoch: int | None = field(default=None, init=False)
     _resident: dict[str, Tensor] = field(default_factory=dict, init=False)
+    _lengths: dict[str, Tensor] = field(default_factory=dict, init=False)  # text: token counts per split
     channels_last: bool = field(default=False, init=False)  # 4-D batches in channels_last (run.channels_last)
 
     def __post_init__(self) -> None:
@@ -66,6 +86,11 @@ class Pipeline:
             from curridistill.data.augment import AugmentConfig, BatchAugment
 
             self._aug = BatchAugment(AugmentConfig(**self.cfg.augment.model_dump()), tuple(self.splits.train.x.shape[1:]))
+
+    @property
+    def tokens(self) -> bool:
+        """Whether inputs are token ids (text): served unnormalized, trimmed to the batch's longest row."""
+        return self.splits.train.meta.get("kind") == "tokens"
 
     @property
     def augments(self) -> bool:
@@ -90,6 +115,8 @@ class Pipeline:
         return self._resident[key]
 
     def to_float(self, x: Tensor) -> Tensor:
+        if self.tokens:
+            return x
         return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
 
     def normalize(self, x: Tensor) -> Tensor:
@@ -113,6 +140,8 @@ class Pipeline:
         if epoch is not None and self._aug is not None:
             x = self._aug.apply(x, {k: v[idx] for k, v in self.epoch_params(epoch).items()})
         y = self._source(split, "y")[idx]
+        if self.tokens:  # (B, L) ids: padding columns beyond the longest row are dropped
+            return trim(x, self.splits.train.meta["pad_id"]), y
         x = self.normalize(x)
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -129,6 +158,9 @@ class Pipeline:
         """(indices, inputs, labels) of each training batch, in the sampler's order. Streamed images are
         decoded ahead by ``data.workers`` DataLoader processes; in-memory data is gathered directly."""
         source = self.splits.train.x
+        window = int(self.splits.train.meta.get("bucket", 0)) if self.tokens else 0
+        if window > 1:  # text: batches of similar lengths, so little padding is computed
+            index_batches = bucket_batches(index_batches, self.lengths("train"), window, self.cfg.data_seed + 104729 * epoch)
         if not _streamed(source) or self.cfg.workers == 0:
             for idx in index_batches:
                 yield (idx, *self.batch("train", idx, epoch))
@@ -139,6 +171,12 @@ class Pipeline:
                             num_workers=self.cfg.workers, pin_memory=self.device.type == "cuda")
         for idx, raw in loader:
             yield (idx, *self.prepare("train", idx, raw, epoch))
+
+    def lengths(self, split: str) -> Tensor:
+        """(N,) non-pad token counts of a text split (CPU)."""
+        if split not in self._lengths:
+            self._lengths[split] = lengths(self.split(split).x, self.splits.train.meta["pad_id"])
+        return self._lengths[split]
 
     def eval_batches(self, split: str, batch_size: int | None = None):
         n = len(self.split(split))
@@ -167,4 +205,6 @@ def data_fingerprint(splits: Splits, cfg: DataConfig) -> str:
             "subset": cfg.subset, "normalize": cfg.normalize, "info": splits.info,
             "checksum": (splits.train.x.fingerprint() if _streamed(splits.train.x) else
                          float(splits.train.x[:: max(1, len(splits.train) // 997)].double().sum()))}
+    if cfg.classes is not None:  # only when set, so earlier cache keys stay valid
+        desc["classes"] = list(cfg.classes)
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -6,6 +6,8 @@
 - ``curridistill compare RUN_DIR...``: one table across runs and methods (``experiments.compare``).
 - ``curridistill tune CONFIG``: Optuna search over the ``tune.space`` of the config
   (``from curridistill.experiments.tune import tune``).
+- ``curridistill auto CONFIG --budget 2h``: joint search of recipe, curriculum and student size within a time
+  budget (``from curridistill.experiments.auto import auto``).
 
 ``api.run`` and ``api.resume`` dispatch to ``run_multi`` / ``resume_multi`` for a parent config.
 """

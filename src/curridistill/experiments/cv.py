@@ -46,8 +46,8 @@ def fold_splits(splits: Splits, cv: CVConfig) -> Splits:
     fold = fold_assignment(pooled_y, cv.folds, cv.seed)
     val_mask = fold == cv.fold
     classes = splits.train.classes
-    train = ArrayData(pooled_x[~val_mask], pooled_y[~val_mask], classes)
-    val = ArrayData(pooled_x[val_mask], pooled_y[val_mask], classes)
+    train = ArrayData(pooled_x[~val_mask], pooled_y[~val_mask], classes, splits.train.meta)
+    val = ArrayData(pooled_x[val_mask], pooled_y[val_mask], classes, splits.train.meta)
     mean, std = channel_stats(train.x)
     info = {**splits.info, "train": len(train), "val": len(val), "test": len(splits.test),
             "cv_fold": cv.fold, "cv_folds": cv.folds, "cv_seed": cv.seed}

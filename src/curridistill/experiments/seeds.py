@@ -18,6 +18,8 @@ from curridistill.config import Config, validate_config
 from curridistill.errors import UserError
 from curridistill.evaluate.stats import aggregate_reports
 from curridistill.io import read_json, write_json, write_text
+from curridistill.locks import run_dir_lock
+from curridistill.preflight import check_static
 
 SELECTION_RULES = {"best_val": "validation-selected checkpoint, evaluated once on test", "last": "last epoch"}
 
@@ -84,16 +86,20 @@ def run_multi(cfg: Config, out: str | Path | None = None, progress=None, stop_af
     from curridistill import api
 
     kind, kids = children(cfg)  # checks before any directory is made
+    for _, child in kids:
+        check_static(child)
     run_dir = api.new_run_dir(cfg, out)
-    write_text(run_dir / "config.yaml", cfg.to_yaml())
-    return _run_children(cfg, run_dir, kind, kids, progress, stop_after_epochs, on_record)
+    with run_dir_lock(run_dir):  # one writer per parent directory (each child locks its own too)
+        write_text(run_dir / "config.yaml", cfg.to_yaml())
+        return _run_children(cfg, run_dir, kind, kids, progress, stop_after_epochs, on_record)
 
 
 def resume_multi(cfg: Config, run_dir: str | Path, progress=None, stop_after_epochs: int | None = None,
                  on_record=None) -> dict:
     """Finish a multi-seed / cross-validation parent: skip finished children, resume or start the others."""
     kind, kids = children(cfg)
-    return _run_children(cfg, Path(run_dir), kind, kids, progress, stop_after_epochs, on_record)
+    with run_dir_lock(run_dir):
+        return _run_children(cfg, Path(run_dir), kind, kids, progress, stop_after_epochs, on_record)
 
 
 def _run_children(cfg: Config, run_dir: Path, kind: str, kids: list[tuple[str, Config]], progress,

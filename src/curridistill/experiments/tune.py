@@ -29,10 +29,14 @@ from __future__ import annotations
 import copy
 import csv
 import difflib
+import functools
+import hashlib
 import io
 import json
+import os
 import math
 import re
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -229,12 +233,76 @@ def _make_sampler(name: str, params: dict[str, Param], tc):
     import optuna
 
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=tc.seed, n_startup_trials=tc.n_startup_trials)
+        return _per_trial_seed()(optuna.samplers.TPESampler(seed=tc.seed, n_startup_trials=tc.n_startup_trials), tc.seed)
     if name == "random":
-        return optuna.samplers.RandomSampler(seed=tc.seed)
+        return _per_trial_seed()(optuna.samplers.RandomSampler(seed=tc.seed), tc.seed)
     if name == "grid":
         return optuna.samplers.GridSampler({k: p.grid() for k, p in params.items()}, seed=tc.seed)
     raise UserError(f"--sampler {name!r} is not a sampler; use tpe, random or grid")
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler seed of trial ``number``: a resumed study or a second worker never repeats a trial's draw."""
+    return int.from_bytes(hashlib.sha256(f"{seed}:{number}".encode()).digest()[:4], "little")
+
+
+@functools.lru_cache(maxsize=1)
+def _per_trial_seed():
+    """A sampler wrapper that reseeds the wrapped sampler's random state from (seed, trial number) before each
+    trial. Optuna seeds a sampler once per process, so a resumed study (or two workers on one study) would
+    otherwise draw trial 0's parameters again. Defined lazily: optuna is imported only by `tune`."""
+    import optuna
+
+    class PerTrialSeed(optuna.samplers.BaseSampler):
+        def __init__(self, inner, seed: int):
+            self.inner, self.seed = inner, seed
+
+        def _reseed(self, number: int) -> None:
+            value = trial_seed(self.seed, number)
+            for sampler in (self.inner, getattr(self.inner, "_random_sampler", None)):
+                rng = getattr(sampler, "_rng", None)
+                if rng is not None and hasattr(rng, "rng"):
+                    rng.rng.seed(value)
+
+        def infer_relative_search_space(self, study, trial):
+            return self.inner.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self.inner.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self.inner.sample_independent(study, trial, param_name, param_distribution)
+
+        def before_trial(self, study, trial) -> None:
+            self._reseed(trial.number)
+            self.inner.before_trial(study, trial)
+
+        def after_trial(self, study, trial, state, values) -> None:
+            self.inner.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            self.inner.reseed_rng()
+
+    return PerTrialSeed
+
+
+def recover_interrupted(study, out: Path) -> list[int]:
+    """Mark RUNNING trials whose process is gone (their run directory is not locked) FAIL and enqueue their
+    parameters again; returns their numbers. A trial of a live worker holds its directory's lock."""
+    import optuna
+
+    from curridistill.locks import is_locked
+
+    recovered = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        trial_dir = Path(t.user_attrs.get("run_dir") or out / f"trial-{t.number}")
+        if is_locked(trial_dir):
+            continue
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        if t.params:
+            study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
+        recovered.append(t.number)
+    return recovered
 
 
 def _make_pruner(tc):
@@ -326,16 +394,22 @@ def _load_raw(config: str | Path | dict, overrides: list[str] | None) -> tuple[d
 
 def tune(config: str | Path | dict, trials: int, out: str | Path | None = None, sampler: str | None = None,
          storage: str | None = None, study_name: str | None = None, resume: bool = False, timeout: float | None = None,
-         overrides: list[str] | None = None, progress=None, on_trial: Callable[[dict], None] | None = None) -> dict:
+         overrides: list[str] | None = None, progress=None, on_trial: Callable[[dict], None] | None = None,
+         parallel: int = 1, _worker: bool = False) -> dict:
     """Run (or continue) an Optuna study over ``tune.space``; write trials.csv, best_params.json, best.yaml.
 
     ``trials`` is the study's total number of finished trials: a resumed (or shared) study runs only the rest.
+    ``parallel`` > 1 runs that many worker processes on the same study side by side (each one is this
+    function on the stored study, so they share the count of finished trials and never repeat parameters:
+    the sampler is seeded per trial).
     Returns the content of best_params.json plus ``out`` and ``trials`` (one dict per trial).
     """
     from curridistill.config import validate_config
 
     if trials < 1:
         raise UserError(f"--trials {trials}: give at least 1 trial")
+    if parallel < 1:
+        raise UserError(f"--parallel {parallel}: give a number of worker processes >= 1")
     if timeout is not None and timeout <= 0:
         raise UserError(f"--timeout {timeout}: give a positive number of seconds")
     raw, where = _load_raw(config, overrides)
@@ -359,7 +433,7 @@ def tune(config: str | Path | dict, trials: int, out: str | Path | None = None, 
             raise UserError("--resume needs --out DIR: the directory of the study to continue")
         out = Path(cfg.run.out) / f"tune-{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path(out)
-    if not resume and ((out / "study.db").exists() or (out / "trials.csv").exists()):
+    if not resume and not _worker and ((out / "study.db").exists() or (out / "trials.csv").exists()):
         raise UserError(f"{out} already holds a study; continue it with --resume or choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     storage_url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
@@ -371,7 +445,7 @@ def tune(config: str | Path | dict, trials: int, out: str | Path | None = None, 
         SQLAlchemyError = RuntimeError  # noqa: N806
     try:
         study = optuna.create_study(study_name=name, storage=storage_url, sampler=optuna_sampler,
-                                    pruner=_make_pruner(tc), direction=tc.direction, load_if_exists=resume)
+                                    pruner=_make_pruner(tc), direction=tc.direction, load_if_exists=resume or _worker)
     except optuna.exceptions.DuplicatedStudyError:
         raise UserError(f"study {name!r} already exists in {_mask(storage_url)}; continue it with --resume "
                         f"or choose another --study-name") from None
@@ -379,6 +453,11 @@ def tune(config: str | Path | dict, trials: int, out: str | Path | None = None, 
         raise UserError(f"--storage {_mask(storage_url)}: cannot open it ({str(exc).splitlines()[0]}); give an Optuna "
                         f"storage URL such as sqlite:///study.db or postgresql://user:pass@host/db") from None
     _check_same_study(study, tc, sampler_name)
+    if resume and not _worker:  # a worker must not fail the trials its siblings are running
+        interrupted = recover_interrupted(study, out)
+        if interrupted:
+            sys.stderr.write(f"note: trial(s) {', '.join(map(str, interrupted))} were interrupted: marked failed, "
+                             f"their parameters queued again\n")
 
     def objective(trial) -> float:
         values = {k: p.suggest(trial) for k, p in params.items()}
@@ -415,11 +494,20 @@ def tune(config: str | Path | dict, trials: int, out: str | Path | None = None, 
         write_trials_csv(out / "trials.csv", study_.trials, params)
 
     finished = {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL}
-    done = sum(1 for t in study.trials if t.state in finished)
-    remaining = max(0, trials - done)
-    if remaining:
+    def counted(trials_: list) -> int:  # finished trials, not counting interrupted ones that were queued again
+        retried = {t.user_attrs.get("retry_of") for t in trials_}
+        return sum(1 for t in trials_ if t.state in finished and t.number not in retried)
+
+    def enough(study_, frozen) -> None:
+        if counted(study_.get_trials(deepcopy=False)) >= trials:
+            study_.stop()
+
+    remaining = max(0, trials - counted(study.trials))
+    if remaining and parallel > 1:
+        _run_workers(parallel, config, trials, out, sampler, storage_url, name, timeout, overrides)
+    elif remaining:
         study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(NonFiniteLoss,), gc_after_trial=True,
-                       callbacks=[after_trial, optuna.study.MaxTrialsCallback(trials, states=tuple(finished))])
+                       callbacks=[after_trial, enough])
     all_trials = study.trials
     write_trials_csv(out / "trials.csv", all_trials, params)
     complete = [t for t in all_trials if t.state == optuna.trial.TrialState.COMPLETE]
@@ -448,6 +536,29 @@ def tune(config: str | Path | dict, trials: int, out: str | Path | None = None, 
               "n_trials": len(all_trials), "config": where, "best_yaml": str(out / "best.yaml")}
     write_json(out / "best_params.json", result)
     return {**result, "out": str(out), "trials": [_trial_row(t, params) for t in all_trials]}
+
+
+def _run_workers(parallel: int, config, trials: int, out: Path, sampler: str | None, storage_url: str, name: str,
+                 timeout: float | None, overrides: list[str] | None) -> None:
+    """``parallel`` spawned processes optimizing the one stored study until it has ``trials`` finished trials."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    config = str(Path(config).resolve()) if isinstance(config, (str, Path)) else config
+    args = (config, trials, str(out), sampler, storage_url, name, timeout, overrides, threads)
+    with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for future in [pool.submit(_tune_worker, *args) for _ in range(parallel)]:
+            future.result()  # a worker's UserError reaches the caller as one line
+
+
+def _tune_worker(config, trials: int, out: str, sampler: str | None, storage_url: str, name: str,
+                 timeout: float | None, overrides: list[str] | None, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)  # a config's run.threads still wins inside each trial
+    tune(config, trials, out=out, sampler=sampler, storage=storage_url, study_name=name, timeout=timeout,
+         overrides=overrides, _worker=True)
 
 
 def _check_same_study(study, tc, sampler_name: str) -> None:

@@ -5,8 +5,10 @@ can name them by dotted path. A user model is ``"package.module:factory"``, call
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
+import weakref
 from typing import Any, Callable
 
 from torch import nn
@@ -29,6 +31,21 @@ def _import_factory(ref: str) -> ModelFactory:
     return getattr(module, attr)
 
 
+def with_defaults(name: str, kwargs: dict[str, Any] | None, defaults: dict[str, Any] | None,
+                  where: str = "model") -> dict[str, Any]:
+    """``kwargs`` plus those ``defaults`` the factory accepts (e.g. a text dataset's ``vocab_size``, ``pad_id``)."""
+    kwargs = dict(kwargs or {})
+    if not defaults:
+        return kwargs
+    factory = _import_factory(name) if ":" in name else MODELS.get(name, where=f"{where}.name")
+    accepted = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    for key, value in defaults.items():
+        if key in accepted or takes_any:
+            kwargs.setdefault(key, value)
+    return kwargs
+
+
 def build_model(name: str, num_classes: int, in_channels: int = 3, kwargs: dict[str, Any] | None = None,
                 where: str = "model") -> nn.Module:
     factory = _import_factory(name) if ":" in name else MODELS.get(name, where=f"{where}.name")
@@ -42,9 +59,32 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, kwargs: dict[
         model = factory(**kwargs)
     except TypeError as exc:
         raise UserError(f"{where}: cannot build {name!r} with kwargs {sorted(kwargs)} ({exc}); fix {where}.kwargs") from None
+    except (MemoryError, RuntimeError) as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise UserError(f"{where}: model {name!r} with kwargs {kwargs} does not fit in memory while it is built; "
+                        f"pick a smaller model or lower its width/depth kwargs") from None
     if not isinstance(model, nn.Module):
         raise UserError(f"{where}: factory {name!r} returned {type(model).__name__}, not a torch.nn.Module")
+    if model in _BUILT:  # a factory that hands out one shared object: give each caller its own, freshly initialized
+        model = copy.deepcopy(model)
+        for module in model.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+    _BUILT.add(model)
     return model
+
+
+_BUILT: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()  # every model build_model returned (so far alive)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for a CPU or CUDA allocation failure (torch raises RuntimeError subclasses or MemoryError)."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
+                                              or "cannot allocate memory" in text)
 
 
 def count_params(model: nn.Module) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,14 +21,19 @@ from torch import nn
 from curridistill.config import Config, LessonConfig, ModelConfig, TeacherConfig, TermConfig
 from curridistill.data.pipeline import Pipeline, data_fingerprint
 from curridistill.errors import UserError
-from curridistill.io import load_state, load_tensors, read_json, save_state, save_tensors, write_json
+from curridistill.io import clean_orphans, copy_atomic, load_state, load_tensors, read_json, save_state, save_tensors, write_json
+from curridistill.locks import entry_lock
 from curridistill.models import build_model
+from curridistill.models.registry import with_defaults
+from curridistill.models.transfer import TransferPlan, init_model
+from curridistill.models.structure import apply_structure
 from curridistill.models.checkpoint import load_model, load_weights, match_input_normalization, read_spec, save_model
 from curridistill.models.placement import probe_input
 from curridistill.schedules import ScheduleSpec
 from curridistill.train import distributed
 from curridistill.train.lesson import LessonContext, LessonRun
 from curridistill.train.metrics_log import MetricsLog
+from curridistill.train.pruning import PruneLesson, restore_structure, without_prune
 from curridistill.train.teachers import TeacherBank
 
 
@@ -37,8 +41,14 @@ def _copy_files(src: Path, dst: Path, names: list[str]) -> None:
     """Copy each file atomically (temp + rename), the small JSON files last so they mark completeness."""
     dst.mkdir(parents=True, exist_ok=True)
     for f in names:
-        shutil.copyfile(src / f, dst / f".{f}.tmp")
-        (dst / f".{f}.tmp").replace(dst / f)
+        copy_atomic(src / f, dst / f)  # a unique temp name: concurrent copies never share one
+
+
+def _transfer_desc(mc: ModelConfig) -> dict:
+    """Transfer settings for a cache key; empty without them, so keys of earlier runs stay valid."""
+    if mc.init is None and mc.transfer is None:
+        return {}
+    return {"init": mc.init, "transfer": mc.transfer.model_dump(mode="json") if mc.transfer else None}
 
 
 class StopRequested(Exception):
@@ -62,10 +72,11 @@ def ce_only(course: list[LessonConfig]) -> list[LessonConfig]:
 
 class CourseRunner:
     def __init__(self, cfg: Config, run_dir: Path, pipeline: Pipeline, device: torch.device,
-                 progress=None, stop_after_epochs: int | None = None, on_record=None):
+                 progress=None, stop_after_epochs: int | None = None, on_record=None, given=None):
         from curridistill.train.tensorboard import tensorboard_sink
 
         self.cfg, self.run_dir, self.pipeline, self.device = cfg, Path(run_dir), pipeline, device
+        self.given = given  # objects.Given: models the caller passed as objects (distill), built from them
         self.progress = progress
         # on_record(record) is called after every epoch record (e.g. tune's pruning hook; it may raise to stop)
         self.main = distributed.info().is_main  # only rank 0 of a distributed run writes files
@@ -79,16 +90,25 @@ class CourseRunner:
     # ----------------------------------------------------------------- model building
     def model_spec(self, mc: ModelConfig) -> dict:
         s = self.pipeline.splits
-        return {"name": mc.name, "kwargs": mc.kwargs, "num_classes": s.num_classes,
+        kwargs = with_defaults(mc.name, mc.kwargs, s.train.meta.get("model_defaults"))  # text: vocab_size, pad_id
+        return {"name": mc.name, "kwargs": kwargs, "num_classes": s.num_classes,
                 "in_channels": s.input_shape[0] if len(s.input_shape) == 3 else 1,
                 "input_shape": list(s.input_shape), "classes": s.train.classes,
                 "mean": list(s.mean), "std": list(s.std), "normalize": self.cfg.data.normalize,
-                "data": self.cfg.data.model_dump(mode="json")}
+                "data": self.cfg.data.model_dump(mode="json"), **self._object_class(mc)}
+
+    def _object_class(self, mc: ModelConfig) -> dict:
+        """``{"object": "pkg.Class"}`` for a module the caller passed: named for information, never imported."""
+        user = self.given.model(mc.name) if self.given is not None else None
+        return {"object": user.cls or "unknown"} if user is not None else {}
 
     def build(self, mc: ModelConfig, seed: int, where: str) -> nn.Module:
         spec = self.model_spec(mc)
         torch.manual_seed(seed)
-        model = build_model(mc.name, spec["num_classes"], spec["in_channels"], mc.kwargs, where=where)
+        model = self.given.build(mc.name) if self.given is not None else None  # a copy of the caller's module
+        if model is None:
+            model = build_model(mc.name, spec["num_classes"], spec["in_channels"], spec["kwargs"], where=where)
+        init_model(model, mc.init, mc.transfer, where, spec["classes"])  # transfer: weights trained on other data
         self._check_output(model, where)
         model = model.to(self.device)
         if self.cfg.run.channels_last and len(self.pipeline.splits.input_shape) == 3:  # speed options (run.*)
@@ -121,10 +141,26 @@ class CourseRunner:
         return results
 
     def teacher(self, name: str, tc: TeacherConfig, index: int) -> PhaseResult:
+        """Load, reuse or train one teacher. The cache entry is locked while it is decided and trained, so a
+        second run needing the same teacher waits for it and reuses it instead of training it again."""
+        user = self.given.model(tc.name) if self.given is not None else None
+        if user is not None and user.trained:  # distill(teacher_trained=True): the caller's module, used as it is
+            model = self.build(tc, self.cfg.run.teacher_seed + index, name).eval()
+            self.finish_phase(name, model, self.model_spec(tc), None, None, reused_from="caller's module")
+            return PhaseResult(name, model, None, None, reused_from="caller's module")
+        if tc.checkpoint or not tc.reuse or distributed.info().active:
+            return self._teacher(name, tc, index)
+        course = tc.course or ce_only(without_prune(self.cfg.course))
+        entry = Path(self.cfg.run.cache_dir) / "teachers" / self.teacher_key(tc, course, index)
+        with entry_lock(entry, what="cached teacher"):
+            clean_orphans(entry)
+            return self._teacher(name, tc, index)
+
+    def _teacher(self, name: str, tc: TeacherConfig, index: int) -> PhaseResult:
         where = "teacher" if self.cfg.teacher is not None else f"teachers.{index}"
         if tc.checkpoint:
             return PhaseResult(name, self.load_teacher(tc, where), None, None, reused_from=tc.checkpoint)
-        course = tc.course or ce_only(self.cfg.course)
+        course = tc.course or ce_only(without_prune(self.cfg.course))  # a teacher is never pruned
         key = self.teacher_key(tc, course, index)
         cached = Path(self.cfg.run.cache_dir) / "teachers" / key / "model.safetensors"
         phase_dir = self.run_dir / name
@@ -144,7 +180,7 @@ class CourseRunner:
         return result
 
     def teacher_key(self, tc: TeacherConfig, course: list[LessonConfig], index: int) -> str:
-        desc = {"model": tc.name, "kwargs": tc.kwargs, "course": [c.model_dump(mode="json") for c in course],
+        desc = {"model": tc.name, "kwargs": tc.kwargs, **_transfer_desc(tc), "course": [_without_name(c) for c in course],
                 "data": data_fingerprint(self.pipeline.splits, self.cfg.data),
                 "augment": self.pipeline.augment_key(), "batch_size": self.cfg.data.batch_size, "seed": self.cfg.run.teacher_seed + index,
                 "keep_epochs": sorted(tc.keep_epochs)}
@@ -156,10 +192,13 @@ class CourseRunner:
             model = self.build(tc, self.cfg.run.seed, where)
             return load_weights(model, path, where=f"{where}.checkpoint").eval()
         spec = read_spec(path)
+        if spec["name"] != tc.name:  # the config (code) names the model; a checkpoint of another model is refused
+            raise UserError(f"{where}.checkpoint {path} holds a {spec['name']!r} model but {where}.name is {tc.name!r}; "
+                            f"set {where}.name: {spec['name']} or point at a {tc.name!r} checkpoint")
         if spec["num_classes"] != self.pipeline.splits.num_classes:
             raise UserError(f"{where}.checkpoint {path} predicts {spec['num_classes']} classes but data "
                             f"{self.cfg.data.name!r} has {self.pipeline.splits.num_classes}; use a teacher trained on this data")
-        model, spec = load_model(path, self.device)
+        model, spec = load_model(path, self.device, allowed=(tc.name,))
         self._check_output(model, f"{where}.checkpoint")
         match_input_normalization(model, spec, self.pipeline.mean, self.pipeline.std)
         return model.eval()
@@ -173,11 +212,13 @@ class CourseRunner:
             model.load_state_dict(init_from)
         if (phase_dir / "done.json").is_file():
             done = read_json(phase_dir / "done.json")
+            apply_structure(model, read_spec(phase_dir / "model.safetensors").get("structure"))  # pruned: its widths
             load_weights(model, phase_dir / "model.safetensors", where=name)
             return PhaseResult(name, model.eval(), done.get("train_seconds"), done.get("selected"), done.get("reused_from"))
         state = load_state(phase_dir / "state.pt") if (phase_dir / "state.pt").is_file() else None
         start = int(state["lesson"]) if state else 0
         if state:
+            restore_structure(model, phase_dir, int(state["lesson"]))  # after a prune lesson: the pruned widths
             load_weights(model, phase_dir / state["weights"], where=f"{name} checkpoint")
             self.log.truncate(name, start, int(state["lesson_state"]["epoch"]))
         else:
@@ -190,15 +231,21 @@ class CourseRunner:
         for li in range(start, len(course)):
             if self.progress:
                 self.progress.phase(f"{name} L{li}")
+            pruning = PruneLesson.begin(self, name, mc, li, course[li], model, phase, teachers,
+                                        resumed=bool(state) and li == start)  # None unless the lesson prunes
             ctx = LessonContext(phase=name, lesson_index=li, pipeline=self.pipeline, device=self.device,
-                                seed=seed, teachers=teachers, amp=self.amp, log=self.log.append,
-                                progress=self.progress, optimizer_state=carried, anchors=anchors)
+                                seed=seed, teachers=pruning.teachers if pruning else teachers, amp=self.amp, log=self.log.append,
+                                progress=self.progress, optimizer_state=carried, anchors=anchors,
+                                transfer=(TransferPlan(model, mc.transfer, [c.epochs for c in course], where=f"{name}.transfer")
+                                          if mc.transfer is not None else None))
             run = LessonRun(model, course[li], ctx)
             if state and li == start:
                 run.load_state_dict(state["lesson_state"], None)
             t_lesson = time.perf_counter()
             ctx.on_epoch_end = lambda r, li=li, t0=t_lesson: self.checkpoint(name, li, r, phase, t0, keep_epochs, offsets[li])
             run.run()
+            if pruning:
+                pruning.finish(run)
             phase["seconds"] += time.perf_counter() - t_lesson
             carried = run.carried_optimizer_state()
         if teachers is not None:
@@ -320,3 +367,13 @@ class CourseRunner:
         for path in sorted(phase_dir.glob("epoch_*.safetensors")):
             found[path.stem] = load_tensors(path)
         return found
+
+
+def _without_name(lesson: LessonConfig) -> dict:
+    """A lesson as it decides a teacher's weights: its name is a label (configs name the same lesson differently)."""
+    raw = lesson.model_dump(mode="json")
+    raw.pop("name", None)
+    for key in ("prune", "quantize_aware"):  # newer lesson keys: absent when unused, so earlier cache keys stay valid
+        if raw.get(key) is None:
+            raw.pop(key, None)
+    return raw

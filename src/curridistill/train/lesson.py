@@ -44,6 +44,7 @@ class LessonContext:
     progress: object = None  # train.progress.Progress or None
     optimizer_state: dict | None = None  # carried over with keep_optimizer
     anchors: dict[str, dict] | None = None  # RCO: teacher checkpoints by name ("epoch_30", "final")
+    transfer: object = None  # models.transfer.TransferPlan: freezing over epochs, body/head learning rates
 
 
 @dataclass
@@ -114,7 +115,9 @@ class LessonRun:
         if ctx.teachers is not None:
             ctx.teachers.set_paths(self.teacher_paths())  # before _build_terms: adapters need teacher shapes
         self._build_terms()
-        self.optimizer = build_optimizer(list(model.parameters()) + list(self.terms.parameters()), lesson.optimizer)
+        params = (ctx.transfer.param_groups(lesson.optimizer.lr) + [{"params": list(self.terms.parameters())}]
+                  if ctx.transfer is not None else list(model.parameters()) + list(self.terms.parameters()))
+        self.optimizer = build_optimizer(params, lesson.optimizer)
         if lesson.keep_optimizer and ctx.optimizer_state is not None:
             try:
                 self.optimizer.load_state_dict(ctx.optimizer_state)
@@ -190,6 +193,8 @@ class LessonRun:
         self.terms.train()
         t0 = time.perf_counter()
         start_p = epoch / lesson.epochs
+        if ctx.transfer is not None:  # gradual unfreezing: what is frozen depends only on (lesson, epoch)
+            ctx.transfer.at(ctx.lesson_index, epoch)
         if self.route is not None:
             self.route.at(start_p)
         if self.curriculum is not None and self.curriculum.needs_rescore(epoch):
@@ -281,7 +286,8 @@ class LessonRun:
             total = compute()
             if self._check_every_step and not distributed.all_finite(total):
                 self._non_finite(clock.epoch, clock.step, {n: float(v) for n, v in state["parts"].items()})
-            total.backward()
+            if total.requires_grad:  # every weight 0 at this step (a warm-up from 0): nothing to learn from
+                total.backward()
             distributed.average_gradients(self.terms.parameters())
             if self.lesson.grad_clip:
                 nn.utils.clip_grad_norm_(list(self.model.parameters()) + list(self.terms.parameters()), self.lesson.grad_clip)

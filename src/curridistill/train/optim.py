@@ -10,8 +10,12 @@ from curridistill.config import LessonConfig, OptimizerConfig, PlateauConfig
 from curridistill.schedules import build_schedule
 
 
-def build_optimizer(params: Iterable[nn.Parameter], cfg: OptimizerConfig) -> torch.optim.Optimizer:
-    params = [p for p in params if p.requires_grad]
+def build_optimizer(params: Iterable[nn.Parameter] | list[dict], cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    params = list(params)
+    if params and isinstance(params[0], dict):  # groups (transfer: body / head) keep frozen parameters, so
+        params = [g for g in params if g["params"]]  # unfreezing them later trains them; grad None is skipped
+    else:
+        params = [p for p in params if p.requires_grad]
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
                                weight_decay=cfg.weight_decay)

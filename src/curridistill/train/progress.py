@@ -1,4 +1,5 @@
-"""Rich progress bars for epochs and batches; silent with --quiet or without a TTY."""
+"""Progress of a run: rich bars on a terminal, or one flushed line per epoch (``--log-format plain``) so
+that batch-job logs show progress as it happens; silent with --quiet."""
 from __future__ import annotations
 
 import sys
@@ -45,5 +46,54 @@ class Progress:
         self.console.print(text)
 
 
-def make_progress(quiet: bool) -> Progress | None:
-    return None if quiet or not sys.stderr.isatty() else Progress()
+class PlainProgress:
+    """One line per epoch (and per note), flushed at once: for logs, pipes and batch jobs. No bars, no markup."""
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stdout
+        self.label = ""
+
+    def __enter__(self) -> "PlainProgress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stream.flush()
+
+    def phase(self, label: str) -> None:
+        self.label = label
+
+    def start_batches(self, total: int):
+        return None
+
+    def advance(self, task) -> None:
+        pass
+
+    def finish(self, task) -> None:
+        pass
+
+    def epoch_done(self, record: dict, epochs: int) -> None:
+        extra = f" T={record['temperature']:.2f}" if record.get("temperature") is not None else ""
+        if record.get("data_fraction") is not None:
+            extra += f" data={record['data_fraction']:.2f}"
+        self._line(f"{record['model']} lesson {record['lesson']} epoch {record['epoch'] + 1}/{epochs}  "
+                   f"loss {record['train_loss']:.4f}  val_acc {record['val_accuracy']:.4f}  "
+                   f"lr {record['lr']:.3g}{extra}  {record['seconds']:.1f}s")
+
+    def note(self, text: str) -> None:
+        from rich.text import Text
+
+        self._line(Text.from_markup(text).plain)
+
+    def _line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+def make_progress(quiet: bool, log_format: str = "auto"):
+    """``auto``: rich bars when stdout and stderr are terminals, else plain lines (``run > log`` shows progress
+    in the log as it happens); ``plain`` / ``rich`` force one."""
+    if quiet:
+        return None
+    if log_format == "rich" or (log_format == "auto" and sys.stderr.isatty() and sys.stdout.isatty()):
+        return Progress()
+    return PlainProgress()

@@ -37,7 +37,8 @@ import torch
 from safetensors import safe_open
 from torch import Tensor, nn
 
-from curridistill.io import save_tensors
+from curridistill.io import clean_orphans, save_tensors
+from curridistill.locks import entry_lock
 
 FORMAT = "curridistill-teacher-outputs-v1"
 LOGITS = "logits"
@@ -80,6 +81,12 @@ def cache_key(model: nn.Module, pipeline, split: str = "train", weights_digest: 
         "n": len(pipeline.split(split)),
     }
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _distributed_active() -> bool:
+    from curridistill.train import distributed
+
+    return distributed.info().active
 
 
 def _is_main_process() -> bool:
@@ -155,6 +162,17 @@ class TeacherCache:
         if entry is not None and need <= set(entry.features):
             self._memory.move_to_end(tag)
             self.stats["hits"] += 1
+            return entry
+        if not _distributed_active():  # one builder per entry across processes; the others wait, then read it
+            # the lock file lies beside the entry directory, which then holds only the cached tensors
+            with entry_lock(self.dir.parent / f".{self.key}.{self.path(epoch).name}", what="teacher outputs", wait_note=False):
+                clean_orphans(self.dir, self.path(epoch).name)
+                entry = self._load(epoch)
+                if entry is not None and need <= set(entry.features):
+                    self.stats["loads"] += 1
+                else:
+                    entry = self.build(epoch, sorted(need), taps)
+            self._remember(entry)
             return entry
         entry = self._load(epoch)
         usable = entry is not None and need <= set(entry.features)

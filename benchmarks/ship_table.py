@@ -1,0 +1,56 @@
+"""The shipping path measured: run a config with prune lessons and a `ship:` section (teacher trained from
+scratch in a fresh cache, so the wall time is the whole path) and record its compression report.
+
+    python benchmarks/ship_table.py configs/ship_quickstart.yaml --out runs/ship-bench \
+        --json benchmarks/results/ship_quickstart.json
+
+Writes the JSON (command, git commit, machine, date, wall seconds, every stage and pruning step, the
+ONNX check and the PNG predictions) and, beside it, the Markdown tables the README shows verbatim.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from curridistill import api
+from curridistill.bench.throughput import git_commit, machine
+from curridistill.compress.report import stages_table, steps_table
+from curridistill.config import load_config
+from curridistill.io import write_json, write_text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config")
+    ap.add_argument("--out", required=True, help="run directory (must not hold a run); its cache lives inside it")
+    ap.add_argument("--json", required=True, help="result JSON; the Markdown tables go beside it (.md)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    args = ap.parse_args(argv)
+    cfg = load_config(args.config, [f"run.cache_dir={Path(args.out) / 'cache'}", *args.overrides])
+    load = os.getloadavg()[0]  # other processes on the machine stretch the wall time, not the CPU time
+    t0, c0 = time.perf_counter(), time.process_time()
+    report = api.run(cfg, out=args.out)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    comp = report["compression"]
+    md = (f"Stages (`{args.config}`, test split, {report['data']['test']} samples; latency: median batch-1 "
+          f"forward; the whole path, teacher included: {wall:.0f} s wall, {cpu:.0f} s CPU):\n\n{stages_table(comp['rows'])}\n\n"
+          f"Pruning steps (validation accuracy):\n\n{steps_table(comp['prune_steps'])}\n")
+    record = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "git": git_commit(),
+              "machine": machine(torch.device("cpu")), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "config": args.config, "wall_seconds": wall, "cpu_seconds": cpu, "load_average_1min_at_start": load, "torch_threads": torch.get_num_threads(),
+              "stages": comp["rows"], "prune_steps": comp["prune_steps"], "exports": comp.get("exports"),
+              "predict": comp.get("predict"), "notes": comp["notes"],
+              "report": {k: report[k]["accuracy"] for k in ("teacher", "baseline", "student") if k in report}}
+    write_json(args.json, record)
+    write_text(Path(args.json).with_suffix(".md"), md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,41 @@
+"""Costs of any predictor (a PyTorch module, a quantized module, an ONNX Runtime session), measured the
+same way so the stages of a compression report compare: batch-1 CPU latency and serialized size."""
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+
+@torch.inference_mode()
+def latency_ms(forward: Callable[[Tensor], object], x: Tensor, runs: int = 50, warmup: int = 5) -> float:
+    """Median wall time of ``forward(x)`` on the CPU, in milliseconds (``x``: one sample, batch 1)."""
+    for _ in range(warmup):
+        forward(x)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        forward(x)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def state_bytes(model: nn.Module) -> int:
+    """Bytes of the model's state_dict serialized: int8 weights count 1 byte, fp32 weights 4."""
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.getbuffer().nbytes
+
+
+@torch.inference_mode()
+def logits_of(forward: Callable[[Tensor], Tensor], x: Tensor, batch: int = 256) -> Tensor:
+    """(N, C) float32 logits of ``forward`` over ``x`` on the CPU, in batches."""
+    return torch.cat([torch.as_tensor(forward(x[i:i + batch])).float().cpu() for i in range(0, len(x), batch)])
+
+
+def accuracy(logits: Tensor, y: Tensor) -> float:
+    return float((logits.argmax(1) == y.cpu()).double().mean())

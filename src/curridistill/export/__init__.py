@@ -1,0 +1,135 @@
+"""Export a trained model for serving: ONNX (checked against PyTorch with ONNX Runtime), TorchScript,
+or a plain safetensors checkpoint pair. ``export_model`` is what ``curridistill export`` calls.
+
+>>> from curridistill.export import export_model
+>>> result = export_model("runs/ship/student/model.safetensors", "onnx", "student.onnx")
+>>> result["check"]["max_abs_diff"], result["check"]["top1_agreement"]
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from curridistill.compress.measure import latency_ms, logits_of
+from curridistill.config import DataConfig
+from curridistill.data.pipeline import Pipeline, load_splits
+from curridistill.errors import UserError
+from curridistill.export.onnx import OnnxModel, export_onnx, opset_of, public_spec, quantize_onnx
+from curridistill.export.torchscript import export_torchscript, load_torchscript
+from curridistill.models.checkpoint import load_model, save_model
+
+FORMATS = ("onnx", "onnx-int8", "torchscript", "safetensors")
+SUFFIX = {"onnx": ".onnx", "onnx-int8": ".int8.onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
+MAX_ABS_DIFF = 1e-4  # fp32 logits of the exported model vs PyTorch's, on held-out samples
+MIN_INT8_AGREEMENT = 0.98  # int8 ONNX: top-1 agreement with the fp32 model (its logits differ by design)
+
+__all__ = ["FORMATS", "MAX_ABS_DIFF", "OnnxModel", "check_parity", "parity_ok", "export", "export_model", "held_out_samples",
+           "public_spec"]
+
+
+def held_out_samples(spec: dict, n: int, root: str | None = None, split: str = "test") -> tuple[Tensor, str]:
+    """Up to ``n`` normalized samples of ``split`` of the data the model was trained on, and where they came
+    from. Falls back to standard-normal inputs (said so in the second value) when that data is not available."""
+    try:
+        raw = dict(spec.get("data") or {"name": "digits"})
+        if root:
+            raw["root"] = root
+        cfg = DataConfig(**raw)
+        pipeline = Pipeline(load_splits(cfg), cfg, torch.device("cpu"))
+        idx = torch.arange(min(n, len(pipeline.split(split))))
+        return pipeline.batch(split, idx)[0].float(), f"{len(idx)} {split} samples of {cfg.name}"
+    except Exception as exc:  # missing data directory, other machine: still check, on random inputs
+        gen = torch.Generator().manual_seed(0)
+        why = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        return torch.randn((n, *spec["input_shape"]), generator=gen), f"{n} random inputs (data not available: {why})"
+
+
+def check_parity(model: nn.Module, exported, x: Tensor, runs: int = 50) -> dict:
+    """Logit difference, top-1 agreement and batch-1 latency of ``exported`` (a callable) vs ``model``."""
+    model = model.cpu().eval()
+    ref = logits_of(model, x)
+    out = logits_of(exported, x)
+    one = x[:1]
+    return {"samples": len(x), "max_abs_diff": float((ref - out).abs().max()),
+            "top1_agreement": float((ref.argmax(1) == out.argmax(1)).double().mean()),
+            "pytorch_latency_ms": latency_ms(model, one, runs=runs),
+            "exported_latency_ms": latency_ms(exported, one, runs=runs)}
+
+
+def export(model: nn.Module, spec: dict, fmt: str, out: str | Path, opset: int = 18,
+           calibration: list[Tensor] | None = None) -> Path:
+    """Write ``model`` in ``fmt`` to ``out``; returns the path (for safetensors: NAME.safetensors + NAME.json).
+    ``onnx-int8`` needs ``calibration``: a few batches of normalized training samples."""
+    if fmt not in FORMATS:
+        raise UserError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}")
+    out = Path(out)
+    if fmt == "onnx":
+        return export_onnx(model, spec, out, opset)
+    if fmt == "onnx-int8":
+        fp32 = export_onnx(model, spec, out.with_name(out.name + ".fp32.tmp"), opset)
+        try:
+            return quantize_onnx(fp32, out, calibration or [])
+        finally:
+            fp32.unlink(missing_ok=True)
+    if fmt == "torchscript":
+        return export_torchscript(model, spec, out)
+    return save_model(out, model, {k: v for k, v in spec.items() if k not in ("sha256", "structure")})
+
+
+def exported_runner(fmt: str, path: Path):
+    """A callable running the exported file (``None`` for safetensors: the same PyTorch model)."""
+    if fmt in ("onnx", "onnx-int8"):
+        return OnnxModel(path)
+    if fmt == "torchscript":
+        return load_torchscript(path)[0]
+    return None
+
+
+def export_model(checkpoint: str | Path, fmt: str = "onnx", out: str | Path | None = None, opset: int = 18,
+                 check_samples: int = 256, root: str | None = None) -> dict:
+    """Export a native checkpoint and check the result on held-out samples. Raises UserError when the
+    exported model's logits differ from PyTorch's by more than ``MAX_ABS_DIFF`` or any top-1 differs."""
+    if fmt not in FORMATS:
+        raise UserError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if opset < 7:
+        raise UserError(f"--opset {opset} is too old; use 17 or later (default 18)")
+    if check_samples < 1:
+        raise UserError(f"--check-samples must be at least 1, got {check_samples}")
+    src = Path(checkpoint)
+    if src.suffix.lower() in (".onnx", ".pt"):
+        raise UserError(f"{src} is already exported; export takes a native checkpoint (NAME.safetensors with NAME.json)")
+    model, spec = load_model(checkpoint)
+    out = Path(out) if out else src.with_name(src.stem + ("-export" if fmt == "safetensors" else "") + SUFFIX[fmt])
+    if out.resolve() == src.with_suffix(".safetensors").resolve():
+        raise UserError(f"--out {out} would overwrite the checkpoint itself; choose another path")
+    calibration = None
+    if fmt == "onnx-int8":  # activation ranges from training samples, never from the held-out ones
+        train, _ = held_out_samples(spec, 256, root, split="train")
+        calibration = [train[i:i + 32] for i in range(0, len(train), 32)]
+    path = export(model, spec, fmt, out, opset, calibration)
+    result = {"checkpoint": str(checkpoint), "format": fmt, "path": str(path), "bytes": path.stat().st_size}
+    if fmt in ("onnx", "onnx-int8"):
+        result["opset"] = opset_of(path)  # the exporter keeps 18 when a lower opset cannot be converted to
+        if result["opset"] != opset:
+            result["opset_note"] = f"opset {opset} was asked; the exporter could not convert down and kept {result['opset']}"
+    runner = exported_runner(fmt, path)
+    if runner is not None:
+        x, source = held_out_samples(spec, check_samples, root)
+        check = check_parity(model, runner, x)
+        check["inputs"] = source
+        check["ok"] = parity_ok(fmt, check)
+        result["check"] = check
+        if not check["ok"]:
+            raise UserError(f"{path}: the exported model differs from PyTorch on {source} (max |logit diff| "
+                            f"{check['max_abs_diff']:.2e}, top-1 agreement {check['top1_agreement']:.4f}); "
+                            f"{'ship the fp32 ONNX file' if fmt == 'onnx-int8' else 'try another --opset'}")
+    return result
+
+
+def parity_ok(fmt: str, check: dict) -> bool:
+    """fp32 exports: logits within ``MAX_ABS_DIFF`` and every top-1 the same; int8: top-1 agreement only."""
+    if fmt == "onnx-int8":
+        return check["top1_agreement"] >= MIN_INT8_AGREEMENT
+    return check["max_abs_diff"] < MAX_ABS_DIFF and check["top1_agreement"] == 1.0

@@ -1,0 +1,135 @@
+"""Inputs people have, turned into what the model was trained on: .npy/.npz arrays, image files
+(PNG, JPEG, ... through Pillow) and folders of them, resized (bilinear, as ``image-folder`` data is)
+and normalized with the model's own mean/std. Every bad input is one ``UserError`` naming the file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from curridistill.errors import UserError
+from curridistill.data.image_folder import decode
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+ARRAY_SUFFIXES = (".npy", ".npz")
+
+
+def collect(paths: list[str | Path]) -> list[Path]:
+    """Files to predict: each path as given, folders expanded to their image/array files (sorted, recursive)."""
+    if not paths:
+        raise UserError("give at least one INPUT: an .npy/.npz file, an image or a folder of images")
+    files: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES + ARRAY_SUFFIXES)
+            if not found:
+                raise UserError(f"folder {p} holds no images or arrays ({', '.join(IMAGE_SUFFIXES + ARRAY_SUFFIXES)})")
+            files.extend(found)
+        elif p.is_file():
+            if p.suffix.lower() not in IMAGE_SUFFIXES + ARRAY_SUFFIXES:
+                raise UserError(f"cannot read {p}: expected an .npy/.npz array or an image "
+                                f"({', '.join(IMAGE_SUFFIXES)})")
+            files.append(p)
+        else:
+            raise UserError(f"input not found: {p}; check the path")
+    return files
+
+
+def _load_array(p: Path) -> np.ndarray:
+    try:
+        loaded = np.load(p, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise UserError(f"cannot read {p} as .npy/.npz ({str(exc).splitlines()[0][:120]}); save samples with numpy.save") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        files = list(loaded.files)
+        if "x" not in files and len(files) != 1:
+            raise UserError(f"{p} has no array 'x' (it holds {files or 'nothing'}); save the samples with "
+                            f"numpy.savez(path, x=samples)")
+        try:
+            loaded = loaded["x" if "x" in files else files[0]]
+        except ValueError as exc:
+            raise UserError(f"cannot read {p} ({exc}); save numeric arrays (uint8 pixels or floats in [0, 1])") from None
+    return np.asarray(loaded)
+
+
+def _fit_shape(x: Tensor, shape: tuple[int, ...], where: str) -> Tensor:
+    """(N, *shape) from N x C x H x W, N x H x W x C, N x H x W (one channel) or one unbatched sample."""
+    if tuple(x.shape[1:]) == shape:
+        return x
+    if len(shape) == 3 and tuple(x.shape[1:]) == (shape[1], shape[2], shape[0]):
+        return x.permute(0, 3, 1, 2)
+    if len(shape) == 3 and shape[0] == 1 and tuple(x.shape[1:]) == shape[1:]:
+        return x.unsqueeze(1)
+    if tuple(x.shape) == shape:
+        return x.unsqueeze(0)
+    if len(shape) == 3 and tuple(x.shape) == (shape[1], shape[2], shape[0]):
+        return x.permute(2, 0, 1).unsqueeze(0)
+    if len(shape) == 3 and shape[0] == 1 and tuple(x.shape) == shape[1:]:
+        return x.view(1, *shape)
+    raise UserError(f"{where}: samples of shape {tuple(x.shape[1:])} do not fit the model's input {shape} "
+                    f"(N x C x H x W or N x H x W x C expected)")
+
+
+def read_array(p: Path, shape: tuple[int, ...]) -> Tensor:
+    """Float samples in [0, 1] (N, *shape) from an array of uint8 pixels or floats in [0, 1]."""
+    arr = _load_array(p)
+    if arr.dtype.kind not in "biuf":
+        raise UserError(f"{p} holds {arr.dtype} values; save numeric samples (uint8 pixels or floats in [0, 1])")
+    if arr.ndim == 0 or arr.size == 0:
+        raise UserError(f"{p} holds no samples (shape {arr.shape}); save an array of N >= 1 samples")
+    if arr.dtype.kind == "f":
+        finite = np.isfinite(arr.reshape(arr.shape[0], -1)).all(axis=1) if arr.ndim > 1 else np.isfinite(arr)
+        if not finite.all():
+            raise UserError(f"{p}: sample {int(np.flatnonzero(~finite)[0])} holds NaN or infinite values; fix or drop it")
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise UserError(f"{p}: float values span [{lo:.3g}, {hi:.3g}] but must be pixels in [0, 1] (or save "
+                            f"uint8 0..255); do not normalize them, the model applies its own mean/std")
+        x = torch.from_numpy(arr.astype(np.float32))
+    else:
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > 255:
+            raise UserError(f"{p}: integer values span [{lo}, {hi}] but pixels are 0..255; save uint8 pixels")
+        x = torch.from_numpy(arr.astype(np.float32) / (1.0 if arr.dtype.kind == "b" else 255.0))
+    return _fit_shape(x, shape, str(p))
+
+
+def read_image(p: Path, shape: tuple[int, ...]) -> Tensor:
+    """One image file as a float sample in [0, 1] (1, C, H, W), resized to the model's input size."""
+    if len(shape) != 3 or shape[0] not in (1, 3):
+        raise UserError(f"{p}: the model takes inputs of shape {shape}, not images; give an .npy/.npz array")
+    try:
+        arr = decode(p, (shape[1], shape[2]), grayscale=shape[0] == 1)  # (H, W, C) uint8
+    except UserError:
+        raise UserError(f"cannot read image {p}: not a valid {p.suffix.lstrip('.').upper()} file; replace it") from None
+    return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).float().div(255.0)
+
+
+def read_inputs(paths: list[str | Path], spec: dict) -> tuple[Tensor, list[str]]:
+    """Normalized float samples (N, *input_shape) for the model of ``spec``, and a name per sample
+    (the file, or ``file[i]`` for row i of an array)."""
+    if "input_shape" not in spec:
+        raise UserError("the model's spec has no 'input_shape'; restore the JSON saved with the weights")
+    shape = tuple(spec["input_shape"])
+    parts, names = [], []
+    for p in collect(paths):
+        if p.suffix.lower() in ARRAY_SUFFIXES:
+            x = read_array(p, shape)
+            names.extend(f"{p}[{i}]" for i in range(len(x)))
+        else:
+            x = read_image(p, shape)
+            names.append(str(p))
+        parts.append(x)
+    x = torch.cat(parts)
+    return normalize(x, spec), names
+
+
+def normalize(x: Tensor, spec: dict) -> Tensor:
+    """Pixels in [0, 1] -> what the model saw in training: ``(x - mean) / std`` per channel (when it normalized)."""
+    if not spec.get("normalize", True) or "mean" not in spec or "std" not in spec:
+        return x
+    view = (1, -1) + (1,) * (x.dim() - 2)
+    return (x - torch.tensor(spec["mean"], dtype=x.dtype).view(view)) / torch.tensor(spec["std"], dtype=x.dtype).view(view)

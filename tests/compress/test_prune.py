@@ -1,0 +1,182 @@
+"""Pruning: channels are really removed (fewer parameters, the model still runs, the checkpoint rebuilds
+it), steps are targets relative to the unpruned model, unstructured zeros stay zero while training, and a
+course with prune lessons recovers accuracy by distillation on digits (and resumes exactly)."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from curridistill import cli
+from curridistill.errors import UserError
+from curridistill.models import build_model
+from curridistill.models.checkpoint import load_model, save_model
+from tests.helpers import tiny_config
+
+tp = pytest.importorskip("torch_pruning")
+
+from curridistill.compress.prune import (channel_amount, keep_zeros, prune, prune_unstructured,  # noqa: E402
+                                         weight_sparsity)
+
+MODELS = [("mlp", {"hidden": [32], "image_size": 8}, (1, 8, 8)), ("cnn", {"widths": [8, 16]}, (1, 8, 8)),
+          ("resnet8", {}, (3, 32, 32)), ("mobilenetv2", {}, (3, 32, 32))]
+
+
+def _spec(name, kwargs, shape):
+    return {"name": name, "kwargs": kwargs, "num_classes": 10, "in_channels": shape[0], "input_shape": list(shape),
+            "classes": [str(i) for i in range(10)], "mean": [0.5] * shape[0], "std": [0.25] * shape[0]}
+
+
+@pytest.mark.parametrize("name,kwargs,shape", MODELS, ids=[m[0] for m in MODELS])
+def test_channel_pruning_removes_parameters_and_checkpoint_rebuilds(tmp_path, name, kwargs, shape):
+    torch.manual_seed(0)
+    model = build_model(name, 10, shape[0], kwargs).eval()
+    reference = build_model(name, 10, shape[0], kwargs)
+    before = sum(p.numel() for p in model.parameters())
+    x = torch.randn(3, *shape)
+    prune(model, 0.5, x[:1], num_classes=10, reference=reference)
+    after = sum(p.numel() for p in model.parameters())
+    assert after < 0.6 * before  # half the channels of most layers: roughly a quarter of the weights remain
+    assert channel_amount(model, reference, 10) == pytest.approx(0.5, abs=0.06)
+    out = model.eval()(x)
+    assert out.shape == (3, 10) and torch.isfinite(out).all()
+    # a pruned checkpoint records its layer widths and loads back to the same outputs
+    path = save_model(tmp_path / "pruned.safetensors", model, _spec(name, kwargs, shape))
+    assert json.loads(path.with_suffix(".json").read_text())["structure"]
+    loaded, _ = load_model(path)
+    assert sum(p.numel() for p in loaded.parameters()) == after
+    torch.testing.assert_close(loaded(x), out)
+
+
+def test_unpruned_checkpoint_has_no_structure(tmp_path):
+    model = build_model("cnn", 10, 1, {"widths": [8, 16]})
+    path = save_model(tmp_path / "m.safetensors", model, _spec("cnn", {"widths": [8, 16]}, (1, 8, 8)))
+    assert "structure" not in json.loads(path.with_suffix(".json").read_text())
+
+
+def test_progressive_amounts_are_relative_to_the_unpruned_model():
+    model = build_model("cnn", 10, 1, {"widths": [16, 32]})
+    reference = build_model("cnn", 10, 1, {"widths": [16, 32]})
+    x = torch.randn(1, 1, 8, 8)
+    for target in (0.25, 0.5, 0.75):
+        step = prune(model, target, x, 10, reference=reference)
+        assert channel_amount(model, reference, 10) == pytest.approx(target, abs=0.05)
+        assert step["step_ratio"] <= target
+    with pytest.raises(UserError, match="not above the 0.7"):
+        prune(model, 0.5, x, 10, reference=reference)
+
+
+@pytest.mark.parametrize("importance", ["l2", "taylor", "random"])
+def test_other_importances(importance):
+    model = build_model("cnn", 10, 1, {"widths": [8, 16]})
+    x, y = torch.randn(16, 1, 8, 8), torch.randint(0, 10, (16,))
+    grads = lambda m: nn.functional.cross_entropy(m(x), y).backward()  # noqa: E731
+    prune(model, 0.5, x[:1], 10, importance=importance, gradients=grads)
+    assert model(x).shape == (16, 10)
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_unstructured_zeros_stay_zero_while_training():
+    torch.manual_seed(0)
+    model = build_model("mlp", 10, 1, {"hidden": [32], "image_size": 8})
+    done = prune(model, 0.6, torch.randn(1, 1, 8, 8), 10, kind="unstructured")
+    first = model.stage1[0].weight
+    assert (first == 0).float().mean() > 0.5 and weight_sparsity(model) > 0.5
+    zeros = first == 0
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    for _ in range(3):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(torch.randn(8, 1, 8, 8)), torch.randint(0, 10, (8,))).backward()
+        opt.step()
+    assert (model.stage1[0].weight[zeros] == 0).all()
+    for h in done["hooks"]:
+        h.remove()
+    assert keep_zeros(nn.Linear(2, 2)) == []  # nothing zero, nothing hooked
+
+
+def _prune_config(tmp_path, teacher="teacher"):
+    lesson = {"loss": {"ce": 0.1, "kd": {"weight": 0.9, "temperature": 4}},
+              "optimizer": {"name": "sgd", "lr": 0.02, "momentum": 0.9}}
+    return tiny_config(
+        tmp_path, epochs=4, student={"name": "cnn", "kwargs": {"widths": [8, 16]}},
+        teacher={"name": "cnn", "kwargs": {"widths": [16, 32]}},
+        baseline={"enabled": False},
+        course=[{"name": "distill", "epochs": 4, **lesson, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}},
+                {"name": "prune", "epochs": 3, "prune": {"amount": 0.5, "teacher": teacher}, **lesson}])
+
+
+@pytest.mark.parametrize("teacher", ["teacher", "unpruned"])
+def test_course_prunes_and_recovers_by_distillation(tmp_path, teacher):
+    import yaml
+
+    cfg = _prune_config(tmp_path, teacher)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    assert cli.main(["run", str(tmp_path / "c.yaml"), "--out", str(out), "--quiet", "--set", "run.tensorboard=false"]) == 0
+    steps = json.loads((out / "student" / "prune.json").read_text())
+    assert len(steps) == 1
+    step = steps[0]
+    assert step["pruned"]["params"] < 0.5 * step["before"]["params"]
+    assert step["pruned"]["flops"] < step["before"]["flops"]
+    assert step["recovered"]["val_accuracy"] > step["pruned"]["val_accuracy"]  # recovery raises accuracy
+    assert step["recovery_teacher"] == teacher
+    assert step["sparsity"] == pytest.approx(1 - step["pruned"]["params"] / step["before"]["params"], abs=0.01)
+    report = json.loads((out / "report.json").read_text())
+    assert report["student"]["params"] == step["pruned"]["params"]
+    assert report["compression"]["rows"][0]["stage"] == "teacher"
+    assert (out / "ship" / "compression.md").is_file() and (out / "ship" / "compression.png").is_file()
+    # the teacher was not pruned, and the shipped student loads as its pruned self
+    assert report["teacher"]["params"] > report["student"]["params"] * 4
+    model, _ = load_model(out / "student" / "model.safetensors")
+    assert sum(p.numel() for p in model.parameters()) == step["pruned"]["params"]
+
+
+def test_prune_lesson_resumes_exactly(tmp_path):
+    import yaml
+
+    cfg = _prune_config(tmp_path)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    args = ["--quiet", "--set", "run.tensorboard=false"]
+    assert cli.main(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "a"), *args]) == 0
+    # killed after the first epoch of the prune lesson (the teacher comes from the cache: 4 + 1 student epochs)
+    assert cli.main(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "b"), "--stop-after-epochs", "5", *args]) == 3
+    assert cli.main(["run", "--resume", str(tmp_path / "b"), "--quiet"]) == 0
+    a, _ = load_model(tmp_path / "a" / "student" / "model.safetensors")
+    b, _ = load_model(tmp_path / "b" / "student" / "model.safetensors")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        torch.testing.assert_close(va, vb, msg=k)
+
+
+@pytest.mark.parametrize("lesson,match", [
+    ({"prune": {"amount": 1.5}}, "course.0.prune.amount"),
+    ({"prune": {"amount": 0.5, "kind": "filters"}}, "course.0.prune.kind"),
+    ({"prune": {"amount": 0.5, "importance": "l3"}}, "course.0.prune.importance"),
+    ({"prune": {"amount": 0.5}, "keep_optimizer": True}, "drop keep_optimizer"),
+    ({"prune": {"amont": 0.5}}, "'amount'"),
+])
+def test_bad_prune_config_is_one_line_exit_2(tmp_path, capsys, lesson, match):
+    import yaml
+
+    cfg = tiny_config(tmp_path)
+    cfg["course"][0].update(lesson)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert cli.main(["validate", str(tmp_path / "c.yaml"), "--static"]) == 2
+    err = capsys.readouterr().err
+    assert match in err and err.count("\n") == 1
+
+
+def test_layer_table_of_another_model_is_one_line_exit_2(tmp_path, capsys):
+    model = build_model("cnn", 10, 1, {"widths": [8, 16]}).eval()
+    prune(model, 0.5, torch.randn(1, 1, 8, 8), 10, reference=build_model("cnn", 10, 1, {"widths": [8, 16]}))
+    path = save_model(tmp_path / "p.safetensors", model, _spec("cnn", {"widths": [8, 16]}, (1, 8, 8)))
+    spec = json.loads(path.with_suffix(".json").read_text())
+    spec["structure"] = {"layer9.conv": {"in_channels": 1, "out_channels": 2, "groups": 1}}
+    spec.pop("sha256", None)
+    path.with_suffix(".json").write_text(json.dumps(spec))
+    assert cli.main(["export", str(path), "--format", "safetensors", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "names 'layer9.conv'" in err and err.count("\n") == 1
+    del spec["structure"]  # without its table, the pruned weights do not fit the rebuilt model
+    path.with_suffix(".json").write_text(json.dumps(spec))
+    assert cli.main(["predict", str(path), str(tmp_path)]) == 2
+    assert "do not fit" in capsys.readouterr().err

@@ -1,0 +1,51 @@
+"""configs/ship_quickstart.yaml end to end (shortened): teacher -> distill -> prune + recovery (two steps)
+-> int8 -> ONNX/TorchScript export -> predict on PNG files; the compression report has a row per stage."""
+import json
+
+import pytest
+
+from curridistill import cli
+from tests.helpers import REPO
+
+pytest.importorskip("torch_pruning")
+pytest.importorskip("onnxscript")
+pytest.importorskip("onnxruntime")
+
+SHORT = ["teacher.course.0.epochs=4", "course.0.epochs=4", "course.1.epochs=2", "course.2.epochs=2",
+         "run.tensorboard=false", "run.eval.latency_runs=5", "ship.check_samples=64"]
+
+
+def test_ship_quickstart_config_validates(capsys):
+    assert cli.main(["validate", str(REPO / "configs" / "ship_quickstart.yaml")]) == 0
+    assert "3 lesson(s)" in capsys.readouterr().out
+
+
+def test_ship_quickstart_runs_every_stage(tmp_path, capsys):
+    out = tmp_path / "ship"
+    sets = [a for s in SHORT + [f"run.cache_dir={tmp_path / 'cache'}"] for a in ("--set", s)]
+    assert cli.main(["run", str(REPO / "configs" / "ship_quickstart.yaml"), "--out", str(out), *sets]) == 0
+    printed = capsys.readouterr().out
+    assert "compression report" in printed and "exported onnx" in printed
+    report = json.loads((out / "report.json").read_text())
+    comp = report["compression"]
+    stages = [r["stage"] for r in comp["rows"]]
+    assert stages[:2] == ["teacher", "student"]
+    assert [s for s in stages if s.startswith("pruned")] == ["pruned 31% + recovery", "pruned 50% + recovery"]
+    assert {"int8 dynamic", "int8 static", "exported onnx", "exported onnx-int8", "exported torchscript"} <= set(stages)
+    rows = {r["stage"]: r for r in comp["rows"]}
+    assert rows["pruned 50% + recovery"]["params"] < 0.35 * rows["student"]["params"]
+    assert rows["int8 static"]["size_bytes"] < rows["pruned 50% + recovery"]["size_bytes"] / 1.5
+    onnx_row = rows["exported onnx"]
+    assert onnx_row["max_abs_diff"] < 1e-4 and onnx_row["top1_agreement"] == 1.0
+    assert onnx_row["accuracy"] == pytest.approx(rows["pruned 50% + recovery"]["accuracy"], abs=0.003)
+    assert rows["exported onnx-int8"]["top1_agreement"] >= 0.98
+    steps = comp["prune_steps"]
+    assert [s["recovery_teacher"] for s in steps] == ["teacher", "unpruned"]
+    assert all(s["recovered"]["val_accuracy"] > s["pruned"]["val_accuracy"] for s in steps)
+    assert comp["predict"]["images"] == 8 and comp["predict"]["correct"] >= 6
+    md = (out / "ship" / "compression.md").read_text()
+    assert md.count("\n| ") >= len(stages) + len(steps) + 2 and "## Pruning steps" in md
+    assert (out / "ship" / "compression.png").stat().st_size > 10_000
+    # the shipped ONNX file predicts the PNG files it came with, from the command line
+    assert cli.main(["predict", str(out / "ship" / "model.onnx"), str(out / "ship" / "samples"), "--top-k", "2"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 8
