@@ -10,7 +10,9 @@ only), Welch p-value vs `kd`, and training time per seed. The teacher is trained
 its outputs are cached, so every row and seed sees the same teacher on the same augmented stream.
 Rows already finished under --out are read back, so the command resumes where it stopped; a row that
 was interrupted resumes from its own config.yaml, and more --seeds train only the new seeds (a row whose
-settings changed is refused: delete its folder to rerun it). The JSON and Markdown table are rewritten
+settings changed is refused: delete its folder to rerun it). Seeds that the --json file already records
+for the same protocol are read back from it too (marked with the commit that measured them), so a fresh
+checkout of a committed partial table trains only what is missing. The JSON and Markdown table are rewritten
 after every row (`"complete": false` until the last).
 """
 from __future__ import annotations
@@ -92,10 +94,14 @@ def rows(base: dict, assistant: str | None = None) -> dict[str, dict]:
     return table
 
 
+def _row_dir(out: Path, name: str) -> Path:
+    return out / name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "_")
+
+
 def run_row(name: str, edits: dict, base: dict, seeds: list[int], out: Path, parallel: int = 1) -> dict:
     """The row's multi-seed aggregate: read back when finished, resumed when interrupted, extended when
     --seeds adds seeds to a finished row (its finished seeds are kept, only the new ones train)."""
-    row_dir = out / name.replace(" ", "_").replace("(", "").replace(")", "").replace("+", "_")
+    row_dir = _row_dir(out, name)
     raw = {**copy.deepcopy(base), **copy.deepcopy(edits)}
     raw["run"] = {**raw.get("run", {}), "seeds": seeds, "parallel": parallel}
     # The student-alone row is the kd row's baseline: the same lessons, budget and initialization with CE
@@ -118,6 +124,66 @@ def run_row(name: str, edits: dict, base: dict, seeds: list[int], out: Path, par
     if saved.run.seeds != seeds:
         write_text(row_dir / "config.yaml", cfg.to_yaml())  # the parent now lists the new seeds
     return api.resume(row_dir)
+
+
+def _earlier_seeds(json_path: Path, base: dict) -> dict:
+    """Per-row, per-seed results that an earlier invocation recorded in --json for this same protocol.
+
+    The JSON is the durable record (committed), the run folders are not: a fresh checkout, or a machine
+    whose runs/ was cleaned, keeps every seed the JSON already holds and trains only the others. A JSON
+    written for another protocol (data, models, budget, teacher checkpoint) is ignored."""
+    if not json_path.is_file():
+        return {}
+    record = json.loads(json_path.read_text())
+    if record.get("protocol") != json.loads(json.dumps(_protocol(base))):
+        return {}
+    source = {"commit": record.get("git", {}).get("commit"), "date": record.get("date")}
+    found: dict = {"teacher_accuracy": record.get("teacher_accuracy")}
+    by_method = {r["method"]: r for r in record.get("rows", [])}
+    for method, row in by_method.items():
+        seeds = row.get("seeds") or record.get("seeds", [])
+        if method == "student alone" or len(seeds) != len(row.get("per_seed", [])):
+            continue
+        times = row.get("train_seconds") or [None] * len(seeds)
+        found[method] = {s: {"student": acc, "train_seconds": t, "from": row.get("read_back", {}).get(str(s), source)}
+                         for s, acc, t in zip(seeds, row["per_seed"], times)}
+    alone = by_method.get("student alone")
+    if BASELINE_ROW in found and alone and len(alone.get("per_seed", [])) == len(found[BASELINE_ROW]):
+        times = alone.get("train_seconds") or [None] * len(alone["per_seed"])
+        for (s, entry), acc, t in zip(found[BASELINE_ROW].items(), alone["per_seed"], times):
+            entry.update(baseline=acc, baseline_train_seconds=t)
+    return found
+
+
+def _kept_seeds(earlier: dict, wanted: list[int], row_dir: Path) -> dict:
+    """The wanted seeds taken from the JSON: those its run folder does not hold (the folder wins)."""
+    in_folder = set()
+    if (row_dir / "config.yaml").is_file():
+        in_folder = set(load_config(row_dir / "config.yaml").run.seeds or [])
+    return {s: earlier[s] for s in wanted if s in earlier and s not in in_folder}
+
+
+def _per_seed(agg: dict, seeds: list[int]) -> dict:
+    student, baseline = agg["per_seed"]["student"], agg["per_seed"].get("baseline", [])
+    times, base_times = _train_seconds(agg, "student") or [], _train_seconds(agg, "baseline") or []
+    fresh = {}
+    for i, s in enumerate(seeds):
+        fresh[s] = {"student": student[i], "train_seconds": times[i] if i < len(times) else None}
+        if baseline:
+            fresh[s].update(baseline=baseline[i], baseline_train_seconds=base_times[i] if i < len(base_times) else None)
+    fresh["teacher_accuracy"] = agg.get("teacher", {}).get("accuracy", {}).get("mean")
+    return fresh
+
+
+def _merge(wanted: list[int], kept: dict, fresh: dict, earlier_teacher: float | None) -> dict:
+    """One row's per-seed lists in --seeds order, the kept seeds marked with the run that measured them."""
+    entries = [kept.get(s) or fresh[s] for s in wanted]
+    return {"seeds": wanted, "student": [e["student"] for e in entries],
+            "baseline": [e["baseline"] for e in entries if "baseline" in e],
+            "teacher": fresh.get("teacher_accuracy") or earlier_teacher,
+            "train_seconds": [e["train_seconds"] for e in entries],
+            "baseline_train_seconds": [e.get("baseline_train_seconds") for e in entries if "baseline" in e],
+            "read_back": {str(s): kept[s]["from"] for s in wanted if s in kept}}
 
 
 def _without_seeds(cfg) -> dict:
@@ -165,14 +231,19 @@ def build_table(args: argparse.Namespace, argv: list[str] | None) -> int:
         raise UserError(f"--rows: unknown row(s) {unknown}; choose from {list(table)}")
     # kd first: its baseline is the student-alone row and its student the p-value reference of every other row
     chosen = [BASELINE_ROW] + [c for c in chosen if c != BASELINE_ROW]
+    earlier = _earlier_seeds(Path(args.json_out), base)
     results, t0 = {}, time.time()
     for name in chosen:
-        agg = run_row(name, table[name], base, row_seeds.get(name, seeds), Path(args.out), args.parallel)
-        results[name] = {"student": agg["per_seed"]["student"], "baseline": agg["per_seed"].get("baseline", []),
-                         "teacher": agg.get("teacher", {}).get("accuracy", {}).get("mean"),
-                         "train_seconds": _train_seconds(agg, "student"),
-                         "baseline_train_seconds": _train_seconds(agg, "baseline")}
-        print(f"{name}: {summarize(results[name]['student'])['mean']:.4f}", flush=True)
+        wanted = row_seeds.get(name, seeds)
+        kept = _kept_seeds(earlier.get(name, {}), wanted, _row_dir(Path(args.out), name))
+        remaining = [s for s in wanted if s not in kept]
+        fresh = {}
+        if remaining:
+            agg = run_row(name, table[name], base, remaining, Path(args.out), args.parallel)
+            fresh = _per_seed(agg, remaining)
+        results[name] = _merge(wanted, kept, fresh, earlier.get("teacher_accuracy"))
+        print(f"{name}: {summarize(results[name]['student'])['mean']:.4f}"
+              + (f" (seeds {sorted(kept)} read back from {args.json_out})" if kept else ""), flush=True)
         # the table so far, after every row: a long table that is stopped still shows what it measured
         record = _record(args, argv, base, seeds, results, complete=len(results) == len(chosen), t0=t0)
         write_json(args.json_out, record)  # atomic: an interrupted write never leaves half a table
@@ -207,10 +278,12 @@ def _more_seeds(items: list[str], table: dict) -> dict[str, list[int]]:
 
 def _record(args, argv, base: dict, seeds: list[int], results: dict, complete: bool, t0: float) -> dict:
     alone, kd = results[BASELINE_ROW]["baseline"], results[BASELINE_ROW]["student"]
-    table_rows = [{"method": "student alone", **_stats(alone, alone, kd),
-                   "train_seconds": results[BASELINE_ROW]["baseline_train_seconds"]}]
+    first = results[BASELINE_ROW]
+    table_rows = [{"method": "student alone", "seeds": first["seeds"], **_stats(alone, alone, kd),
+                   "train_seconds": first["baseline_train_seconds"], "read_back": first["read_back"]}]
     for name, r in results.items():
-        table_rows.append({"method": name, **_stats(r["student"], alone, kd), "train_seconds": r["train_seconds"]})
+        table_rows.append({"method": name, "seeds": r["seeds"], **_stats(r["student"], alone, kd),
+                           "train_seconds": r["train_seconds"], "read_back": r["read_back"]})
     _mark_holm(table_rows)
     return {"command": "python benchmarks/accuracy_table.py " + " ".join(argv or sys.argv[1:]),
             "git": git_commit(), "machine": machine(torch.device("cpu")), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -222,7 +295,9 @@ def _record(args, argv, base: dict, seeds: list[int], results: dict, complete: b
             "notes": {"train_seconds": "per seed: [seed 0, seed 1, ...]; the table shows the median. A seed that is the "
                                        "first to need a teacher stream also pays its one-time teacher pass (cache build), "
                                        "and a TAKD seed includes training its assistant",
-                      "p_vs_kd": "Welch's t-test over seeds against the kd row", "p_vs_alone": "Welch's t-test over "
+                      "read_back": "seed -> the earlier invocation (commit, date) whose JSON record this seed's result "
+                         "was read back from instead of training it again; empty: trained by this invocation",
+            "p_vs_kd": "Welch's t-test over seeds against the kd row", "p_vs_alone": "Welch's t-test over "
                       "seeds against the student trained alone (the kd row's baseline: same seeds and initialization)"},
             "seconds_this_invocation": time.time() - t0}
 
@@ -272,6 +347,18 @@ def _p_cell(row: dict, key: str) -> str:
     return f"**{text}**" if row.get(f"holm_{key}_significant") else text
 
 
+def _read_back_note(record: dict) -> str:
+    """Which rows' seeds came from an earlier invocation's record rather than this one."""
+    sources: dict[str, list[str]] = {}
+    for r in record["rows"]:
+        for origin in (r.get("read_back") or {}).values():
+            label = f"commit {str(origin.get('commit'))[:7]} ({str(origin.get('date'))[:10]})"
+            if r["method"] not in sources.setdefault(label, []):
+                sources[label].append(r["method"])
+    return "".join(f"; {', '.join(methods)}: seeds measured by {label}, read back from this JSON"
+                   for label, methods in sources.items())
+
+
 def markdown(record: dict) -> str:
     """The table the README includes verbatim (tests/bench/test_readme_tables.py checks it)."""
     pr = record["protocol"]
@@ -282,7 +369,8 @@ def markdown(record: dict) -> str:
         delta = f"{r['delta_vs_alone']:+.4f}" if r["method"] != "student alone" else "–"
         p_alone = _p_cell(r, "p_vs_alone")
         p_kd = _p_cell(r, "p_vs_kd")
-        wall = f"{statistics.median(r['train_seconds']):.0f}" if r.get("train_seconds") else "–"
+        times = [t for t in r.get("train_seconds") or [] if t is not None]
+        wall = f"{statistics.median(times):.0f}" if times else "–"
         ci = f"[{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]" if r.get("ci95") and r["ci95"][0] is not None else "–"
         lines.append(f"| {r['method']} | {r['n']} | {r['mean']:.4f} ± {std} | {ci} | {delta} | {p_alone} | {p_kd} | {wall} |")
     teacher = f"{record['teacher_accuracy']:.4f}" if record.get("teacher_accuracy") is not None else "–"
@@ -290,7 +378,8 @@ def markdown(record: dict) -> str:
                   + (f" subset {pr['subset']}" if pr.get("subset") else "")
                   + f", {pr['epochs']} epochs, seeds {','.join(map(str, record['seeds']))}; "
                   f"{record['selection']}. Welch's t-test over seeds; **bold** p: survives a Holm correction "
-                  f"(α = 0.05) over the method rows" + ("" if record.get("complete", True) else "; **incomplete: rows still running**")]
+                  f"(α = 0.05) over the method rows" + _read_back_note(record)
+                  + ("" if record.get("complete", True) else "; **incomplete: rows still running**")]
     return "\n".join(lines) + "\n"
 
 

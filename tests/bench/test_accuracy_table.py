@@ -2,6 +2,7 @@
 student-alone baseline, and a second invocation reads finished rows back instead of retraining."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -92,3 +93,29 @@ def test_bad_input_is_one_clear_line(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "missing.yaml"), "--json", str(tmp_path / "t.json")],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "not found" in proc.stderr and not (tmp_path / "t.json").exists()
+
+
+def test_seeds_recorded_in_the_json_are_read_back_when_the_run_folders_are_gone(tmp_path):
+    assert run_table(tmp_path).returncode == 0
+    first = json.loads((tmp_path / "table.json").read_text())
+    shutil.rmtree(tmp_path / "rows")  # a fresh checkout: the committed JSON is all that is left
+    proc = run_table(tmp_path, seeds="0,1,2")
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads((tmp_path / "table.json").read_text())
+    for old, new in zip(first["rows"], again["rows"]):
+        assert new["per_seed"][:2] == old["per_seed"] and len(new["per_seed"]) == 3, new["method"]
+        assert set(new["read_back"]) == {"0", "1"} and new["read_back"]["0"]["commit"] == first["git"]["commit"]
+    assert load_config(tmp_path / "rows" / "dist" / "config.yaml").run.seeds == [2]  # only the new seed trained
+    assert not (tmp_path / "rows" / "dist" / "seed-0").exists()
+    assert "read back" in proc.stdout
+
+
+def test_a_json_for_another_protocol_is_not_read_back(tmp_path):
+    assert run_table(tmp_path).returncode == 0
+    record = json.loads((tmp_path / "table.json").read_text())
+    record["protocol"]["epochs"] += 1
+    (tmp_path / "table.json").write_text(json.dumps(record))
+    shutil.rmtree(tmp_path / "rows")
+    assert run_table(tmp_path).returncode == 0
+    assert load_config(tmp_path / "rows" / "dist" / "config.yaml").run.seeds == [0, 1]  # trained again
+    assert all(not r["read_back"] for r in json.loads((tmp_path / "table.json").read_text())["rows"])
