@@ -207,7 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--assistant", help="TAKD's assistant model (default: one step up in depth from the student)")
     p.add_argument("--out", default="runs/accuracy")
     p.add_argument("--json", dest="json_out", required=True)
+    p.add_argument("--render", action="store_true", help="only rewrite the Markdown table from the --json record")
     args = p.parse_args(argv)
+    if args.render:  # e.g. after the table's wording changed, without training anything
+        record = json.loads(Path(args.json_out).read_text())
+        write_text(Path(args.json_out).with_suffix(".md"), markdown(record))
+        return 0
     try:
         return build_table(args, argv)
     except UserError as exc:  # bad config, missing data or checkpoint, NaN loss: one line, exit 2

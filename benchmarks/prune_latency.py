@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from curridistill.bench.throughput import git_commit, machine
-from curridistill.compress.measure import latency_ms, state_bytes
+from curridistill.evaluate.measure import latency_ms, state_bytes
 from curridistill.compress.prune import prune
 from curridistill.compress.quantize import quantize
 from curridistill.evaluate.efficiency import count_params, flops_per_sample

@@ -23,12 +23,15 @@ from curridistill.models import MODELS, build_model
 from curridistill.models.checkpoint import load_model, load_weights, save_model
 from curridistill.objects import Result
 from curridistill.schedules import build_schedule
+from curridistill.train.callbacks import StopAfterEpochs, StopRequested
 
 __version__ = "0.1.0"
 
 __all__ = [
     # run a course: from a config (names), or from your own modules and data (objects)
     "run", "resume", "distill", "Result", "prepare", "build_report",
+    # hooks into training: callbacks=[fn(record), StopAfterEpochs(n)]
+    "StopAfterEpochs", "StopRequested",
     # use a trained model: metrics on test data, top-k predictions
     "evaluate", "predict",
     # configuration

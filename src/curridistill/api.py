@@ -7,11 +7,15 @@
 """
 from __future__ import annotations
 
+import multiprocessing
 import os
+import pickle
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -20,31 +24,36 @@ from torch import nn
 
 from curridistill.compress.ship import ship
 from curridistill.export import export_model
-from curridistill.config import Config, EvalConfig, load_config
+from curridistill.config import Config, EvalConfig, load_config, validate_config
+from curridistill.data.folds import select_fold
 from curridistill.data.pipeline import Pipeline, load_splits
 from curridistill.errors import UserError
 from curridistill.evaluate.evaluation import add_pair_metrics, compare, evaluate_model
 from curridistill.evaluate.metrics import pair_metrics
-from curridistill.io import clean_orphans, write_json, write_text
+from curridistill.multirun import children, is_multi, write_aggregate
+from curridistill.io import clean_orphans, read_json, write_json, write_text
+from curridistill.knowledge.aggregate import aggregate_teachers
 from curridistill.locks import is_locked, run_dir_lock
 from curridistill.models.registry import is_out_of_memory
 from curridistill.objects import Result, distill_config, evaluate_objects, load_trained, predict_objects
 from curridistill.preflight import check_static, dry_build
 from curridistill.serve import predict_files
 from curridistill.train import distributed
-from curridistill.train.course import CourseRunner, StopRequested  # noqa: F401  (re-exported for callers)
+from curridistill.train.callbacks import StopAfterEpochs, StopRequested  # noqa: F401  (re-exported for callers)
+from curridistill.train.course import CourseRunner
 from curridistill.train.teacher_cache import cached_eval_logits
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, option: str = "run.device") -> torch.device:
+    """``auto`` -> CUDA when available, else the CPU; ``option`` is how the user wrote the setting (errors)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise UserError(f"run.device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+        raise UserError(f"{option} {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"run.device {name!r} but CUDA is not available here; use run.device=auto or cpu")
+        raise UserError(f"{option} {name!r} but CUDA is not available here; use {option} auto or cpu")
     return device
 
 
@@ -129,27 +138,23 @@ def prepare(cfg: Config, given=None) -> tuple[Pipeline, torch.device]:
         torch.cuda.set_device(device)
     torch.manual_seed(cfg.run.seed)
     splits = given.splits if given is not None and given.splits is not None else load_splits(cfg.data)
-    if cfg.data.cv is not None and cfg.data.cv.fold is not None:  # one fold of a cross-validation
-        from curridistill.experiments.cv import fold_splits
-
-        splits = fold_splits(splits, cfg.data.cv)
+    splits = select_fold(splits, cfg.data.cv)  # one fold of a cross-validation
     return Pipeline(splits, cfg.data, device), device
 
 
 def run(cfg: Config | str | Path, out: str | Path | None = None, overrides: list[str] | None = None,
-        progress=None, stop_after_epochs: int | None = None, on_record=None) -> dict:
+        progress=None, callbacks: Iterable = ()) -> dict:
     """Train teacher(s), baseline and student as the config says; write the run directory; return report.json.
 
     With ``run.seeds`` or ``data.cv`` the plan runs once per seed / fold into ``RUN_DIR/seed-<s>/`` or
     ``RUN_DIR/fold-<i>/`` and the result is ``aggregate.json`` (see ``curridistill.experiments``).
-    ``on_record(record)`` is called after every epoch record of metrics.jsonl (it may raise to stop the run).
+    ``callbacks``: hooks called as training goes (``train.callbacks``: a function gets every epoch record
+    of metrics.jsonl and may raise to stop; ``StopAfterEpochs(n)`` stops as if killed).
     """
     if not isinstance(cfg, Config):
         cfg = load_config(cfg, overrides)
-    from curridistill.experiments import is_multi, run_multi
-
     if is_multi(cfg):
-        return run_multi(cfg, out, progress=progress, stop_after_epochs=stop_after_epochs, on_record=on_record)
+        return run_multi(cfg, out, progress=progress, callbacks=callbacks)
     check_static(cfg)  # names, imports, ranges, checkpoints: before any directory or data
     distributed.init_from_env(cfg.run.device)
     run_dir, problem = None, None
@@ -165,11 +170,10 @@ def run(cfg: Config | str | Path, out: str | Path | None = None, overrides: list
         run_dir, problem = distributed.broadcast((run_dir, problem))
         if problem:
             raise UserError(problem)
-        return _execute(cfg, Path(run_dir), progress, stop_after_epochs, on_record)
+        return _execute(cfg, Path(run_dir), progress, callbacks)
 
 
-def resume(run_dir: str | Path, progress=None, stop_after_epochs: int | None = None, on_record=None,
-           overrides: list[str] | None = None) -> dict:
+def resume(run_dir: str | Path, progress=None, callbacks: Iterable = (), overrides: list[str] | None = None) -> dict:
     """Continue a killed (or failed) run from its last checkpoint; the result equals an uninterrupted run (CPU).
 
     ``overrides`` (``--set``) change the saved config deliberately, e.g. a lower learning rate after a
@@ -179,8 +183,6 @@ def resume(run_dir: str | Path, progress=None, stop_after_epochs: int | None = N
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no config.yaml); pass the directory `run` created")
-    from curridistill.experiments import is_multi, resume_multi
-
     distributed.init_from_env(load_config(run_dir / "config.yaml").run.device)  # rank 0 alone locks and writes
     with ExitStack() as stack:
         if distributed.info().is_main:
@@ -192,9 +194,84 @@ def resume(run_dir: str | Path, progress=None, stop_after_epochs: int | None = N
                 raise UserError(f"{run_dir} holds several seeds or folds; --set with --resume works on one run "
                                 f"directory: resume a child (RUN_DIR/seed-<s>) with --set")
             stack.close()  # each child locks its own directory
-            return resume_multi(cfg, run_dir, progress=progress, stop_after_epochs=stop_after_epochs, on_record=on_record)
+            return resume_multi(cfg, run_dir, progress=progress, callbacks=callbacks)
         check_static(cfg)
-        return _execute(cfg, run_dir, progress, stop_after_epochs, on_record)
+        return _execute(cfg, run_dir, progress, callbacks)
+
+
+# ------------------------------------------------------------------------------- several seeds or folds
+def run_multi(cfg: Config, out: str | Path | None = None, progress=None, callbacks: Iterable = ()) -> dict:
+    """Run every seed / fold of ``cfg`` into its own child directory; return (and write) the aggregate."""
+    kind, kids = children(cfg)  # checks before any directory is made
+    for _, child in kids:
+        check_static(child)
+    run_dir = new_run_dir(cfg, out)
+    with run_dir_lock(run_dir):  # one writer per parent directory (each child locks its own too)
+        write_text(run_dir / "config.yaml", cfg.to_yaml())
+        return _run_children(cfg, run_dir, kind, kids, progress, callbacks)
+
+
+def resume_multi(cfg: Config, run_dir: str | Path, progress=None, callbacks: Iterable = ()) -> dict:
+    """Finish a multi-seed / cross-validation parent: skip finished children, resume or start the others."""
+    kind, kids = children(cfg)
+    with run_dir_lock(run_dir):
+        return _run_children(cfg, Path(run_dir), kind, kids, progress, callbacks)
+
+
+def _run_children(cfg: Config, run_dir: Path, kind: str, kids: list[tuple[str, Config]], progress,
+                  callbacks: Iterable) -> dict:
+    if cfg.run.parallel > 1 and len(kids) > 1:
+        reports = run_side_by_side(kids, run_dir, cfg.run.parallel, callbacks, progress)
+        return write_aggregate(run_dir, cfg, reports, kind, [n for n, _ in kids])
+    reports = []
+    for name, child in kids:
+        if progress is not None and hasattr(progress, "note"):
+            progress.note(f"[bold]{name}[/] ({run_dir})")
+        reports.append(_run_child(child, run_dir / name, progress, callbacks))
+    return write_aggregate(run_dir, cfg, reports, kind, [n for n, _ in kids])
+
+
+def _run_child(child: Config, child_dir: Path, progress, callbacks: Iterable) -> dict:
+    """One child: finished -> its report; started -> resumed; else run."""
+    if (child_dir / "report.json").is_file():
+        return read_json(child_dir / "report.json")
+    if (child_dir / "config.yaml").is_file():
+        return resume(child_dir, progress=progress, callbacks=callbacks)
+    return run(child, out=child_dir, progress=progress, callbacks=callbacks)
+
+
+def run_side_by_side(kids: list[tuple[str, Config]], run_dir: Path, parallel: int, callbacks: Iterable = (),
+                     progress=None) -> list[dict]:
+    """Children in ``parallel`` spawned processes at once (one GPU, or the CPU cores split between them).
+
+    Each child is the same config as in a sequential run and writes its own directory, so the results
+    equal running them one by one (on the CPU, bit for bit when ``run.threads`` is set: the thread count
+    is the only thing that could change float reductions). Without ``run.threads`` each process gets
+    cores // parallel threads. Children sharing a teacher wait for the one that trains it (cache lock).
+    Each process gets its own copy of ``callbacks`` (they must be picklable).
+    """
+    if distributed.info().active:
+        raise UserError("run.parallel > 1 cannot be combined with torchrun; use one or the other")
+    callbacks = list(callbacks)
+    try:
+        pickle.dumps(callbacks)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise UserError(f"run.parallel > 1 runs children in other processes, but a callback cannot be sent there "
+                        f"({exc}); use module-level functions or classes, or run.parallel: 1") from None
+    workers = min(parallel, len(kids))
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    if progress is not None and hasattr(progress, "note"):
+        progress.note(f"[bold]{len(kids)} runs, {workers} side by side[/] ({run_dir})")
+    jobs = [(child.model_dump(mode="json"), str(run_dir / name), callbacks, threads) for name, child in kids]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_child_job, *zip(*jobs)))
+
+
+def _child_job(raw: dict, child_dir: str, callbacks: list, threads: int) -> dict:
+    """One child in its own process (module level: a spawned process imports it by name)."""
+    if raw["run"].get("threads") is None:
+        torch.set_num_threads(threads)
+    return _run_child(validate_config(raw, "child config"), Path(child_dir), None, callbacks)
 
 
 def _resumed_config(run_dir: Path, overrides: list[str]) -> Config:
@@ -222,12 +299,10 @@ def _resumed_config(run_dir: Path, overrides: list[str]) -> Config:
     return new
 
 
-def _execute(cfg: Config, run_dir: Path, progress, stop_after_epochs: int | None, on_record=None,
-             given=None) -> dict:
+def _execute(cfg: Config, run_dir: Path, progress, callbacks: Iterable = (), given=None) -> dict:
     pipeline, device = prepare(cfg, given)
     _phase("building the models and lessons (dry run on a probe batch)", dry_build, cfg, pipeline, given)
-    runner = CourseRunner(cfg, run_dir, pipeline, device, progress=progress, stop_after_epochs=stop_after_epochs,
-                          on_record=on_record, given=given)
+    runner = CourseRunner(cfg, run_dir, pipeline, device, progress=progress, callbacks=callbacks, given=given)
     teachers = _phase("training or loading the teacher(s)", runner.teachers)
     baseline = _phase("training the baseline student", runner.baseline)
     links = _phase("training the assistant(s)", runner.chain, teachers)
@@ -268,8 +343,6 @@ def build_report(cfg: Config, pipeline: Pipeline, teachers, baseline, student, l
         t_logits.append(logits)
     teacher_logits = t_logits[0] if t_logits else None
     if len(teachers) > 1:  # the student learned from the aggregate: compare it against that
-        from curridistill.knowledge.aggregate import aggregate_teachers
-
         teacher_logits = aggregate_teachers(t_logits, pipeline.splits.test.y, cfg.run.teacher_aggregation,
                                             [tc.weight for tc in cfg.all_teachers()])
         report["teachers"] = t_metrics
@@ -302,31 +375,37 @@ def export(checkpoint: str | Path, fmt: str = "onnx", out: str | Path | None = N
     return export_model(checkpoint, fmt, out, opset=opset, check_samples=check_samples, root=root)
 
 
-def predict(model: str | Path | nn.Module, inputs, top_k: int = 5) -> list[dict]:
+def predict(model: str | Path | nn.Module, inputs, top_k: int = 5, text_column: str | None = None) -> list[dict]:
     """Top-k predictions, a row per sample (index, input, label, class, probability, top_k, probabilities).
 
     ``model``: a checkpoint, an .onnx file or an ``nn.Module``; ``inputs``: image files, folders and .npy/.npz
     arrays, or samples in memory (a tensor or NumPy array, (N, ...) or one sample). A module takes tensors as
-    given (uint8 scaled to [0, 1]); a checkpoint normalizes them with its own mean/std as in training."""
+    given (uint8 scaled to [0, 1]); a checkpoint normalizes them with its own mean/std as in training. A text
+    checkpoint takes strings, or .txt (a text per line) / .csv / .tsv files (``text_column`` names the column),
+    tokenized with the vocabulary or tokenizer its spec saved."""
     if isinstance(model, nn.Module) or isinstance(inputs, (torch.Tensor, np.ndarray)):
         return predict_objects(model, inputs, top_k=top_k)
-    return predict_files(model, [inputs] if isinstance(inputs, (str, Path)) else list(inputs), top_k=top_k)[0]
+    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    return predict_files(model, items, top_k=top_k, text_column=text_column)[0]
 
 
 def evaluate(model: str | Path | nn.Module, data=None, batch_size: int | None = None, device: str = "cpu",
-             root: str | None = None, eval: EvalConfig | dict | None = None) -> dict:
+             root: str | None = None, eval: EvalConfig | dict | None = None, overrides: list[str] | None = None) -> dict:
     """Metrics of a module or checkpoint on test data: accuracy, top5, f1_macro, confusion, loss, params, FLOPs,
     latency_ms, throughput, ... (as report.json has them per model) and ``data``, what was evaluated.
 
     ``data``: ``(x, y)`` tensors or arrays, a torch Dataset, a data set name (its test split), or None (a
     checkpoint's own data). In-memory samples reach a module as given (uint8 scaled to [0, 1]); a checkpoint
-    normalizes them with its own mean/std. ``eval``: the latency/throughput settings (``run.eval``)."""
+    normalizes them with its own mean/std. ``eval``: the latency/throughput settings (``run.eval``).
+    ``overrides``: ``data.KEY=VALUE`` changes to the data evaluated on, e.g. ``data.options.path=new_folder``."""
     eval_cfg = eval if isinstance(eval, EvalConfig) or eval is None else EvalConfig(**eval)
-    return evaluate_objects(model, data, resolve_device(device), root=root, batch_size=batch_size, eval_cfg=eval_cfg)
+    return evaluate_objects(model, data, resolve_device(device, "--device"), root=root, batch_size=batch_size,
+                            eval_cfg=eval_cfg, overrides=overrides)
 
 
 def distill(student, teacher=None, train=None, val=None, test=None, course: list[dict] | None = None, *,
-            teacher_trained: bool = False, out: str | Path | None = None, progress=None, **options) -> Result:
+            teacher_trained: bool = False, out: str | Path | None = None, progress=None, callbacks: Iterable = (),
+            **options) -> Result:
     """Distill the caller's own objects: the same config, engine, run directory and report as ``run``.
 
     ``student`` / ``teacher``: ``nn.Module`` objects, zero-argument factories, or model names ('mlp', {name, kwargs}).
@@ -335,7 +414,8 @@ def distill(student, teacher=None, train=None, val=None, test=None, course: list
     is trained by the course with ``ce`` first, unless ``teacher_trained=True`` (then used as it is).
     ``train`` / ``val`` / ``test``: torch Datasets of (x, label), ``(x, y)`` tensor or array pairs, or a data set
     name for ``train`` alone; without ``val`` a stratified ``data.val_size`` of ``train`` is held out.
-    ``course``: lessons as in YAML (default: the quickstart's KD lesson, CE without a teacher). ``options``:
+    ``course``: lessons as in YAML (default: the quickstart's KD lesson, CE without a teacher). ``callbacks``:
+    as in ``run``. ``options``:
     other config sections, e.g. ``run={"out": "runs", "seed": 0}``, ``data={"batch_size": 64}``.
 
     >>> result = distill(MyNet(16), teacher=MyNet(256), train=(x, y), test=(x_test, y_test), run={"out": "runs"})
@@ -348,7 +428,7 @@ def distill(student, teacher=None, train=None, val=None, test=None, course: list
         stack.enter_context(run_dir_lock(run_dir))
         clean_orphans(run_dir, recursive=True)
         _write_config(run_dir, cfg)
-        report = _execute(cfg, run_dir, progress, None, None, given=given)
+        report = _execute(cfg, run_dir, progress, callbacks, given=given)
     phase = (report.get("rounds") or [{}])[-1].get("phase", "student")
     return Result(report, load_trained(run_dir, phase, cfg.student.name, given),
                   teacher=load_trained(run_dir, "teacher", cfg.teacher.name, given) if cfg.teacher is not None else None,

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 EXIT_USER_ERROR = 2
+# run directories are timestamped unless --out names one: examples name RUN_DIR, or make the folder they use
+RUN_DIR_NOTE = ("RUN_DIR: the folder `run` printed (run.out/run.name-YYYYmmdd-HHMMSS, e.g. "
+                "runs/quickstart-20250101-120000, or its --out)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,23 +57,34 @@ def build_parser() -> argparse.ArgumentParser:
                    help="check names, imports and ranges only: no data loading and no dry build of the models")
 
     e = _sub(subs, "eval", "evaluate a saved model on the test split of its data",
-             "curridistill eval RUN_DIR/student/model.safetensors   # RUN_DIR: the folder `run` printed")
+             f"curridistill eval RUN_DIR/student/model.safetensors\n  {RUN_DIR_NOTE}")
     e.add_argument("checkpoint")
     e.add_argument("--data", help="dataset name (default: the one the model was trained on)")
     e.add_argument("--root", help="data directory")
     e.add_argument("--json", dest="json_out", help="also write the metrics to this JSON file")
+    e.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="change the data evaluated on, e.g. --set data.options.path=new_folder (test/<class>/ alone "
+                        "is enough) or data.options.image_size=64")
     e.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto: where the test split is predicted "
                    "(latency is always measured on a CPU copy; default cpu)")
     e.add_argument("--trust-code", action="store_true",
                    help="allow a model.json naming 'module:callable' (imports and runs that code; trusted files only)")
 
     pr = _sub(subs, "predict", "predict top-k classes with probabilities for images, folders of images or .npy/.npz "
-              "samples, with a native checkpoint or an exported .onnx model",
-              "curridistill predict runs/ship/ship/model.onnx digit.png photos/ --top-k 3 --format csv")
+              "samples, with a native checkpoint or an exported .onnx model; for a model trained on text: .txt files "
+              "(one text per line) or .csv/.tsv files with a text column",
+              "curridistill predict RUN_DIR/ship/model.onnx digit.png photos/ --top-k 3 --format csv   "
+              "# RUN_DIR of `run configs/ship_quickstart.yaml`\n"
+              "  curridistill run configs/text_trec.yaml --out runs/trec\n"
+              "  curridistill predict runs/trec/seed-0/student/model.safetensors questions.txt --top-k 2\n"
+              f"  {RUN_DIR_NOTE}")
     pr.add_argument("checkpoint", metavar="MODEL", help="NAME.safetensors (with NAME.json beside it) or an .onnx file "
                     "from `curridistill export`")
     pr.add_argument("input", nargs="+", metavar="INPUT", help="image files (PNG, JPEG, ...; resized and normalized as in "
-                    "training), folders of them, .npy arrays or .npz with key 'x' (uint8 pixels or floats in [0, 1])")
+                    "training), folders of them, .npy arrays or .npz with key 'x' (uint8 pixels or floats in [0, 1]); "
+                    "text models: .txt (one text per line), .csv/.tsv (header row), tokenized as in training")
+    pr.add_argument("--text-column", help="text models: the .csv/.tsv column holding the texts (default: the training "
+                    "data's text_column, 'text', or the only column)")
     pr.add_argument("--top-k", type=int, default=5, help="classes listed per sample, best first (default 5)")
     pr.add_argument("--format", choices=["json", "csv"], default="json")
     pr.add_argument("--out", help="write here instead of standard output")
@@ -80,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = _sub(subs, "export", "export a checkpoint for serving: ONNX (checked against PyTorch with ONNX Runtime on "
               "held-out samples, latency of both), TorchScript, or a plain safetensors pair",
-              "curridistill export runs/ship/student/model.safetensors --format onnx --out student.onnx")
+              f"curridistill export RUN_DIR/student/model.safetensors --format onnx --out student.onnx\n  {RUN_DIR_NOTE}")
     ex.add_argument("checkpoint", help="NAME.safetensors with NAME.json beside it")
     ex.add_argument("--format", choices=["onnx", "onnx-int8", "torchscript", "safetensors"], default="onnx",
                     help="onnx (fp32, default); onnx-int8 (ONNX Runtime static int8, calibrated on training samples); "
@@ -99,12 +112,17 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--input-size", default="3,32,32", help="C,H,W for the FLOPs column of `list models`")
     ls.add_argument("--num-classes", type=int, default=10)
 
-    rp = _sub(subs, "report", "write report.md and a self-contained report.html with plots", "curridistill report runs/quickstart")
+    rp = _sub(subs, "report", "write report.md and a self-contained report.html with plots",
+              "curridistill run configs/quickstart.yaml --out runs/qs\n  curridistill report runs/qs\n"
+              f"  curridistill report RUN_DIR   # {RUN_DIR_NOTE}")
     rp.add_argument("run_dir")
 
     cp = _sub(subs, "compare", "one table across run directories (single runs or multi-seed parents): accuracy mean ± std, "
               "params, FLOPs, latency, gain over the baseline, Welch p-value vs the first run's student",
-              "curridistill compare runs/kd-seeds runs/dkd-seeds --out compare.md")
+              "curridistill run configs/quickstart.yaml --seeds 0,1,2 --out runs/kd-seeds\n"
+              "  curridistill run configs/quickstart.yaml --seeds 0,1,2 --set course.0.loss.kd.temperature=2 "
+              "--out runs/kd-t2-seeds\n"
+              "  curridistill compare runs/kd-seeds runs/kd-t2-seeds --out compare.md")
     cp.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     cp.add_argument("--out", help="also write the table as Markdown to this file")
     cp.add_argument("--json", dest="json_out", help="also write the rows as JSON to this file")

@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import os
 import sys
 from pathlib import Path
@@ -19,7 +16,9 @@ from curridistill.errors import UserError
 from curridistill.io import write_json, write_text
 from curridistill.models.checkpoint import trusting_code
 
-console = Console() if sys.stdout.isatty() else Console(width=120)  # logs and pipes: no truncated columns
+# logs, pipes and files: no terminal to fit, so never wrap (rich would wrap at 80 columns, splitting run names)
+PIPE_WIDTH = 4000
+console = Console() if sys.stdout.isatty() else Console(width=PIPE_WIDTH)
 EXIT_STOPPED = 3  # --stop-after-epochs reached: checkpointed, resumable
 
 
@@ -32,11 +31,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.stop_after_epochs is not None and args.stop_after_epochs < 1:
         raise UserError(f"--stop-after-epochs {args.stop_after_epochs}: give a number of epochs >= 1")
     progress = make_progress(args.quiet or worker, getattr(args, "log_format", "auto"))
+    callbacks = [api.StopAfterEpochs(args.stop_after_epochs)] if args.stop_after_epochs is not None else []
     if args.resume:
         if args.config or args.seeds is not None:
             raise UserError("--resume continues a run with its saved config; drop CONFIG and --seeds "
                             "(--set KEY=VALUE changes the saved config)")
-        call = lambda: api.resume(args.resume, progress=progress, stop_after_epochs=args.stop_after_epochs,  # noqa: E731
+        call = lambda: api.resume(args.resume, progress=progress, callbacks=callbacks,  # noqa: E731
                                   overrides=args.overrides)
     else:
         if not args.config:
@@ -50,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise UserError(f"--parallel {args.parallel}: give a number of processes >= 1, e.g. --parallel 4")
             args.overrides = [*args.overrides, f"run.parallel={args.parallel}"]
         cfg = load_config(args.config, args.overrides)
-        call = lambda: api.run(cfg, out=args.out, progress=progress, stop_after_epochs=args.stop_after_epochs)  # noqa: E731
+        call = lambda: api.run(cfg, out=args.out, progress=progress, callbacks=callbacks)  # noqa: E731
     try:
         with trusting_code(getattr(args, "trust_code", False)):
             if progress:
@@ -125,7 +125,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     preflight.check(cfg, build=not getattr(args, "static", False))
     if args.show:
-        sys.stdout.write(cfg.to_yaml())
+        from curridistill.data.registry import DATA_ENV, resolve_root
+
+        header = ""
+        if cfg.data.root in (None, "") and resolve_root(None) is not None:  # show the root the run will read
+            cfg = cfg.model_copy(deep=True)
+            cfg.data.root = str(resolve_root(None))
+            header = f"# data.root: from ${DATA_ENV}\n"
+        sys.stdout.write(header + cfg.to_yaml())
     else:
         lessons = ", ".join(f"{l.name or i}: {l.epochs} epochs, loss {'+'.join(l.loss)}" for i, l in enumerate(cfg.course))
         checked = "names, imports and ranges checked" if getattr(args, "static", False) else \
@@ -136,11 +143,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     with trusting_code(getattr(args, "trust_code", False)):
-        metrics = api.evaluate(args.checkpoint, args.data, device=getattr(args, "device", "cpu") or "cpu", root=args.root)
+        metrics = api.evaluate(args.checkpoint, args.data, device=getattr(args, "device", "cpu") or "cpu", root=args.root,
+                               overrides=args.overrides)
     if args.json_out:
         write_json(args.json_out, metrics)
+    classes = len(metrics.get("confusion") or [])  # top-5 of 5 classes or fewer is always 1.0: not shown
+    top5 = f", top5 {metrics['top5']:.4f}" if "top5" in metrics and (classes == 0 or classes > 5) else ""
     console.print(f"{args.checkpoint} on {metrics['data']} test ({metrics['samples']} samples): "
-                  f"accuracy {metrics['accuracy']:.4f}, top5 {metrics['top5']:.4f}, f1_macro {metrics['f1_macro']:.4f}, "
+                  f"accuracy {metrics['accuracy']:.4f}{top5}, f1_macro {metrics['f1_macro']:.4f}, "
                   f"loss {metrics['loss']:.4f}, params {metrics['params']:,}, latency {metrics['latency_ms']:.3f} ms")
     return 0
 
@@ -151,7 +161,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.out and Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a directory; give a file path such as {Path(args.out) / 'predictions.json'}")
     with trusting_code(getattr(args, "trust_code", False)):
-        rows, classes = predict_files(args.checkpoint, args.input, top_k=args.top_k)
+        rows, classes = predict_files(args.checkpoint, args.input, top_k=args.top_k, text_column=args.text_column,
+                                      literal_texts=False)  # INPUTs are files; texts as strings are for Python
     text = to_json(rows) if args.format == "json" else to_csv(rows, classes)
     if args.out:
         write_text(args.out, text)
@@ -187,7 +198,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         table.add_column(col)
     for row in rows:
         table.add_row(*[str(v) for v in row.values()])
-    Console(width=200).print(table)
+    Console(width=max(console.width, 200)).print(table)
     return 0
 
 

@@ -6,7 +6,6 @@ Every default is visible with ``curridistill validate CONFIG --print``.
 """
 from __future__ import annotations
 
-import difflib
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -14,9 +13,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from curridistill.curriculum import SCORERS, parse_pacing, parse_self_paced
 from curridistill.errors import UserError
+from curridistill.knowledge import load_all
 from curridistill.models.transfer import TransferConfig
 from curridistill.schedules import ScheduleSpec, parse_schedule
+from curridistill.search_space import parse_space
+from curridistill.suggest import suggest
 
 
 class Strict(BaseModel):
@@ -139,8 +142,6 @@ class CurriculumConfig(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "CurriculumConfig":
-        from curridistill.curriculum import SCORERS, parse_pacing, parse_self_paced
-
         try:
             SCORERS.get(self.scorer)
         except UserError as exc:
@@ -212,6 +213,13 @@ class LessonConfig(Strict):
         return raw if isinstance(raw, (ScheduleSpec, PlateauConfig)) else parse_schedule(raw, "lr_schedule")
 
 
+def ce_only(course: list[LessonConfig]) -> list[LessonConfig]:
+    """The same lesson plan (epochs, optimizer, LR) with the hard-label loss only and no curriculum: how a
+    baseline, and a teacher without a course of its own, train."""
+    ce = {"ce": TermConfig(kind="ce", weight=ScheduleSpec(value=1.0), params={"label_smoothing": 0.0})}
+    return [lesson.model_copy(update={"loss": ce, "curriculum": None, "teacher": None}) for lesson in course]
+
+
 _TERM_KEYS = {"kind", "weight", "temperature", "teacher"}
 
 
@@ -225,8 +233,6 @@ def _parse_term(name: str, spec: Any) -> Any:
         spec = {"weight": spec}
     if not isinstance(spec, dict):
         raise ValueError(f"term {name!r} must be a weight or a mapping of options, got {spec!r}")
-    from curridistill.knowledge import load_all
-
     knowledge = load_all()
     kind = spec.get("kind", name.split("@")[0])
     try:
@@ -327,8 +333,6 @@ class TuneConfig(Strict):
     @field_validator("space")
     @classmethod
     def _space(cls, value: dict) -> dict:
-        from curridistill.experiments.tune import parse_space
-
         parse_space(value)  # raises ValueError with the key
         return value
 
@@ -505,9 +509,9 @@ def explain(exc: ValidationError, model: type[BaseModel] = Config) -> str:
         return f"unknown key {path!r}; {_nearest(str(loc[-1]), valid)}"
     if err["type"] == "missing":
         given = err.get("input")
-        near = difflib.get_close_matches(str(loc[-1]), [str(k) for k in given], n=1, cutoff=0.6) if isinstance(given, dict) else []
-        if near:
-            return f"missing required key {path!r} — did you mean {near[0]!r}? rename it to {str(loc[-1])!r}"
+        hint = suggest(loc[-1], given, cutoff=0.6, fallback="") if isinstance(given, dict) else ""
+        if hint:
+            return f"missing required key {path!r} — {hint} rename it to {str(loc[-1])!r}"
         return f"missing required key {path!r}; add it (see `curridistill validate --print` on an example in configs/)"
     msg = err["msg"].removeprefix("Value error, ")
     shown = f" (got {err['input']!r})" if err["type"] not in ("value_error",) and _short(err.get("input")) else ""
@@ -519,8 +523,7 @@ def _short(value: Any) -> bool:
 
 
 def _nearest(key: str, valid: list[str]) -> str:
-    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    return f"did you mean {near[0]!r}?" if near else f"valid keys: {', '.join(valid)}"
+    return suggest(key, valid, fallback=f"valid keys: {', '.join(valid)}")
 
 
 def _fields_at(model: Any, loc: list) -> list[str]:

@@ -73,12 +73,16 @@ def clean_orphans(directory: str | Path, name: str = "*", recursive: bool = Fals
     return removed
 
 
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
+def hash_file(h: Any, path: str | Path, chunk_size: int = 1 << 20) -> Any:
+    """Feed the bytes of ``path`` into the hashlib object ``h`` chunk by chunk (constant memory); return ``h``."""
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+        while chunk := f.read(chunk_size):
+            h.update(chunk)
+    return h
+
+
+def file_sha256(path: str | Path) -> str:
+    return hash_file(hashlib.sha256(), path).hexdigest()
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
@@ -103,6 +107,23 @@ def read_json(path: str | Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"corrupt JSON file {path}: {exc}; delete it or restore it from a backup") from None
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The JSON objects of a JSONL file (``metrics.jsonl``), one per line; a line cut by a kill mid-write (or any
+    line that is not a JSON object) is skipped, a missing file is no records."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
 
 
 def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> Path:

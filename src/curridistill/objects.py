@@ -32,9 +32,9 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset, TensorDataset
 
 from curridistill.config import Config, DataConfig, EvalConfig, validate_config
-from curridistill.data.base import ArrayData, Splits, channel_stats, stratified_split
+from curridistill.data.base import ArrayData, Splits, channel_stats, split_validation
 from curridistill.data.labels import check_labels
-from curridistill.data.pipeline import Pipeline, load_splits
+from curridistill.data.pipeline import Pipeline, eval_data_config, load_test_split
 from curridistill.errors import UserError
 from curridistill.evaluate.evaluation import evaluate_model
 from curridistill.models.checkpoint import load_model, load_weights, read_spec
@@ -227,12 +227,7 @@ def make_splits(train: Any, val: Any, test: Any, cfg: DataConfig) -> Splits:
     train_full = ArrayData(tx, ty, classes)
     check_labels(train_full, "train")
     if val is None:
-        holdout = int(round(cfg.val_size * len(train_full))) if cfg.val_size < 1 else int(cfg.val_size)
-        if not 0 < holdout < len(train_full):
-            raise UserError(f"data.val_size={cfg.val_size} leaves no training or no validation data ({len(train_full)} "
-                            f"training samples); use a fraction like 0.1, or pass val=(x, y)")
-        keep, hold = stratified_split(train_full.y, holdout, seed=cfg.split_seed)
-        train_data, val_data = train_full.subset(keep), train_full.subset(hold)
+        train_data, val_data = split_validation(train_full, cfg.val_size, cfg.split_seed, hint=", or pass val=(x, y)")
     else:
         train_data, val_data = train_full, ArrayData(*parts["val"], classes)
     test_data = ArrayData(*parts["test"], classes)
@@ -355,20 +350,20 @@ def _open(model: Any, device: torch.device) -> tuple[nn.Module, dict | None]:
 
 
 def eval_pipeline(spec: dict | None, data: Any, device: torch.device, root: str | None = None,
-                  batch_size: int | None = None) -> Pipeline:
+                  batch_size: int | None = None, overrides: list[str] | None = None) -> Pipeline:
     """A pipeline whose ``test`` split is ``data``: a data set name (its test split), the checkpoint's own data
-    (``data=None``), or in-memory data, prepared as the model saw it in training (the spec's normalization)."""
+    (``data=None``), or in-memory data, prepared as the model saw it in training (the spec's normalization).
+    ``overrides``: ``data.KEY=VALUE`` changes to the data evaluated on (e.g. another folder)."""
     eval_bs = {"eval_batch_size": batch_size} if batch_size else {}
     if data is None or isinstance(data, str):
         if data is None and spec is None:
             raise UserError("evaluate: give data to evaluate a module on: (x, y) tensors, a Dataset or a data set name")
-        raw = {"name": data} if data else dict((spec or {}).get("data") or {"name": "digits"})
-        if raw.get("name") == IN_MEMORY:
+        own = spec or {}
+        cfg = eval_data_config(data or None, own.get("data"), root, overrides, own.get("input_shape"), **eval_bs)
+        if cfg.name == IN_MEMORY:
             raise UserError("this checkpoint was trained on in-memory data; pass the test data: evaluate(model, (x, y))")
-        if root:
-            raw["root"] = root
-        cfg = DataConfig(**{**raw, **eval_bs})
-        splits = load_splits(cfg)
+        stats = (own["mean"], own["std"]) if "mean" in own and "std" in own else None
+        splits = load_test_split(cfg, classes=own.get("classes"), stats=stats)
         if spec is not None and splits.num_classes != spec["num_classes"]:
             raise UserError(f"the model predicts {spec['num_classes']} classes but data {cfg.name!r} has "
                             f"{splits.num_classes}; evaluate it on the data it was trained for")
@@ -386,11 +381,12 @@ def eval_pipeline(spec: dict | None, data: Any, device: torch.device, root: str 
 
 
 def evaluate_objects(model: Any, data: Any = None, device: torch.device = torch.device("cpu"), root: str | None = None,
-                     batch_size: int | None = None, eval_cfg: EvalConfig | None = None) -> dict:
+                     batch_size: int | None = None, eval_cfg: EvalConfig | None = None,
+                     overrides: list[str] | None = None) -> dict:
     """Metrics of a module or checkpoint on a test split (``evaluate_model``'s, without ``train_seconds``),
     plus ``data``: the name of what was evaluated."""
     module, spec = _open(model, device)
-    pipeline = eval_pipeline(spec, data, device, root, batch_size)
+    pipeline = eval_pipeline(spec, data, device, root, batch_size, overrides)
     metrics, _ = evaluate_model(module, pipeline, eval_cfg or EvalConfig(), None)
     metrics.pop("train_seconds", None)
     metrics["data"] = pipeline.cfg.name

@@ -14,7 +14,6 @@ step. A bad tap path or adapter shape fails here, not after the teacher and the 
 """
 from __future__ import annotations
 
-import difflib
 import inspect
 import math
 from pathlib import Path
@@ -22,16 +21,17 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from curridistill.config import Config, LessonConfig, ModelConfig, PlateauConfig, TeacherConfig
+from curridistill.config import Config, LessonConfig, ModelConfig, PlateauConfig, TeacherConfig, ce_only
 from curridistill.data import DATASETS  # the package registers every loader
+from curridistill.data.folds import select_fold
 from curridistill.data.pipeline import Pipeline, load_splits
 from curridistill.errors import UserError
 from curridistill.knowledge import load_all
 from curridistill.models.checkpoint import check_name, load_model, load_weights, read_spec, verify_checksum
 from curridistill.models.registry import MODELS, build_model, is_out_of_memory, with_defaults
+from curridistill.suggest import suggest
 from curridistill.schedules import build_schedule
 from curridistill.train import distributed
-from curridistill.train.course import ce_only
 from curridistill.train.lesson import LessonContext, LessonRun
 from curridistill.train.teachers import TeacherBank
 
@@ -108,9 +108,7 @@ def _check_data(cfg: Config) -> None:
     valid = [n for n, p in params.items() if n != "root" and p.kind is not inspect.Parameter.VAR_POSITIONAL]
     for key in cfg.data.options:
         if key not in valid:
-            near = difflib.get_close_matches(str(key), valid, n=1, cutoff=0.5)
-            hint = f"did you mean {near[0]!r}?" if near else (f"valid options: {', '.join(valid)}" if valid
-                                                                else "it takes no options")
+            hint = suggest(key, valid, fallback=f"valid options: {', '.join(valid)}" if valid else "it takes no options")
             raise UserError(f"unknown option 'data.options.{key}' for data set {cfg.data.name!r}; {hint}")
 
 
@@ -289,9 +287,5 @@ def check(cfg: Config, build: bool = True) -> None:
     check_static(cfg)
     if not build:
         return
-    splits = load_splits(cfg.data)
-    if cfg.data.cv is not None and cfg.data.cv.fold is not None:
-        from curridistill.experiments.cv import fold_splits
-
-        splits = fold_splits(splits, cfg.data.cv)
+    splits = select_fold(load_splits(cfg.data), cfg.data.cv)
     dry_build(cfg, Pipeline(splits, cfg.data, torch.device("cpu")))

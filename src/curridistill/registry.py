@@ -1,10 +1,10 @@
 """One generic registry, one instance per extension point (models, datasets, knowledge, ...)."""
 from __future__ import annotations
 
-import difflib
 from typing import Callable, Generic, Iterator, TypeVar
 
 from curridistill.errors import UserError
+from curridistill.suggest import suggest
 
 T = TypeVar("T")
 
@@ -44,7 +44,6 @@ class Registry(Generic[T]):
 
 
 def unknown_name_message(kind: str, name: str, valid: list[str], where: str = "") -> str:
-    near = difflib.get_close_matches(str(name), valid, n=1, cutoff=0.5)
-    hint = f"did you mean {near[0]!r}?" if near else f"valid names: {', '.join(sorted(valid))}"
+    hint = suggest(name, valid, fallback=f"valid names: {', '.join(sorted(valid))}")
     loc = f" at {where}" if where else ""
     return f"unknown {kind} {name!r}{loc}; {hint}"

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from curridistill.compress.measure import state_bytes
+from curridistill.evaluate.measure import state_bytes
 from curridistill.compress.quantize import quantize
 from curridistill.errors import UserError
 from curridistill.models import build_model

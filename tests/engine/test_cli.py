@@ -1,4 +1,6 @@
-"""The CLI in subprocesses: the quickstart end to end, eval/predict/list/validate, and bad input."""
+"""The CLI in subprocesses: the quickstart end to end, eval/predict/list/validate, run directories.
+
+Bad input is tested in-process in test_cli_bad_inputs.py (and tests/trust/test_bad_inputs.py)."""
 import json
 
 import numpy as np
@@ -62,42 +64,6 @@ def _write(tmp_path, raw, name="c.yaml"):
     path = tmp_path / name
     path.write_text(yaml.safe_dump(raw))
     return path
-
-
-def _bad_inputs(tmp_path):
-    good = tiny_config(tmp_path, epochs=1)
-    typo = tiny_config(tmp_path, epochs=1)
-    typo["course"][0]["optimzer"] = {}
-    model = tiny_config(tmp_path, epochs=1)
-    model["student"]["name"] = "resnett20"
-    data = tiny_config(tmp_path, epochs=1)
-    data["data"]["name"] = "cifar11"
-    corrupt = tmp_path / "corrupt.safetensors"
-    corrupt.write_bytes(b"not a safetensors file at all")
-    (tmp_path / "corrupt.json").write_text(json.dumps({"name": "mlp", "num_classes": 10, "kwargs": {}}))
-    ckpt = tiny_config(tmp_path, epochs=1)
-    ckpt["teacher"]["checkpoint"] = str(tmp_path / "missing.safetensors")
-    return [
-        (["validate", str(_write(tmp_path, typo, "typo.yaml"))], "unknown key 'course.0.optimzer'; did you mean 'optimizer'?"),
-        (["validate", str(tmp_path / "absent.yaml")], "config file not found"),
-        (["run", str(_write(tmp_path, model, "model.yaml"))], "unknown model 'resnett20'"),
-        (["run", str(_write(tmp_path, data, "data.yaml"))], "unknown dataset 'cifar11'"),
-        (["run", str(_write(tmp_path, ckpt, "ckpt.yaml"))], "checkpoint not found"),
-        (["run", str(_write(tmp_path, good, "good.yaml")), "--set", "course.0.epochs"], "expected KEY=VALUE"),
-        (["eval", str(corrupt)], "corrupt checkpoint"),
-        (["run", "--resume", str(tmp_path)], "is not a run directory"),
-        (["predict", str(corrupt), str(tmp_path / "none.npy")], "corrupt checkpoint"),
-        (["list", "nothing"], "invalid choice"),
-    ]
-
-
-def test_bad_inputs_give_one_line_and_exit_2(tmp_path):
-    for args, message in _bad_inputs(tmp_path):
-        proc = run_cli(*args)
-        assert proc.returncode == 2, (args, proc.stderr)
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and message in lines[0], (args, proc.stderr)
-        assert "Traceback" not in proc.stderr
 
 
 def test_existing_run_dir_is_not_overwritten(tmp_path):

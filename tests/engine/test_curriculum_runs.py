@@ -10,7 +10,7 @@ from curridistill import api
 from curridistill.config import load_config
 from curridistill.knowledge import Clock, KnowledgeInputs, load_all
 from curridistill.knowledge.kd import kd_loss
-from curridistill.train.course import StopRequested
+from curridistill.train.callbacks import StopAfterEpochs, StopRequested
 from tests.helpers import REPO, run_cli, tiny_config
 
 
@@ -26,7 +26,7 @@ def test_resume_in_the_middle_of_a_paced_self_rescored_lesson(tmp_path):
     cfg = load_config(raw)
     full = api.run(cfg, out=tmp_path / "full")
     with pytest.raises(StopRequested):
-        api.run(cfg, out=tmp_path / "cut", stop_after_epochs=2)  # teacher reused -> stops after student epoch 2
+        api.run(cfg, out=tmp_path / "cut", callbacks=[StopAfterEpochs(2)])  # teacher reused -> stops after student epoch 2
     resumed = api.resume(tmp_path / "cut")
     a = load_file(str(tmp_path / "full" / "student" / "model.safetensors"))
     b = load_file(str(tmp_path / "cut" / "student" / "model.safetensors"))

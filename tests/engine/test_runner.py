@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 from curridistill import api
 from curridistill.config import load_config
 from curridistill.errors import NonFiniteLoss, UserError
-from curridistill.train.course import StopRequested
+from curridistill.train.callbacks import StopAfterEpochs, StopRequested
 from tests.helpers import tiny_config
 
 REPORT_KEYS = {"accuracy", "top5", "precision", "recall", "f1", "f1_macro", "f1_weighted", "confusion", "loss", "params",
@@ -43,7 +43,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path):
     cfg = load_config(tiny_config(tmp_path, epochs=3))
     full = api.run(cfg, out=tmp_path / "full")
     with pytest.raises(StopRequested):
-        api.run(cfg, out=tmp_path / "cut", stop_after_epochs=5)  # teacher reused from cache -> stops inside student
+        api.run(cfg, out=tmp_path / "cut", callbacks=[StopAfterEpochs(5)])  # teacher reused from cache -> stops inside student
     resumed = api.resume(tmp_path / "cut")
     for model in ("baseline", "student"):
         assert resumed[model]["accuracy"] == full[model]["accuracy"]

@@ -16,7 +16,7 @@ from curridistill.experiments.auto import build_space, parse_budget
 from curridistill.experiments.auto import auto as run_auto
 from curridistill.experiments.auto_report import pareto_front_numbers
 from curridistill.knowledge import load_all
-from curridistill.train.course import StopRequested
+from curridistill.train.callbacks import StopRequested
 from tests.experiments.conftest import small, write_config
 
 FAST = {"feature": ["fitnet", "sp"]}  # CRD's 16k-sample queue is slow for a test

@@ -6,7 +6,7 @@ import torch
 from curridistill import api
 from curridistill.config import CVConfig, load_config
 from curridistill.data.base import ArrayData, Splits
-from curridistill.experiments.cv import fold_assignment, fold_splits
+from curridistill.data.folds import fold_assignment, fold_splits
 from tests.experiments.conftest import small
 
 

@@ -42,7 +42,7 @@ def test_resume_parent_skips_finished_and_matches(seed_run, exp_root):
     cfg = load_config(small(exp_root, run={**small(exp_root)["run"], "seeds": [0, 1]}))
     out = exp_root / "resume-seeds"
     with pytest.raises(api.StopRequested):
-        api.run(cfg, out=out, stop_after_epochs=3)  # killed inside seed-0's baseline
+        api.run(cfg, out=out, callbacks=[api.StopAfterEpochs(3)])  # killed inside seed-0's baseline
     assert not (out / "seed-0" / "report.json").exists() and not (out / "aggregate.json").exists()
     first = api.resume(out)
     assert first["per_seed"]["student"] == seed_run["aggregate"]["per_seed"]["student"][:2]

@@ -76,7 +76,7 @@ def test_write_report(run_dir: Path):
     md, page = paths["report.md"], paths["report.html"]
     assert md == run_dir / "report.md" and page == run_dir / "report.html"
     plot_paths = [p for k, p in paths.items() if not k.startswith("report.")]
-    assert len(plot_paths) >= 5  # curves, schedules, pareto, 3 confusion matrices
+    assert len(plot_paths) >= 4  # curves, schedules, pareto, the confusion matrices in one figure
     for p in plot_paths:
         assert p.parent == run_dir / "plots" and p.read_bytes().startswith(PNG)
     text = md.read_text(encoding="utf-8")
@@ -87,7 +87,7 @@ def test_write_report(run_dir: Path):
     assert "agreement with teacher" in text and "zero" in text
 
     html = page.read_text(encoding="utf-8")
-    assert _img_count(html) == len(plot_paths) >= 5
+    assert _img_count(html) == len(plot_paths) >= 4
     assert "http://" not in html and "https://" not in html and 'src="plots/' not in html  # self-contained
     for blob in re.findall(r'src="data:image/png;base64,([^"]+)"', html):
         assert base64.b64decode(blob).startswith(PNG)

@@ -108,7 +108,7 @@ def test_gradual_unfreezing_changes_exactly_the_named_parameters(low_digits, tmp
         if record["model"] == "student" and record["epoch"] == 1:
             seen["after_one"] = load_tensors(tmp_path / "run" / "student" / "last-0-1.safetensors")
 
-    api.run(cfg, out=tmp_path / "run", on_record=keep_first_epoch)
+    api.run(cfg, out=tmp_path / "run", callbacks=[keep_first_epoch])
     after_one = seen["after_one"]
     assert _same(after_one, init, "stage1") and _same(after_one, init, "stage2")  # epoch 0: the head only
     assert not torch.equal(after_one["fc.weight"][:, :], torch.zeros_like(after_one["fc.weight"]))

@@ -5,7 +5,7 @@ Modes (same student, batch size, optimizer and batches; measured in the same pro
 * ``ceiling``   student forward + backward + SGD step on resident, pre-normalized tensors: no data
   pipeline, no teacher. The most any training mode can reach on this machine.
 * ``plain``     supervised student training (``ce``) through the real pipeline and the real lesson step
-  (``LessonRun._step``), with the augmentation pad-crop 4 + flip.
+  (``LessonRun.step``), with the augmentation pad-crop 4 + flip.
 * ``online_kd`` the same with ``ce: 0.1`` + ``kd: {weight: 0.9, temperature: 4}``; the teacher runs a
   forward on every batch (inference mode).
 * ``cached_kd`` the same, with the teacher logits looked up in the teacher-output cache of the epoch,
@@ -40,6 +40,17 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from curridistill.api import resolve_device
+from curridistill.bench.reference import ReferenceTrainer, to_hwc_numpy
+from curridistill.config import DataConfig, LessonConfig
+from curridistill.data.pipeline import Pipeline, load_splits
+from curridistill.errors import UserError
+from curridistill.knowledge import Clock
+from curridistill.models import build_model
+from curridistill.models.taps import FeatureTaps
+from curridistill.train.lesson import LessonContext, LessonRun
+from curridistill.train.teachers import TeacherBank
 
 MODES = ("ceiling", "plain", "online_kd", "cached_kd")
 AUGMENT = {"crop_padding": 4, "flip": True}
@@ -147,8 +158,6 @@ class Mode:
 
 
 def _student(name: str, pipeline, device: torch.device, channels_last: bool) -> nn.Module:
-    from curridistill.models import build_model
-
     s = pipeline.splits
     torch.manual_seed(0)
     model = build_model(name, s.num_classes, s.input_shape[0] if len(s.input_shape) == 3 else 1, {}, where="--student")
@@ -180,11 +189,7 @@ def ceiling_mode(student: str, pipeline, device, batch_size: int, lr: float, cha
 
 def lesson_mode(student: str, pipeline, device, batch_size: int, lr: float, channels_last: bool, bank=None,
                 amp: bool = False) -> Mode:
-    """The product's own training step (``LessonRun._step``) over the real pipeline, epoch 0's batches."""
-    from curridistill.config import LessonConfig
-    from curridistill.knowledge import Clock
-    from curridistill.models.taps import FeatureTaps
-    from curridistill.train.lesson import LessonContext, LessonRun
+    """The product's own training step (``LessonRun.step``) over the real pipeline, epoch 0's batches."""
 
     loss = {"ce": 0.1, "kd": {"weight": 0.9, "temperature": 4}} if bank is not None else {"ce": 1.0}
     lesson = LessonConfig(epochs=1, loss=loss, batch_size=batch_size,
@@ -202,15 +207,13 @@ def lesson_mode(student: str, pipeline, device, batch_size: int, lr: float, chan
         idx = batches[k % len(batches)]
         x, y = pipeline.batch("train", idx, epoch=0)
         clock = Clock(progress=(k % len(batches)) / len(batches), epoch=0, epochs=1, step=k % len(batches))
-        run._step(x, y, idx, clock, taps)
+        run.step(x, y, idx, clock, taps)
         return len(idx)
 
     return Mode(step, taps.remove)
 
 
 def reference_mode(student: str, teacher: nn.Module, pipeline, device, batch_size: int, lr: float, workers: int) -> Mode:
-    from curridistill.bench.reference import ReferenceTrainer, to_hwc_numpy
-
     s = pipeline.splits
     trainer = ReferenceTrainer(to_hwc_numpy(s.train.x), s.train.y.numpy(), s.mean, s.std, teacher,
                                _student(student, pipeline, device, False), device, batch_size=batch_size,
@@ -225,16 +228,10 @@ def run_throughput(teacher: str = "resnet56", student: str = "resnet20", data: s
                    cache_dir: str | None = None, lr: float = 0.05, command: str | None = None,
                    log: Callable[[str], None] = lambda msg: None, data_options: dict | None = None) -> dict:
     """Measure every mode in interleaved rounds; returns the JSON-ready result (see module doc)."""
-    from curridistill.api import resolve_device
-    from curridistill.config import DataConfig
-    from curridistill.data.pipeline import Pipeline, load_splits
-    from curridistill.errors import UserError
-    from curridistill.models import build_model
-    from curridistill.train.teachers import TeacherBank
 
     if steps < 1 or warmup < 0 or rounds < 1 or batch_size < 2:
         raise UserError("bench throughput needs --steps >= 1, --warmup >= 0, --rounds >= 1 and --batch-size >= 2")
-    dev = resolve_device(device)
+    dev = resolve_device(device, "--device")
     amp = dev.type == "cuda"
     t_setup = time.perf_counter()
     cfg = DataConfig(name=data, root=root, subset=subset, batch_size=batch_size, augment=AUGMENT, options=data_options or {})

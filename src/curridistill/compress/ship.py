@@ -15,7 +15,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from curridistill.compress import report as compression_report
-from curridistill.compress.measure import accuracy, latency_ms, logits_of, state_bytes
+from curridistill.evaluate.measure import accuracy, latency_ms, logits_of, state_bytes
 from curridistill.compress.quantize import quantize
 from curridistill.config import Config, ShipConfig
 from curridistill.errors import UserError

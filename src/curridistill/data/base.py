@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from curridistill.errors import UserError
+
 
 @dataclass
 class ArrayData:
@@ -76,6 +78,18 @@ def stratified_split(y: Tensor, holdout: int, seed: int) -> tuple[Tensor, Tensor
     mask = torch.ones(n, dtype=torch.bool)
     mask[hold] = False
     return torch.nonzero(mask).flatten(), hold
+
+
+def split_validation(data: ArrayData, val_size: float, seed: int, hint: str = "") -> tuple[ArrayData, ArrayData]:
+    """(train, val): a stratified, seeded hold-out of ``val_size`` (a fraction below 1, or a count) of ``data``.
+
+    ``hint`` is appended to the one-line error for a size that leaves either part empty (another way out)."""
+    holdout = int(round(val_size * len(data))) if val_size < 1 else int(val_size)
+    if not 0 < holdout < len(data):
+        raise UserError(f"data.val_size={val_size} leaves no training or no validation data ({len(data)} "
+                        f"training samples); use a fraction like 0.1{hint}")
+    keep, hold = stratified_split(data.y, holdout, seed=seed)
+    return data.subset(keep), data.subset(hold)
 
 
 def channel_stats(x: Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

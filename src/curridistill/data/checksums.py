@@ -6,14 +6,13 @@ for ``download: true`` and its files are missing; the tests never call them.
 from __future__ import annotations
 
 import hashlib
-import os
 import tarfile
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from curridistill.errors import UserError
+from curridistill.io import atomic_write, hash_file
 
 CHUNK = 1 << 20
 # (resolved path, size, mtime_ns) -> md5 hex digest; a file is hashed once per process unless it changes
@@ -35,14 +34,10 @@ def md5sum(path: str | Path, chunk_size: int = CHUNK) -> str:
     cached = _MD5_CACHE.get(key)
     if cached is not None:
         return cached
-    h = hashlib.md5(usedforsecurity=False)
     try:
-        with open(path, "rb") as f:
-            while chunk := f.read(chunk_size):
-                h.update(chunk)
+        digest = hash_file(hashlib.md5(usedforsecurity=False), path, chunk_size).hexdigest()
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}; check that the file exists and is readable") from None
-    digest = h.hexdigest()
     _MD5_CACHE[key] = digest
     return digest
 
@@ -61,7 +56,7 @@ def clear_cache() -> None:
 
 
 def download(url: str, dest: str | Path, md5: str | None = None, timeout: float = 60.0) -> Path:
-    """Fetch ``url`` to ``dest`` atomically (temporary file in the same folder, then ``os.replace``).
+    """Fetch ``url`` to ``dest`` atomically (``io.atomic_write``: temporary file in the same folder, then a rename).
 
     The md5 is computed while streaming; on a mismatch nothing is left at ``dest``. An existing
     ``dest`` with the right md5 is kept without downloading.
@@ -69,28 +64,25 @@ def download(url: str, dest: str | Path, md5: str | None = None, timeout: float 
     dest = Path(dest)
     if dest.is_file() and md5 is not None and md5sum(dest) == md5.lower():
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    tmp = Path(tmp_name)
-    h = hashlib.md5(usedforsecurity=False)
-    try:
+
+    def fetch(tmp: str) -> None:
+        h = hashlib.md5(usedforsecurity=False)
         req = urllib.request.Request(url, headers={"User-Agent": "curridistill"})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(req, timeout=timeout) as resp:
+        with open(tmp, "wb") as out, urllib.request.urlopen(req, timeout=timeout) as resp:
             while chunk := resp.read(CHUNK):
                 h.update(chunk)
                 out.write(chunk)
         got = h.hexdigest()
-        if md5 is not None and got != md5.lower():
+        if md5 is not None and got != md5.lower():  # atomic_write deletes the temp file: nothing left at dest
             raise UserError(f"download of {url} is corrupt or truncated: md5 {got}, expected {md5.lower()}; "
                             f"try again, or fetch it by hand to {dest}")
-        os.replace(tmp, dest)
+
+    try:
+        atomic_write(dest, fetch)
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         reason = getattr(exc, "reason", None) or exc
         raise UserError(f"cannot download {url} to {dest} ({reason}); check the network, "
                         f"or fetch the file by hand and put it at {dest}") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return dest
 
 

@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from curridistill.data.base import ArrayData, stratified_split
-from curridistill.data.registry import DATA_ENV, DATASETS
+from curridistill.data.registry import DATA_ENV, DATASETS, INPUT_OPTIONS, TEST_SPLITS
 from curridistill.errors import UserError
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
@@ -185,13 +185,24 @@ class LazyImages:
             h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}".encode())
         return h.hexdigest()[:16]
 
+    def sampled_sum(self, step: int, chunk: int = 64) -> float:
+        """Sum of the pixels of every ``step``-th image, equal to ``x[::step].double().sum()`` of the same folder
+        decoded into memory (integer sums are exact in float64), so a cache key built from it is the same
+        whether the folder is streamed or not. Decoded ``chunk`` images at a time; remembered per ``step``."""
+        sums = self.__dict__.setdefault("_sampled_sums", {})
+        if step not in sums:
+            rows = list(range(0, len(self), max(1, int(step))))
+            sums[step] = float(sum(self.load(rows[i:i + chunk]).double().sum() for i in range(0, len(rows), chunk)))
+        return sums[step]
+
 
 @DATASETS.register("image-folder")
 def load_image_folder(root: Path | str | None = None, path: str | None = None, image_size=32, grayscale: bool = False,
                       test_fraction: float = 0.2, split_seed: int = 0, workers: int | None = None,
                       stream: bool = False) -> tuple[ArrayData, ArrayData]:
-    """Images of ``<folder>/train/<class>/`` and ``<folder>/test/<class>/``, decoded into memory
-    (or, with ``stream: true``, read from disk batch by batch by DataLoader workers)."""
+    """Images of ``<folder>/train/<class>/`` and ``<folder>/test/<class>/`` (``<folder>``: ``path``, else
+    ``data.root``), resized to ``image_size``; without test/ a stratified ``test_fraction`` is held out. Decoded
+    into memory, or with ``stream: true`` read from disk batch by batch by DataLoader workers."""
     size = _size(image_size)
     folder = _folder(root, path)
     train_dir, test_dir = folder / "train", folder / "test"
@@ -222,6 +233,35 @@ def load_image_folder(root: Path | str | None = None, path: str | None = None, i
     keep, hold = stratified_split(y, holdout, seed=split_seed)
     full = ArrayData(x, y, classes)
     return full.subset(keep), full.subset(hold)
+
+
+@TEST_SPLITS.register("image-folder")
+def load_image_folder_test(root: Path | str | None = None, path: str | None = None, image_size=32,
+                           grayscale: bool = False, test_fraction: float = 0.2, split_seed: int = 0,
+                           workers: int | None = None, stream: bool = False,
+                           classes: Sequence[str] | None = None) -> ArrayData:
+    """The test split alone, to evaluate a trained model: ``<folder>/test/<class>/`` is read without any
+    ``train/`` beside it, labelled by ``classes`` (the model's class names, in its order; a class may have no
+    test images). Without ``test/`` the test split is held out of the training images exactly as in training."""
+    folder = _folder(root, path)
+    test_dir = folder / "test"
+    if not test_dir.is_dir():
+        return load_image_folder(root, path, image_size, grayscale, test_fraction, split_seed, workers, stream)[1]
+    size = _size(image_size)
+    samples, names = scan(test_dir, classes)
+    if stream:
+        x = LazyImages([p for p, _ in samples], size, bool(grayscale))
+    else:
+        x = _decode_all(samples, size, bool(grayscale), workers if workers is not None else min(4, os.cpu_count() or 1))
+    return ArrayData(x, torch.tensor([s[1] for s in samples], dtype=torch.int64), names)
+
+
+@INPUT_OPTIONS.register("image-folder")
+def image_folder_input(input_shape: list[int]) -> dict:
+    """Decode images as a model with input (C, H, W) was trained: resized to (H, W), grey when C is 1."""
+    if len(input_shape) != 3:
+        return {}
+    return {"image_size": [int(input_shape[1]), int(input_shape[2])], "grayscale": int(input_shape[0]) == 1}
 
 
 class ImageFolderStream(Dataset):

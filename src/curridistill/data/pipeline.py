@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator
 
 import torch
+from pydantic import ValidationError
 from torch import Tensor
 
-from curridistill.config import DataConfig
-from curridistill.data.base import ArrayData, Splits, channel_stats, stratified_split
-from curridistill.data.registry import DATASETS, resolve_root
+from curridistill.config import DataConfig, apply_overrides, explain
+from curridistill.data.augment import AugmentConfig, BatchAugment
+from curridistill.data.base import ArrayData, Splits, channel_stats, split_validation, stratified_split
+from curridistill.data.registry import DATASETS, INPUT_OPTIONS, TEST_SPLITS, resolve_root
 from curridistill.data.text import bucket_batches, lengths, trim
 from curridistill.data.labels import check_labels
 from curridistill.errors import UserError
@@ -36,12 +38,7 @@ def load_splits(cfg: DataConfig) -> Splits:
     if cfg.subset is not None and cfg.subset < len(train_full):
         keep, _ = stratified_split(train_full.y, len(train_full) - cfg.subset, seed=cfg.split_seed)
         train_full = train_full.subset(keep)
-    holdout = int(round(cfg.val_size * len(train_full))) if cfg.val_size < 1 else int(cfg.val_size)
-    if not 0 < holdout < len(train_full):
-        raise UserError(f"data.val_size={cfg.val_size} leaves no training or no validation data "
-                        f"({len(train_full)} training samples); use a fraction like 0.1")
-    train_idx, val_idx = stratified_split(train_full.y, holdout, seed=cfg.split_seed)
-    train, val = train_full.subset(train_idx), train_full.subset(val_idx)
+    train, val = split_validation(train_full, cfg.val_size, cfg.split_seed)
     mean, std = channel_stats(train.x)
     info = {"train": len(train), "val": len(val), "test": len(test), "classes": len(train.classes)}
     return Splits(train, val, test, mean, std, name=cfg.name, info=info)
@@ -59,6 +56,63 @@ def keep_classes(data: ArrayData, names: list[str]) -> ArrayData:
     relabel = torch.full((len(data.classes),), -1, dtype=torch.int64)
     relabel[old] = torch.arange(len(names))
     return ArrayData(kept.x, relabel[kept.y], list(names), data.meta)
+
+
+def eval_data_config(name: str | None, saved: dict | None = None, root: str | None = None,
+                     overrides: list[str] | None = None, input_shape: list[int] | tuple[int, ...] | None = None,
+                     **fields) -> DataConfig:
+    """The data to evaluate a trained model on, as a DataConfig.
+
+    ``name`` None: ``saved``, the data config the model was trained with (its spec's ``data``). A ``name``: that
+    data set with its defaults, except the options that make its inputs fit the model (``INPUT_OPTIONS``: an
+    image folder is decoded at the model's ``input_shape``, not at the default 32x32) and ``saved``'s
+    ``normalize``. Then ``root``, ``fields``
+    (e.g. ``eval_batch_size``) and ``overrides`` (``data.KEY=VALUE``, as ``run --set``) are applied, in that order,
+    so an override wins (``data.options.image_size=64``)."""
+    import curridistill.data  # noqa: F401  (registers the loaders)
+
+    raw = dict(saved or {"name": "digits"}) if name is None else {"name": name}
+    if name is not None and saved and "normalize" in saved:  # inputs prepared as the model learned them
+        raw["normalize"] = saved["normalize"]
+    if name is not None and input_shape and name in INPUT_OPTIONS:
+        raw["options"] = INPUT_OPTIONS.get(name)(list(input_shape))
+    if root:
+        raw["root"] = root
+    raw.update(fields)
+    for item in overrides or []:
+        if not item.startswith("data."):
+            raise UserError(f"--set {item}: evaluation takes data settings only; give data.KEY=VALUE, e.g. "
+                            f"--set data.options.path=new_folder")
+    raw = apply_overrides({"data": raw}, list(overrides or []))["data"]
+    try:
+        return DataConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(f"data: {explain(exc, DataConfig)}") from None
+
+
+def load_test_split(cfg: DataConfig, classes: list[str] | None = None,
+                    stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> Splits:
+    """Splits to evaluate a trained model on ``cfg``'s test split (train and val are the test data too).
+
+    A data set with a test-split reader (``TEST_SPLITS``: image-folder) reads only that split, labelled by
+    ``classes`` (the model's class names), so a folder holding ``test/`` alone is enough; the others load as
+    in training. ``stats``: the (mean, std) the model was trained with (its spec); default: the training split's,
+    or the test split's when only it was read."""
+    import curridistill.data  # noqa: F401  (registers the loaders)
+
+    DATASETS.get(cfg.name, where="data.name")
+    if cfg.name not in TEST_SPLITS:  # every split is read, as in training
+        splits = load_splits(cfg)
+        return replace(splits, mean=tuple(stats[0]), std=tuple(stats[1])) if stats else splits
+    try:
+        test = TEST_SPLITS.get(cfg.name)(resolve_root(cfg.root), classes=classes, **cfg.options)
+    except TypeError as exc:
+        raise UserError(f"data.options for {cfg.name!r} are not accepted ({exc}); remove the unknown option") from None
+    if cfg.classes is not None:
+        test = keep_classes(test, cfg.classes)
+    mean, std = stats or channel_stats(test.x)
+    info = {"test": len(test), "classes": len(test.classes)}
+    return Splits(test, test, test, tuple(mean), tuple(std), name=cfg.name, info=info)
 
 
 @dataclass
@@ -83,8 +137,6 @@ class Pipeline:
         self.mean = mean.view(shape).to(self.device)
         self.std = std.view(shape).to(self.device)
         if self.augments:
-            from curridistill.data.augment import AugmentConfig, BatchAugment
-
             self._aug = BatchAugment(AugmentConfig(**self.cfg.augment.model_dump()), tuple(self.splits.train.x.shape[1:]))
 
     @property
@@ -101,6 +153,11 @@ class Pipeline:
         """Stable description of everything that decides the training inputs (for cache keys)."""
         return json.dumps({"augment": self.cfg.augment.model_dump(), "data_seed": self.cfg.data_seed,
                            "normalize": self.cfg.normalize}, sort_keys=True)
+
+    def augment_params_key(self) -> str | None:
+        """The version of the per-sample augmentation draws (None without augmentation): a cache of outputs on
+        augmented inputs is stale when it changes."""
+        return self._aug.key() if self._aug is not None else None
 
     def split(self, name: str) -> ArrayData:
         return getattr(self.splits, name)
@@ -199,12 +256,22 @@ class _DecodeBatches:
         return indices, self.images.load(indices)
 
 
+# data.options that decide how data are read, never which samples or pixels: not part of data_fingerprint
+READ_OPTIONS = frozenset({"stream", "workers", "download", "verify"})
+
+
 def data_fingerprint(splits: Splits, cfg: DataConfig) -> str:
-    """Hash of the data a model sees: dataset, split settings and the exact training tensors' sizes."""
-    desc = {"name": cfg.name, "options": cfg.options, "val_size": cfg.val_size, "split_seed": cfg.split_seed,
+    """Hash of the data a model sees: dataset, split settings and the exact training tensors' sizes.
+
+    Options that change how the data are read, not what they are (``READ_OPTIONS``: streaming, decoding
+    threads, download, checksum verification) are left out, and a streamed folder's checksum equals the
+    in-memory one, so switching them reuses the cached teacher and its outputs."""
+    step = max(1, len(splits.train) // 997)
+    x = splits.train.x
+    desc = {"name": cfg.name, "options": {k: v for k, v in cfg.options.items() if k not in READ_OPTIONS},
+            "val_size": cfg.val_size, "split_seed": cfg.split_seed,
             "subset": cfg.subset, "normalize": cfg.normalize, "info": splits.info,
-            "checksum": (splits.train.x.fingerprint() if _streamed(splits.train.x) else
-                         float(splits.train.x[:: max(1, len(splits.train) // 997)].double().sum()))}
+            "checksum": x.sampled_sum(step) if _streamed(x) else float(x[::step].double().sum())}
     if cfg.classes is not None:  # only when set, so earlier cache keys stay valid
         desc["classes"] = list(cfg.classes)
     return hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode()).hexdigest()[:16]

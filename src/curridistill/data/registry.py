@@ -1,7 +1,8 @@
 """Dataset registry: config name -> loader(root: Path | None, **options) -> (train, test) ArrayData.
 
 A loader returns the full official training split and the official test split; the validation split
-is carved out of training by ``data.pipeline.load_splits`` (stratified, seeded).
+is carved out of training by ``data.pipeline.load_splits`` (stratified, seeded). ``TEST_SPLITS`` and
+``INPUT_OPTIONS`` are optional per data set: what evaluating a trained model needs.
 """
 from __future__ import annotations
 
@@ -14,6 +15,11 @@ from curridistill.registry import Registry
 
 Loader = Callable[..., tuple[ArrayData, ArrayData]]
 DATASETS: Registry[Loader] = Registry("dataset")
+# Optional, per dataset name, for evaluating a trained model (see ``data.pipeline.load_test_split``):
+# reader(root, classes=model's class names, **options) -> the test split alone, so the training files need not exist;
+TEST_SPLITS: Registry[Callable[..., ArrayData]] = Registry("test-split reader")
+# fit(input_shape (C, H, W) of the model) -> data.options that make the data fit it (an image folder's image_size).
+INPUT_OPTIONS: Registry[Callable[[list[int]], dict]] = Registry("input options")
 DATA_ENV = "CURRIDISTILL_DATA"
 
 

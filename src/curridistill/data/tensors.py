@@ -133,7 +133,9 @@ def _classes(files: list[tuple[dict, Path]], labels: list[torch.Tensor]) -> list
 def load_tensors(root: Path | str | None = None, path: str | None = None, test_path: str | None = None,
                  layout: str = "auto", test_fraction: float | None = None, split_seed: int = 0
                  ) -> tuple[ArrayData, ArrayData]:
-    """Train and test splits from one or two .npz files (see the module docstring)."""
+    """Your own arrays: ``path``, an .npz with ``x`` and ``y`` (test split from ``test_path`` or a stratified
+    ``test_fraction``), or one .npz holding ``x_train, y_train, x_test, y_test``; ``x`` holds images (uint8 or
+    floats in [0, 1]) or (N, D) feature vectors, ``y`` labels 0..K-1 (see the module docstring)."""
     if path in (None, ""):
         raise UserError("dataset 'tensors' needs data.options.path: an .npz with x and y (plus test_path), "
                         "or one with x_train, y_train, x_test, y_test")

@@ -20,11 +20,16 @@ lower-cased word vocabulary of the training split, ids 0 = pad, 1 = unknown), ``
 truncated beyond), ``bucket`` (training batches regrouped by length within windows of this many
 batches; 0 = off). Token ids are cached in ``$CURRIDISTILL_CACHE`` (default ``.curridistill-cache``)
 under ``tokens/``, keyed by the file contents, the tokenizer files and the options.
+
+Text models take the tokenization as their ``tokenizer`` kwarg (a model default of these data sets: the ``words``
+vocabulary itself, or a Hugging Face directory with a digest of its files, plus ``max_length``), so a checkpoint's
+spec carries it and ``predict`` (``TextEncoder``) encodes new text exactly as the training data was encoded.
 """
 from __future__ import annotations
 
 import csv
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -190,6 +195,21 @@ class WordTokenizer:
         kept = [w for w, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= min_freq]
         self.vocab = {w: i + 2 for i, w in enumerate(kept[: max_vocab - 2])}
 
+    @classmethod
+    def from_state(cls, state: dict, where: str = "the model's tokenizer") -> "WordTokenizer":
+        """The tokenizer of ``state()``: the same vocabulary, so the same ids."""
+        words = state.get("vocab")
+        if not isinstance(words, list) or not all(isinstance(w, str) for w in words) or len(set(words)) != len(words):
+            raise UserError(f"{where}: 'vocab' must be a list of distinct words (ids 2, 3, ...); restore the JSON saved "
+                            f"with the weights")
+        tok = cls([])
+        tok.vocab = {w: i + 2 for i, w in enumerate(words)}
+        return tok
+
+    def state(self) -> dict:
+        """The vocabulary in id order (ids 2, 3, ...; 0 = pad, 1 = unknown), as saved in a checkpoint's spec."""
+        return {"kind": "words", "vocab": sorted(self.vocab, key=self.vocab.__getitem__)}
+
     def words(self, text: str) -> list[str]:
         return self._split.findall(text.lower())
 
@@ -208,6 +228,7 @@ class HFTokenizer:
     """A Hugging Face tokenizer from a local directory (special tokens such as [CLS]/[SEP] included)."""
 
     def __init__(self, ref: str, where: str = "data.options.tokenizer"):
+        self.ref = str(ref)
         self.path = resolve_hf_dir(ref, where)
         transformers = require_transformers(f"{where}={ref!r}")
         try:
@@ -228,6 +249,11 @@ class HFTokenizer:
 
     def describe(self) -> str:
         return f"hf:{dir_digest(self.path, TOKENIZER_FILES)}"
+
+    def state(self) -> dict:
+        """Where the tokenizer lies (as named, and resolved) and the digest of its files, as saved in a spec."""
+        return {"kind": "hf", "ref": self.ref, "path": str(self.path.resolve()),
+                "digest": dir_digest(self.path, TOKENIZER_FILES)}
 
 
 def make_tokenizer(spec: str, train_texts: list[str]):
@@ -302,8 +328,11 @@ def tokenize_splits(name: str, train: tuple[list[str], list[str]], test: tuple[l
             tmp.replace(path)
         except OSError:
             pass  # a read-only cache only costs the tokenization next time
+    # tokenizer_state goes into every checkpoint's spec (the vocabulary, or the tokenizer directory and its digest),
+    # so predict encodes new text exactly as this training data was
+    state = {**tok.state(), "max_length": max_length}
     meta = {"kind": "tokens", "pad_id": tok.pad_id, "vocab_size": tok.vocab_size, "tokenizer": str(tokenizer),
-            "max_length": max_length, "bucket": bucket,
+            "tokenizer_state": state, "max_length": max_length, "bucket": bucket,
             "model_defaults": {"vocab_size": tok.vocab_size, "pad_id": tok.pad_id}}
     y_train = torch.tensor([index[c] for c in train[1]], dtype=torch.int64)
     y_test = torch.tensor([index[c] for c in test[1]], dtype=torch.int64)
@@ -430,17 +459,83 @@ def bucket_batches(index_batches: Iterable[Tensor], lens: Tensor, window: int, s
 
 
 # ------------------------------------------------------------------------------------ prediction
-def encode_texts(texts: list[str], spec: dict) -> Tensor:
-    """(N, L) token ids of new texts for a model trained on text data (``spec`` of its checkpoint).
+TEXT_DATASETS = ("trec", "sst2", "sms-spam", "text-table")
 
-    The tokenizer is the one named in the training config (``data.options.tokenizer``); the built-in
-    ``words`` vocabulary is not stored with the model, so prediction needs a Hugging Face tokenizer."""
-    options = (spec.get("data") or {}).get("options") or {}
-    tokenizer = options.get("tokenizer", "words")
-    if tokenizer in (None, "", "words"):
-        raise UserError("this model was trained with the built-in 'words' tokenizer, whose vocabulary is not saved with "
-                        "it; train with data.options.tokenizer set to a Hugging Face directory (e.g. minilm) to predict "
-                        "on new text")
-    tok = HFTokenizer(str(tokenizer), where="the model's data.options.tokenizer")
-    max_length = int(options.get("max_length", 128))
-    return pad_ids(tok.encode([str(t) for t in texts], max_length), tok.pad_id)
+
+def tokenizer_state(spec: dict) -> dict | None:
+    """How a checkpoint's training data was tokenized: the spec's ``tokenizer`` (``{kind: words, vocab, max_length}``
+    or ``{kind: hf, ref, path, digest, max_length}``, from the text loaders' ``tokenizer_state``), or None for a
+    spec that predates it."""
+    state = spec.get("tokenizer")
+    return state if isinstance(state, dict) else None
+
+
+def is_text_spec(spec: dict) -> bool:
+    """Whether a checkpoint's model was trained on token ids (a text data set)."""
+    data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
+    return (tokenizer_state(spec) is not None or data.get("name") in TEXT_DATASETS
+            or "tokenizer" in (data.get("options") or {}))
+
+
+def _default_max_length(dataset: str | None) -> int:
+    """The loader's own default ``max_length`` (trec 64, sms-spam 96, ...), for specs that did not record it."""
+    if dataset in DATASETS:
+        param = inspect.signature(DATASETS.get(dataset)).parameters.get("max_length")
+        if param is not None and isinstance(param.default, int):
+            return param.default
+    return 128
+
+
+def spec_tokenizer(spec: dict):
+    """``(tokenizer, max_length)`` that encode new text exactly as the checkpoint's training data was encoded."""
+    state = tokenizer_state(spec)
+    if state is None:  # a checkpoint saved before specs carried the tokenizer: only a Hugging Face one can be found
+        data = spec.get("data") if isinstance(spec.get("data"), dict) else {}
+        options = data.get("options") or {}
+        tokenizer = options.get("tokenizer", "words")
+        if tokenizer in (None, "", "words"):
+            raise UserError("this model was trained with the built-in 'words' tokenizer before checkpoints saved its "
+                            "vocabulary; train it again (curridistill run CONFIG) to predict on new text")
+        tok = HFTokenizer(str(tokenizer), where="the model's data.options.tokenizer")
+        return tok, int(options.get("max_length", _default_max_length(data.get("name"))))
+    where = "the model's tokenizer (tokenizer in its JSON)"
+    max_length = state.get("max_length")
+    if not isinstance(max_length, int) or isinstance(max_length, bool) or max_length < 1:
+        raise UserError(f"{where}: max_length is {max_length!r}; restore the JSON saved with the weights")
+    if state.get("kind") == "words":
+        tok = WordTokenizer.from_state(state, where)
+    elif state.get("kind") == "hf":
+        path, ref = state.get("path"), state.get("ref")
+        use = path if isinstance(path, str) and Path(path).is_dir() else ref  # resolved path first, then the name
+        if not isinstance(use, str) or not use:
+            raise UserError(f"{where}: no tokenizer directory ('path' / 'ref'); restore the JSON saved with the weights")
+        tok = HFTokenizer(use, where=where)
+        digest = dir_digest(tok.path, TOKENIZER_FILES)
+        if state.get("digest") and digest != state["digest"]:
+            raise UserError(f"the tokenizer files in {tok.path} differ from those this model was trained with (digest "
+                            f"{digest} vs {state['digest']}); restore that tokenizer or train the model again")
+    else:
+        raise UserError(f"{where}: kind {state.get('kind')!r} is not 'words' or 'hf'; restore the JSON saved with the "
+                        f"weights")
+    size = (spec.get("kwargs") or {}).get("vocab_size")
+    if isinstance(size, int) and tok.vocab_size != size:
+        raise UserError(f"{where}: {tok.vocab_size} tokens but the model embeds {size}; restore the JSON saved with "
+                        f"the weights")
+    return tok, max_length
+
+
+class TextEncoder:
+    """New texts -> (N, L) int64 ids right-padded with ``pad_id``, tokenized as the checkpoint's training data was
+    (same vocabulary or tokenizer files, same truncation at ``max_length``)."""
+
+    def __init__(self, spec: dict):
+        self.tokenizer, self.max_length = spec_tokenizer(spec)
+        self.pad_id = int(self.tokenizer.pad_id)
+
+    def __call__(self, texts: list[str]) -> Tensor:
+        return pad_ids(self.tokenizer.encode([str(t) for t in texts], self.max_length), self.pad_id)
+
+
+def encode_texts(texts: list[str], spec: dict) -> Tensor:
+    """(N, L) token ids of new texts for a model trained on text data (``spec`` of its checkpoint)."""
+    return TextEncoder(spec)(texts)

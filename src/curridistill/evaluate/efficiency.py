@@ -2,13 +2,13 @@
 batch-1 latency (median) and batch throughput on CPU."""
 from __future__ import annotations
 
-import statistics
 import time
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from curridistill.evaluate import measure
 from curridistill.models.placement import model_device, probe_input, synchronize
 
 
@@ -35,18 +35,9 @@ def flops_per_sample(model: nn.Module, input_shape: tuple[int, ...]) -> int:
 def latency_ms(model: nn.Module, input_shape: tuple[int, ...], runs: int = 50, warmup: int = 5) -> float:
     """Median wall time of one batch-1 forward on the model's device, in milliseconds."""
     model = model.eval()
-    x = probe_input(model, input_shape, fill="randn")
     device = model_device(model)
-    for _ in range(warmup):
-        model(x)
-    times = []
-    for _ in range(runs):
-        synchronize(device)
-        t0 = time.perf_counter()
-        model(x)
-        synchronize(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
+    return measure.latency_ms(model, probe_input(model, input_shape, fill="randn"), runs, warmup,
+                              sync=lambda: synchronize(device))
 
 
 @torch.inference_mode()

@@ -10,9 +10,16 @@ import math
 from itertools import combinations
 from typing import Iterable, Sequence
 
-from scipy import stats as _st
-
 from curridistill.errors import UserError
+
+
+def _student_t():
+    """scipy's Student t distribution, imported on first use: scipy.stats takes seconds to import, and every
+    command (even `--help`) imports this module through the API, while only the statistics need it."""
+    from scipy import stats
+
+    return stats.t
+
 
 DEFAULT_MODELS = ("teacher", "baseline", "student")
 # keys of a report.json that are never models, and scalar model keys that are bookkeeping, not metrics
@@ -61,7 +68,7 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> dict:
     var = _var(xs, mean)
     std = math.sqrt(var)
     sem = std / math.sqrt(n)
-    half = float(_st.t.ppf(0.5 + confidence / 2.0, df=n - 1)) * sem
+    half = float(_student_t().ppf(0.5 + confidence / 2.0, df=n - 1)) * sem
     out.update(std=std, sem=sem, ci_low=mean - half, ci_high=mean + half)
     return out
 
@@ -99,7 +106,7 @@ def welch_t_test(a: Sequence[float], b: Sequence[float]) -> dict:
         return out
     t = diff / math.sqrt(se2)
     df = se2 ** 2 / ((sa ** 2 / (na - 1) if sa else 0.0) + (sb ** 2 / (nb - 1) if sb else 0.0))
-    p = float(2.0 * _st.t.sf(abs(t), df))
+    p = float(2.0 * _student_t().sf(abs(t), df))
     out.update(t=t, df=df, p_value=min(1.0, p))
     return out
 
@@ -178,3 +185,10 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
         running = max(running, min(1.0, (m - rank) * p))
         adjusted[i] = running
     return adjusted
+
+
+def format_p(p: float | None, missing: str = "–") -> str:
+    """A p-value for a table: 4 decimals, ``< 0.0001`` below that, ``missing`` when there is none (n < 2)."""
+    if p is None:
+        return missing
+    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"

@@ -32,11 +32,13 @@ import copy
 import json
 import math
 import multiprocessing as mp
+import os
 import re
 import shutil
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -47,16 +49,17 @@ import yaml
 from pydantic import ValidationError
 
 from curridistill import api
-from curridistill.config import AutoConfig, Config, apply_overrides, load_config, normalize, validate_config
+from curridistill.config import AutoConfig, Config, apply_overrides, ce_only, load_config, normalize, validate_config
 from curridistill.data.pipeline import Pipeline, load_splits
 from curridistill.errors import UserError
 from curridistill.experiments import auto_space as S
 from curridistill.experiments.auto_report import (auto_markdown, describe_fidelity, fmt_seconds, mean_pm,
                                                   pareto_front_numbers, plot_front, trial_row, write_trials_csv)
-from curridistill.experiments.tune import _compact_course, _mask, student_phase
-from curridistill.io import read_json, write_json, write_text
+from curridistill.experiments.tune import compact_course, mask_url, open_study, student_phase
+from curridistill.io import read_json, read_jsonl, write_json, write_text
 from curridistill.models import build_model
-from curridistill.train.course import CourseRunner, StopRequested, ce_only
+from curridistill.train.callbacks import StopRequested
+from curridistill.train.course import CourseRunner
 
 RUN_OVERHEAD_S = 1.5  # per api.run: data, evaluation, latency timing, files (measured: ~1 s on digits)
 STATE = "auto-state.json"
@@ -158,6 +161,7 @@ class Search:
             raise optuna.TrialPruned(f"rejected before training: {why}")
         trial_dir = Path(self.out) / "trials" / f"trial-{trial.number}"
         trial.set_user_attr("run_dir", str(trial_dir))
+        trial.set_user_attr("pid", os.getpid())  # which process ran it (--trials-parallel: one of the workers)
         seen: list[float] = []
         single = self.objective == "accuracy"
 
@@ -177,7 +181,7 @@ class Search:
         try:
             cfg = validate_config(self.candidate_raw(values, self.trial_base, self.fidelity.epochs),
                                   f"auto trial {trial.number}")
-            api.run(cfg, out=trial_dir, on_record=on_record)
+            api.run(cfg, out=trial_dir, callbacks=[on_record])
         except (UserError, RuntimeError, ValueError) as exc:  # a failed trial: keep why (trials.csv, auto.md)
             trial.set_user_attr("error", (str(exc).splitlines() or [type(exc).__name__])[0][:300])
             raise
@@ -204,7 +208,6 @@ def _drop_weights(run_dir: Path) -> None:
 def _make_study(search: Search, seed: int, load: bool, n_epochs: int):
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=8)
     if search.objective == "accuracy":
         pruner = optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(n_epochs, 1), reduction_factor=3)
@@ -212,31 +215,21 @@ def _make_study(search: Search, seed: int, load: bool, n_epochs: int):
     else:
         pruner = optuna.pruners.NopPruner()
         directions = ["maximize", "minimize"]
-    try:
-        from sqlalchemy.exc import SQLAlchemyError
-    except ImportError:  # pragma: no cover
-        SQLAlchemyError = RuntimeError  # noqa: N806
-    try:
-        return optuna.create_study(study_name=search.study_name, storage=search.storage, sampler=sampler, pruner=pruner,
-                                   directions=directions, load_if_exists=load)
-    except optuna.exceptions.DuplicatedStudyError:
-        raise UserError(f"study {search.study_name!r} already exists in {_mask(search.storage)}; continue it with "
-                        f"--resume or choose another --out / --storage") from None
-    except (ImportError, ValueError, RuntimeError, SQLAlchemyError) as exc:
-        raise UserError(f"--storage {_mask(search.storage)}: cannot open it ({str(exc).splitlines()[0]}); give an "
-                        f"Optuna storage URL such as sqlite:///study.db or postgresql://user:pass@host/db") from None
+    return open_study(search.study_name, search.storage, sampler, pruner, directions, load=load,
+                      again="choose another --out / --storage")
 
 
 def _worker(search: Search, seed: int, deadline: float, n_trials: int | None, n_epochs: int) -> None:
     """One process of ``--trials-parallel``: the same study from the shared storage, starting trials until the
-    deadline (wall-clock ``time.time()``, so the processes' start-up counts against the search's share)."""
+    deadline (wall-clock ``time.time()``, so the processes' start-up counts against the search's share). The parent
+    alone writes trials.csv and the state file (one writer), from the storage."""
     timeout = deadline - time.time()
     if timeout <= 0:
         return
     torch.set_num_threads(1)
     study = _make_study(search, seed, True, n_epochs)
     study.optimize(search.objective_fn, n_trials=n_trials, timeout=timeout, catch=(UserError, RuntimeError, ValueError),
-                   gc_after_trial=True, callbacks=[lambda s, _: write_trials_csv(Path(search.out) / "trials.csv", s.trials)])
+                   gc_after_trial=True)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -297,7 +290,7 @@ def _pinned_teacher_raw(raw: dict, cfg: Config) -> dict:
     teachers = [out["teacher"]] if isinstance(out.get("teacher"), dict) else list(out.get("teachers") or [])
     for t in teachers:
         if isinstance(t, dict) and not t.get("course") and not t.get("checkpoint"):
-            t["course"] = _compact_course(raw, pinned)
+            t["course"] = compact_course(raw, pinned)
     return out
 
 
@@ -323,10 +316,7 @@ def _trial_settings(raw: dict) -> dict:
 
 
 def _best_val(run_dir: Path) -> float | None:
-    path = run_dir / "metrics.jsonl"
-    if not path.is_file():
-        return None
-    vals = [r.get("val_accuracy") for r in map(json.loads, path.read_text().splitlines())
+    vals = [r.get("val_accuracy") for r in read_jsonl(run_dir / "metrics.jsonl")
             if student_phase(str(r.get("model", ""))) and isinstance(r.get("val_accuracy"), (int, float))]
     return max(vals) if vals else None
 
@@ -355,6 +345,8 @@ def auto(config: str | Path | dict, budget: str | float, out: str | Path | None 
     """
     if trials_parallel < 1:
         raise UserError(f"--trials-parallel {trials_parallel}: give at least 1")
+    if stop_after_trials is not None and trials_parallel > 1:
+        raise UserError("stop_after_trials stops a search of one process; use it with trials_parallel=1")
     options = {"objective": objective, "cost": cost, "max_latency_ms": max_latency_ms, "max_params": max_params}
     job = AutoJob(config, parse_budget(budget), out, options, resume, storage, overrides, log or (lambda msg: None))
     job.estimate()
@@ -582,6 +574,14 @@ class AutoJob:
             if stop_after_trials is not None and len(this_call) >= stop_after_trials:
                 study_.stop()
 
+        reported = {t.number for t in study.trials if t.state in finished}
+
+        def poll() -> None:  # --trials-parallel: trials the workers finished, read back from the storage
+            for t in study.get_trials(deepcopy=False, states=finished):
+                if t.number not in reported:
+                    reported.add(t.number)
+                    after_trial(study, t)
+
         n_done = sum(1 for t in study.trials if t.state in finished)
         n_trials = None if s.max_trials is None else max(0, s.max_trials - n_done)
         search_s = 0.0 if self.state.get("finals_started") else self.state["plan"]["search_s"]
@@ -591,7 +591,7 @@ class AutoJob:
                 study.optimize(ctx.objective_fn, n_trials=n_trials, timeout=search_s, gc_after_trial=True,
                                catch=(UserError, RuntimeError, ValueError), callbacks=[after_trial])
             else:
-                _optimize_parallel(ctx, s.seed, search_s, n_trials, trials_parallel, self.proxy.epochs)
+                _optimize_parallel(ctx, s.seed, search_s, n_trials, trials_parallel, self.proxy.epochs, poll)
         self.add_phase("search", time.monotonic() - t0)
         self.save_state()
         trials = study.trials
@@ -789,13 +789,38 @@ def _requeue_interrupted(study) -> None:
             study.enqueue_trial(t.params, user_attrs={"requeued_from": t.number}, skip_if_exists=False)
 
 
-def _optimize_parallel(search: Search, seed: int, timeout: float, n_trials: int | None, workers: int, n_epochs: int) -> None:
-    per = None if n_trials is None else max(1, math.ceil(n_trials / workers))
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        deadline = time.time() + timeout
-        futures = [pool.submit(_worker, search, seed + i, deadline, per, n_epochs) for i in range(workers)]
-        for f in futures:
-            f.result()
+def _split_trials(n_trials: int | None, workers: int) -> list[int | None]:
+    """Trials per worker process: ``n_trials`` shared out exactly (no more trials than one process would run, and
+    no idle process when there are fewer trials than workers); None: until the deadline."""
+    if n_trials is None:
+        return [None] * workers
+    return [n_trials // workers + (1 if i < n_trials % workers else 0) for i in range(min(workers, n_trials))]
+
+
+def _optimize_parallel(search: Search, seed: int, timeout: float, n_trials: int | None, workers: int, n_epochs: int,
+                       poll: Callable[[], None] | None = None, poll_s: float = 1.0) -> None:
+    """``workers`` spawned processes share the study through its storage; ``poll()`` runs here every ``poll_s``
+    while they work (and once at the end) to report their finished trials."""
+    shares = _split_trials(n_trials, workers)
+    pool = ProcessPoolExecutor(len(shares), mp_context=mp.get_context("spawn"))
+    deadline = time.time() + timeout
+    futures = [pool.submit(_worker, search, seed + i, deadline, per, n_epochs) for i, per in enumerate(shares)]
+    try:
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=poll_s, return_when=FIRST_EXCEPTION)
+            if poll is not None:
+                poll()
+            for f in done:
+                f.result()  # a worker's error (e.g. UserError opening the storage) ends the search here
+    except BrokenProcessPool:
+        raise UserError(f"a --trials-parallel worker process died (out of memory, or killed); the finished trials "
+                        f"are kept in {mask_url(search.storage)}: continue with --resume, or use fewer "
+                        f"--trials-parallel") from None
+    finally:
+        # the trials are in the storage: do not wait for the workers' interpreter teardown (measured ~20 s with torch
+        # loaded on a busy 2-core machine); they are joined in the background, and at exit at the latest
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _candidates(complete: list, front: list, objective: str, k: int) -> list:
@@ -835,7 +860,7 @@ def _summary(job: "AutoJob", trials: list, front: list, finals: list[dict], chos
                  "test_gain": test_gain, "survived": (test_gain / search_gain) if search_gain > 0 else None}
     return {
         "config": job.where, "objective": settings.objective, "cost": settings.cost,
-        "study_name": job.search_ctx.study_name, "storage": _mask(job.storage),
+        "study_name": job.search_ctx.study_name, "storage": mask_url(job.storage),
         "constraints": {"max_params": settings.max_params, "max_latency_ms": settings.max_latency_ms},
         "budget_s": job.budget_s, "used_s": job.clock.used(), "phases_s": state.get("phases", {}),
         "estimate_at_start": state.get("estimate_at_start"), "plan": state["plan"],

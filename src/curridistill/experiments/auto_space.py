@@ -25,7 +25,6 @@ the lesson, so a short proxy run and the full run follow the same schedule shape
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import re
 import statistics
@@ -38,12 +37,14 @@ from torch import nn
 
 from curridistill.curriculum import ORDER_MODES, PACINGS, SCORERS, SELF_PACED
 from curridistill.curriculum.pacing import EXPONENTIAL_KINDS
+from curridistill.curriculum.scorers import ScoreInputs, score
 from curridistill.errors import UserError
 from curridistill.evaluate.efficiency import count_params, latency_ms
-from curridistill.experiments.tune import Param, parse_space
+from curridistill.search_space import Param, parse_space
 from curridistill.knowledge import KNOWLEDGE, Clock, KnowledgeInputs, load_all
 from curridistill.models import build_model
 from curridistill.models.taps import FeatureTaps
+from curridistill.suggest import suggest
 
 # ------------------------------------------------------------------------------------------- catalogue
 LOGIT_RECIPES = {"kd": "kd", "kd_ls": "kd", "dkd": "dkd", "dist": "dist", "ctkd": "ctkd"}  # recipe -> main term
@@ -172,8 +173,7 @@ def override_dims(dims: list[Dim], overrides: dict[str, Any], where: str = "auto
     out = {d.name: d for d in dims}
     for name, spec in (overrides or {}).items():
         if name not in by_name:
-            near = difflib.get_close_matches(str(name), list(by_name), n=1, cutoff=0.5)
-            hint = f"did you mean {near[0]!r}?" if near else f"dimensions: {', '.join(by_name)}"
+            hint = suggest(name, by_name, fallback=f"dimensions: {', '.join(by_name)}")
             raise UserError(f"{where}: unknown dimension {name!r}; {hint}")
         base = by_name[name]
         if isinstance(spec, list) and not spec:
@@ -205,8 +205,7 @@ def _check_choices(base: Dim, choices: list, where: str) -> None:
     valid = base.param.choices
     for c in choices:
         if c not in valid:
-            near = difflib.get_close_matches(str(c), [str(v) for v in valid], n=1, cutoff=0.5)
-            hint = f"did you mean {near[0]!r}?" if near else f"valid: {', '.join(map(str, valid))}"
+            hint = suggest(c, valid, fallback=f"valid: {', '.join(map(str, valid))}")
             raise UserError(f"{where}.{base.name}: {c!r} is not a choice; {hint}")
 
 
@@ -408,8 +407,6 @@ def probe_feature_terms(student: nn.Module, teacher: nn.Module, input_shape: tup
 def probe_scorers(num_classes: int, lengths: torch.Tensor | None = None) -> tuple[tuple[str, ...], dict[str, str]]:
     """Which registered scorers can score this data (e.g. ``length`` needs token counts): (usable, {left out: why})."""
     import dataclasses
-
-    from curridistill.curriculum.scorers import ScoreInputs, score
 
     n = 16 if lengths is None else len(lengths)
     targets = torch.arange(n) % num_classes

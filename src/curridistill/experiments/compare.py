@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from curridistill.errors import UserError
-from curridistill.evaluate.stats import aggregate_reports, welch_t_test
+from curridistill.evaluate.stats import aggregate_reports, format_p, welch_t_test
 from curridistill.io import read_json
 
 ORDER = ("teacher", "baseline", "student")
@@ -133,12 +133,6 @@ def _f(value, fmt: str = ".4f") -> str:
     return format(value, fmt)
 
 
-def _p(p) -> str:
-    if p is None:
-        return "–"
-    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
-
-
 def table_cells(row: dict) -> list[str]:
     acc = f"{_f(row['mean'])} ± {_f(row['std'])}" if row["std"] is not None else _f(row["mean"])
     return [row["run"], row["method"], row["model"], acc, str(row["n"]),
@@ -146,7 +140,7 @@ def table_cells(row: dict) -> list[str]:
             "–" if row["flops"] is None else f"{row['flops'] / 1e6:.3f}",
             _f(row["latency_ms"], ".3f"),
             "–" if row["delta_vs_baseline"] is None else f"{row['delta_vs_baseline']:+.4f}",
-            "ref" if row["reference"] else _p(row["p_vs_reference"])]
+            "ref" if row["reference"] else format_p(row["p_vs_reference"])]
 
 
 def headers(result: dict) -> list[str]:

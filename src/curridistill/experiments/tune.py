@@ -28,140 +28,28 @@ from __future__ import annotations
 
 import copy
 import csv
-import difflib
 import functools
 import hashlib
 import io
 import json
+import multiprocessing
 import os
-import math
 import re
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 import yaml
 
+from curridistill import api
+from curridistill.config import LessonConfig, apply_overrides, ce_only, load_config, validate_config
 from curridistill.errors import NonFiniteLoss, UserError
-
-_KINDS = ("float", "int", "categorical")
-_PRIMITIVE = (type(None), bool, int, float, str)
-_GRID_LIMIT = 10_000
-
-
-# ------------------------------------------------------------------------------------------ search space
-@dataclass
-class Param:
-    """One dimension of the search space: the dotted config path and its distribution."""
-
-    key: str
-    kind: str  # float | int | categorical
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    choices: list = field(default_factory=list)  # decoded values
-    encoded: list = field(default_factory=list)  # what Optuna stores: the values, or their JSON text
-
-    def suggest(self, trial) -> Any:
-        if self.kind == "float":
-            return trial.suggest_float(self.key, self.low, self.high, log=self.log, step=self.step)
-        if self.kind == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
-        return self.decode(trial.suggest_categorical(self.key, self.encoded))
-
-    def decode(self, stored: Any) -> Any:
-        if self.kind != "categorical":
-            return stored
-        for enc, value in zip(self.encoded, self.choices):
-            if enc == stored and type(enc) is type(stored):
-                return copy.deepcopy(value)
-        return stored
-
-    def grid(self) -> list:
-        if self.kind == "categorical":
-            return list(self.encoded)
-        if self.kind == "int":
-            values = list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-            if len(values) > _GRID_LIMIT:
-                raise UserError(f"tune.space.{self.key}: {len(values)} integer values are too many for the grid sampler; "
-                                f"add a step or use sampler tpe")
-            return values
-        raise UserError(f"tune.space.{self.key} is a float range: the grid sampler needs discrete choices; write it "
-                        f"as {{categorical: [...]}} (or an int range), or use --sampler tpe / random")
-
-    def probes(self) -> list:
-        """Values that check the path and the type before any trial runs."""
-        if self.kind == "categorical":
-            return list(self.choices)
-        if self.kind == "int":
-            return [int(self.low), int(self.high)]
-        return [float(self.low), float(self.high)]
-
-
-def parse_space(space: Any) -> dict[str, Param]:
-    """Validate ``tune.space``; raises ValueError naming the key (pydantic turns it into a config error)."""
-    if not isinstance(space, dict) or not space:
-        raise ValueError("tune.space must be a non-empty mapping of dotted config path -> "
-                         "{float: [lo, hi]} | {int: [lo, hi]} | {categorical: [...]}")
-    out: dict[str, Param] = {}
-    for key, spec in space.items():
-        if not isinstance(key, str) or not key or any(not part for part in key.split(".")):
-            raise ValueError(f"tune.space key {key!r} must be a dotted config path like course.0.optimizer.lr")
-        out[key] = _parse_param(key, spec)
-    return out
-
-
-def _parse_param(key: str, spec: Any) -> Param:
-    where = f"tune.space.{key}"
-    if isinstance(spec, list):
-        spec = {"categorical": spec}
-    if not isinstance(spec, dict):
-        raise ValueError(f"{where} must be {{float: [lo, hi]}}, {{int: [lo, hi]}} or {{categorical: [...]}}, got {spec!r}")
-    kinds = [k for k in _KINDS if k in spec]
-    if len(kinds) != 1:
-        raise ValueError(f"{where} needs exactly one of float, int, categorical (got {sorted(spec) or 'none'})")
-    kind = kinds[0]
-    allowed = {kind} | ({"log", "step"} if kind != "categorical" else set())
-    extra = sorted(set(spec) - allowed)
-    if extra:
-        near = difflib.get_close_matches(str(extra[0]), sorted(allowed), n=1, cutoff=0.5)
-        hint = f"did you mean {near[0]!r}?" if near else f"valid keys: {', '.join(sorted(allowed))}"
-        raise ValueError(f"{where}: unknown option {extra[0]!r}; {hint}")
-    if kind == "categorical":
-        choices = spec["categorical"]
-        if not isinstance(choices, list) or not choices:
-            raise ValueError(f"{where}.categorical must be a non-empty list of choices")
-        if all(isinstance(c, _PRIMITIVE) for c in choices):
-            encoded = list(choices)
-        else:  # lists / mappings: Optuna stores their JSON text
-            encoded = [json.dumps(c, sort_keys=True) for c in choices]
-        if len({json.dumps(e, sort_keys=True) for e in encoded}) != len(encoded):
-            raise ValueError(f"{where}.categorical has repeated choices")
-        return Param(key, kind, choices=copy.deepcopy(choices), encoded=encoded)
-    bounds = spec[kind]
-    if (not isinstance(bounds, list) or len(bounds) != 2
-            or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and math.isfinite(b) for b in bounds)):
-        raise ValueError(f"{where}.{kind} must be [low, high], two finite numbers, got {bounds!r}")
-    low, high = bounds
-    if kind == "int" and not all(float(b).is_integer() for b in bounds):
-        raise ValueError(f"{where}.int bounds must be integers, got {bounds!r}")
-    if not low < high:
-        raise ValueError(f"{where}.{kind}: low {low} must be below high {high}")
-    log = spec.get("log", False)
-    if not isinstance(log, bool):
-        raise ValueError(f"{where}.log must be true or false")
-    step = spec.get("step")
-    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0
-                             or (kind == "int" and not float(step).is_integer())):
-        raise ValueError(f"{where}.step must be a positive {'integer' if kind == 'int' else 'number'}")
-    if log and low <= 0:
-        raise ValueError(f"{where}: a log range needs low > 0 (got {low})")
-    if log and step is not None and kind == "float":
-        raise ValueError(f"{where}: give either log or step for a float range, not both")
-    return Param(key, kind, low=low, high=high, log=log, step=step)
+from curridistill.io import write_json, write_text
+from curridistill.locks import is_locked
+from curridistill.search_space import Param, parse_space
+from curridistill.suggest import suggest
 
 
 def value_text(value: Any) -> str:
@@ -171,8 +59,6 @@ def value_text(value: Any) -> str:
 
 
 def apply_values(raw: dict, values: dict[str, Any]) -> dict:
-    from curridistill.config import apply_overrides
-
     return apply_overrides(raw, [f"{k}={value_text(v)}" for k, v in values.items()])
 
 
@@ -204,7 +90,6 @@ def _term_param_paths(resolved: dict) -> set[str]:
 
 def check_space(raw: dict, params: dict[str, Param], where: str) -> None:
     """Every key must be a path of the config (as written, or with its defaults) and accept its values."""
-    from curridistill.config import validate_config
 
     resolved = validate_config(raw, where).model_dump(mode="json")
     known = _paths(raw) | _paths(resolved) | _term_param_paths(resolved)
@@ -212,9 +97,8 @@ def check_space(raw: dict, params: dict[str, Param], where: str) -> None:
         if key.split(".")[0] == "tune":
             raise UserError(f"{where}: tune.space key {key!r} points into the tune section itself; tune other sections")
         if key not in known:
-            near = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-            hint = (f"did you mean {near[0]!r}?" if near else
-                    "free-form options (model kwargs, data options) must be written in the config first")
+            hint = suggest(key, sorted(known), cutoff=0.6,
+                           fallback="free-form options (model kwargs, data options) must be written in the config first")
             raise UserError(f"{where}: tune.space key {key!r} is not a path of this config; {hint}")
         for value in param.probes():
             try:
@@ -225,8 +109,33 @@ def check_space(raw: dict, params: dict[str, Param], where: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the study
-def _mask(url: str) -> str:
+def mask_url(url: str) -> str:
+    """A storage URL with its password hidden, for messages."""
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+def open_study(name: str, storage_url: str, sampler, pruner, directions: list[str], load: bool, again: str):
+    """Create (or with ``load``, continue) an Optuna study; bad storage or a name clash is one line.
+    ``again``: how to avoid the clash, e.g. "choose another --study-name"."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        from sqlalchemy.exc import SQLAlchemyError
+    except ImportError:  # pragma: no cover  (optuna's RDB storage needs it; a journal URL does not)
+        SQLAlchemyError = RuntimeError  # noqa: N806
+    try:
+        storage = storage_url
+        if storage_url.startswith("sqlite:"):  # parallel workers share the file: wait for its lock, do not fail
+            storage = optuna.storages.RDBStorage(storage_url, engine_kwargs={"connect_args": {"timeout": 60}})
+        return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                   directions=directions, load_if_exists=load)
+    except optuna.exceptions.DuplicatedStudyError:
+        raise UserError(f"study {name!r} already exists in {mask_url(storage_url)}; continue it with --resume "
+                        f"or {again}") from None
+    except (ImportError, ValueError, RuntimeError, SQLAlchemyError) as exc:
+        raise UserError(f"--storage {mask_url(storage_url)}: cannot open it ({str(exc).splitlines()[0]}); give an Optuna "
+                        f"storage URL such as sqlite:///study.db or postgresql://user:pass@host/db") from None
 
 
 def _make_sampler(name: str, params: dict[str, Param], tc):
@@ -291,7 +200,6 @@ def recover_interrupted(study, out: Path) -> list[int]:
     parameters again; returns their numbers. A trial of a live worker holds its directory's lock."""
     import optuna
 
-    from curridistill.locks import is_locked
 
     recovered = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
@@ -321,7 +229,6 @@ def student_phase(model: str) -> bool:
 def trial_base(raw: dict, cfg) -> dict:
     """The config every trial starts from: no tune section, one seed, baseline as tune.baseline says, and the
     teacher's course pinned to the one the original config implies (so the cached teacher serves every trial)."""
-    from curridistill.train.course import ce_only
 
     base = copy.deepcopy(raw)
     base.pop("tune", None)
@@ -348,19 +255,18 @@ def _pin_teacher_course(best_raw: dict, base: dict, params: dict[str, Param], ra
     pinned = False
     if isinstance(best_raw.get("teacher"), dict) and isinstance(base.get("teacher"), dict):
         if not best_raw["teacher"].get("course") and base["teacher"].get("course"):
-            best_raw["teacher"]["course"] = _compact_course(raw, base["teacher"]["course"])
+            best_raw["teacher"]["course"] = compact_course(raw, base["teacher"]["course"])
             pinned = True
     for mine, theirs in zip(best_raw.get("teachers") or [], base.get("teachers") or []):
         if isinstance(mine, dict) and not mine.get("course") and isinstance(theirs, dict) and theirs.get("course"):
-            mine["course"] = _compact_course(raw, theirs["course"])
+            mine["course"] = compact_course(raw, theirs["course"])
             pinned = True
     return pinned
 
 
-def _compact_course(raw: dict, pinned: list[dict]) -> list[dict]:
+def compact_course(raw: dict, pinned: list[dict]) -> list[dict]:
     """The original lessons as written, with loss {ce: 1} and no curriculum or route, when that parses to exactly
     the pinned teacher course (same cache key); else the pinned course in full."""
-    from curridistill.config import LessonConfig
 
     lessons = raw.get("course")
     if not isinstance(lessons, list) or len(lessons) != len(pinned):
@@ -380,12 +286,9 @@ def _compact_course(raw: dict, pinned: list[dict]) -> list[dict]:
 
 
 def _load_raw(config: str | Path | dict, overrides: list[str] | None) -> tuple[dict, str]:
-    from curridistill.config import apply_overrides
-
     if isinstance(config, dict):
         return apply_overrides(config, overrides or []), "config"
     path = Path(config)
-    from curridistill.config import load_config
 
     load_config(path, overrides)  # the usual checks and messages (file, YAML, keys)
     raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -404,7 +307,6 @@ def tune(config: str | Path | dict, trials: int, out: str | Path | None = None, 
     the sampler is seeded per trial).
     Returns the content of best_params.json plus ``out`` and ``trials`` (one dict per trial).
     """
-    from curridistill.config import validate_config
 
     if trials < 1:
         raise UserError(f"--trials {trials}: give at least 1 trial")
@@ -438,20 +340,8 @@ def tune(config: str | Path | dict, trials: int, out: str | Path | None = None, 
     out.mkdir(parents=True, exist_ok=True)
     storage_url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     name = study_name or f"curridistill-{cfg.run.name}"
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        from sqlalchemy.exc import SQLAlchemyError
-    except ImportError:  # pragma: no cover  (optuna's RDB storage needs it; a journal URL does not)
-        SQLAlchemyError = RuntimeError  # noqa: N806
-    try:
-        study = optuna.create_study(study_name=name, storage=storage_url, sampler=optuna_sampler,
-                                    pruner=_make_pruner(tc), direction=tc.direction, load_if_exists=resume or _worker)
-    except optuna.exceptions.DuplicatedStudyError:
-        raise UserError(f"study {name!r} already exists in {_mask(storage_url)}; continue it with --resume "
-                        f"or choose another --study-name") from None
-    except (ImportError, ValueError, RuntimeError, SQLAlchemyError) as exc:
-        raise UserError(f"--storage {_mask(storage_url)}: cannot open it ({str(exc).splitlines()[0]}); give an Optuna "
-                        f"storage URL such as sqlite:///study.db or postgresql://user:pass@host/db") from None
+    study = open_study(name, storage_url, optuna_sampler, _make_pruner(tc), [tc.direction], load=resume or _worker,
+                       again="choose another --study-name")
     _check_same_study(study, tc, sampler_name)
     if resume and not _worker:  # a worker must not fail the trials its siblings are running
         interrupted = recover_interrupted(study, out)
@@ -481,9 +371,8 @@ def tune(config: str | Path | dict, trials: int, out: str | Path | None = None, 
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after {len(seen)} epochs ({tc.metric} {best:.4f})")
 
-        from curridistill import api
 
-        api.run(trial_cfg, out=trial_dir, progress=progress, on_record=on_record)
+        api.run(trial_cfg, out=trial_dir, progress=progress, callbacks=[on_record])
         if not seen:
             raise UserError(f"trial {trial.number} logged no student epochs; the course must train the student")
         return max(seen) if tc.direction == "maximize" else min(seen)
@@ -527,12 +416,11 @@ def tune(config: str | Path | dict, trials: int, out: str | Path | None = None, 
     if pinned:
         header += ("# teacher.course is written out: it is the course the teacher of every trial was trained with "
                    "(the original lessons, loss ce), so this run reuses that teacher from run.cache_dir\n")
-    from curridistill.io import write_json, write_text
 
     write_text(out / "best.yaml", header + yaml.safe_dump(best_raw, sort_keys=False))
     result = {"metric": tc.metric, "direction": tc.direction, "value": best.value, "trial": best.number,
               "params": best_values, "run_dir": best.user_attrs.get("run_dir"), "study_name": name,
-              "storage": _mask(storage_url), "sampler": sampler_name, "pruner": tc.pruner, "counts": counts,
+              "storage": mask_url(storage_url), "sampler": sampler_name, "pruner": tc.pruner, "counts": counts,
               "n_trials": len(all_trials), "config": where, "best_yaml": str(out / "best.yaml")}
     write_json(out / "best_params.json", result)
     return {**result, "out": str(out), "trials": [_trial_row(t, params) for t in all_trials]}
@@ -541,7 +429,6 @@ def tune(config: str | Path | dict, trials: int, out: str | Path | None = None, 
 def _run_workers(parallel: int, config, trials: int, out: Path, sampler: str | None, storage_url: str, name: str,
                  timeout: float | None, overrides: list[str] | None) -> None:
     """``parallel`` spawned processes optimizing the one stored study until it has ``trials`` finished trials."""
-    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     threads = max(1, (os.cpu_count() or 1) // parallel)
@@ -554,8 +441,6 @@ def _run_workers(parallel: int, config, trials: int, out: Path, sampler: str | N
 
 def _tune_worker(config, trials: int, out: str, sampler: str | None, storage_url: str, name: str,
                  timeout: float | None, overrides: list[str] | None, threads: int) -> None:
-    import torch
-
     torch.set_num_threads(threads)  # a config's run.threads still wins inside each trial
     tune(config, trials, out=out, sampler=sampler, storage=storage_url, study_name=name, timeout=timeout,
          overrides=overrides, _worker=True)
@@ -583,8 +468,6 @@ def _trial_row(t, params: dict[str, Param]) -> dict:
 
 
 def write_trials_csv(path: Path, trials: list, params: dict[str, Param]) -> None:
-    from curridistill.io import write_text
-
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["number", "state", "value", "params", "seconds", "run_dir"])

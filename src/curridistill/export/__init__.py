@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from curridistill.compress.measure import latency_ms, logits_of
+from curridistill.evaluate.measure import latency_ms, logits_of
 from curridistill.config import DataConfig
 from curridistill.data.pipeline import Pipeline, load_splits
 from curridistill.errors import UserError

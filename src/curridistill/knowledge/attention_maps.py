@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
 from curridistill.knowledge.adapters import student_feature, teacher_feature
-from curridistill.knowledge.base import KnowledgeInputs, KnowledgeTerm
+from curridistill.knowledge.base import KnowledgeInputs, KnowledgeTerm, masked_mean
 from curridistill.knowledge.registry import KNOWLEDGE
 
 
@@ -83,9 +83,5 @@ class AttentionMaps(KnowledgeTerm):
             log_s = log_relations(fs, self.params.heads, mask)
             log_t = log_relations(ft, self.params.heads, mask)
             kl = (log_t.exp() * (log_t - log_s)).sum(dim=-1).mean(dim=1)  # (B, L): per query row, heads averaged
-            if mask is None:
-                total = total + kl.mean(dim=1)
-            else:
-                m = mask.to(kl.dtype)
-                total = total + (kl * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+            total = total + masked_mean(kl, mask)  # non-pad query rows
         return total / len(self.params.layers)

@@ -66,8 +66,16 @@ class KnowledgeTerm(nn.Module, abc.ABC):
         """Called once on a first batch (no grad) before the optimizer exists: create adapters here."""
 
     @abc.abstractmethod
-    def forward(self, inputs: KnowledgeInputs, temperature: Tensor | float = 1.0) -> Tensor:
-        """Per-sample loss, shape (B,)."""
+    def forward(self, inputs: KnowledgeInputs, temperature: Tensor | float | None = None) -> Tensor:
+        """Per-sample loss, shape (B,). ``temperature``: this step's value of the lesson's schedule (None:
+        the term's ``default_temperature``, the one place a default lives; see ``resolve_temperature``)."""
+
+    def resolve_temperature(self, temperature: Tensor | float | None) -> Tensor | float:
+        return self.default_temperature if temperature is None else temperature
+
+    def learned_temperature(self) -> float | None:
+        """A temperature the term learns itself (CTKD), for the epoch log; None for the others."""
+        return None
 
     def teacher_logits(self, inputs: KnowledgeInputs) -> Tensor:
         if inputs.teacher_logits is None:
@@ -78,6 +86,17 @@ class KnowledgeTerm(nn.Module, abc.ABC):
 def kl_per_sample(log_p_student: Tensor, log_p_teacher: Tensor) -> Tensor:
     """KL(teacher || student) summed over classes, per sample: (B, C) x (B, C) -> (B,)."""
     return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1)
+
+
+def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
+    """(B, L) [x (B, L) padding mask, nonzero = token] -> (B,) mean over each sample's non-pad positions.
+
+    No mask: the plain mean over L. A sample with no token gives 0 (the count is clamped to 1), never NaN.
+    """
+    if mask is None:
+        return values.mean(dim=1)
+    m = mask.to(values.dtype)
+    return (values * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
 
 
 def standardize(logits: Tensor, eps: float = 1e-7) -> Tensor:

@@ -74,6 +74,7 @@ class DIST(KnowledgeTerm):
     default_temperature = 4.0
     default_weight = 2.0
 
-    def forward(self, inputs: KnowledgeInputs, temperature: Tensor | float = 4.0) -> Tensor:
+    def forward(self, inputs: KnowledgeInputs, temperature: Tensor | float | None = None) -> Tensor:
+        temperature = self.resolve_temperature(temperature)
         return dist_loss(inputs.student_logits, self.teacher_logits(inputs), temperature,
                          self.params.beta, self.params.gamma)

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from curridistill.knowledge.adapters import student_feature, teacher_feature
 from curridistill.knowledge.attention_maps import as_tokens
-from curridistill.knowledge.base import KnowledgeInputs, KnowledgeTerm
+from curridistill.knowledge.base import KnowledgeInputs, KnowledgeTerm, masked_mean
 from curridistill.knowledge.registry import KNOWLEDGE
 
 
@@ -42,11 +42,7 @@ class HiddenParams(BaseModel):
 
 def masked_token_mse(fs: Tensor, ft: Tensor, mask: Tensor | None) -> Tensor:
     """(B, L, H) x (B, L, H) [x (B, L)] -> (B,) mean over non-pad tokens of the per-token mean squared error."""
-    err = (fs - ft).pow(2).mean(dim=-1)  # (B, L)
-    if mask is None:
-        return err.mean(dim=1)
-    m = mask.to(err.dtype)
-    return (err * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+    return masked_mean((fs - ft).pow(2).mean(dim=-1), mask)  # (B, L) -> (B,)
 
 
 @KNOWLEDGE.register("hidden")

@@ -36,7 +36,8 @@ class KD(KnowledgeTerm):
     default_temperature = 4.0
     default_weight = 0.9
 
-    def forward(self, inputs: KnowledgeInputs, temperature: Tensor | float = 4.0) -> Tensor:
+    def forward(self, inputs: KnowledgeInputs, temperature: Tensor | float | None = None) -> Tensor:
+        temperature = self.resolve_temperature(temperature)
         s, t = inputs.student_logits, self.teacher_logits(inputs)
         if self.params.ls:
             s, t = standardize(s), standardize(t)

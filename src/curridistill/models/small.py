@@ -8,12 +8,24 @@ from curridistill.models.registry import MODELS
 
 @MODELS.register("mlp")
 class MLP(nn.Module):
-    """Flatten -> [Linear-ReLU] x len(hidden) -> Linear. Stages: ``stage1`` .. ``stageK``, ``fc``."""
+    """Flatten -> [Linear-ReLU] x len(hidden) -> Linear. Stages: ``stage1`` .. ``stageK``, ``fc``.
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int = 8,
-                 hidden: tuple[int, ...] | list[int] = (64,), dropout: float = 0.0):
+    The input width is ``in_features`` when given (tabular data: feature vectors (N, D) take ``in_features: D``),
+    else ``in_channels * image_size**2`` (``image_size`` an int, or ``[height, width]``)."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, image_size: int | list[int] = 8,
+                 hidden: tuple[int, ...] | list[int] = (64,), dropout: float = 0.0, in_features: int | None = None):
         super().__init__()
-        width = in_channels * image_size * image_size
+        if in_features is not None:  # TypeError: build_model turns it into one line naming model.kwargs
+            if isinstance(in_features, bool) or not isinstance(in_features, int) or in_features < 1:
+                raise TypeError(f"in_features must be a positive int (the length of one feature vector), "
+                                f"got {in_features!r}")
+            width = in_features
+        else:
+            size = [image_size, image_size] if isinstance(image_size, int) else list(image_size)
+            if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
+                raise TypeError(f"image_size must be a positive int or [height, width], got {image_size!r}")
+            width = in_channels * size[0] * size[1]
         self.flatten = nn.Flatten()
         for i, h in enumerate(hidden, start=1):
             self.add_module(f"stage{i}", nn.Sequential(nn.Linear(width, h), nn.ReLU(inplace=True), nn.Dropout(dropout)))

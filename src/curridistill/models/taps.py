@@ -6,15 +6,14 @@ from contextlib import AbstractContextManager
 from torch import Tensor, nn
 
 from curridistill.errors import UserError
+from curridistill.suggest import suggest
 
 
 def find_module(model: nn.Module, path: str, who: str = "model") -> nn.Module:
     modules = dict(model.named_modules())
     if path not in modules:
-        import difflib
-
-        near = difflib.get_close_matches(path, [n for n in modules if n], n=3, cutoff=0.4)
-        hint = f"did you mean {', '.join(repr(n) for n in near)}?" if near else "list them with model.named_modules()"
+        hint = suggest(path, [n for n in modules if n], n=3, cutoff=0.4,
+                       fallback="list them with model.named_modules()")
         raise UserError(f"{who} has no module {path!r} to tap; {hint}")
     return modules[path]
 

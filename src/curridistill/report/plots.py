@@ -14,7 +14,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
 from curridistill.io import atomic_write  # noqa: E402
 
@@ -91,17 +91,40 @@ def _lesson_label(rec: dict) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------ curves
-def plot_curves(metrics: Sequence[dict], out: str | Path) -> Path:
-    """Training loss and validation accuracy per epoch, one line per (model, lesson).
+def train_ce(rec: dict) -> float | None:
+    """The epoch's unweighted training cross-entropy: ``losses.ce``, or ``train_loss`` when the objective was
+    CE alone at weight 1. None otherwise: a distilled student's ``train_loss`` is a weighted sum of CE, KD, ...
+    terms, on another scale than the other models' CE, so it is not drawn beside them."""
+    ce = _num((rec.get("losses") or {}).get("ce"))
+    if ce is not None:
+        return ce
+    weights = rec.get("weights")
+    if isinstance(weights, dict) and set(weights) == {"ce"} and _num(weights["ce"]) == 1.0:
+        return _num(rec.get("train_loss"))
+    return None
 
-    The x axis is the cumulative epoch of each model (1-based, counting across lessons).
+
+# (panel title, y label, value of a record): quantities that mean the same for every model
+_CURVES = (
+    ("training cross-entropy (hard labels, unweighted)", "CE", train_ce),
+    ("validation loss (cross-entropy)", "CE", lambda r: _num(r.get("val_loss"))),
+    ("validation accuracy", "accuracy", lambda r: _num(r.get("val_accuracy"))),
+)
+
+
+def plot_curves(metrics: Sequence[dict], out: str | Path) -> Path:
+    """Training CE, validation CE and validation accuracy per epoch, one line per (model, lesson).
+
+    Every panel holds one quantity comparable across models (a student's weighted CE+KD objective is not
+    the baseline's CE; the weights are in the schedules figure). The x axis is the cumulative epoch of each
+    model (1-based, counting across lessons).
     """
     groups = _by_model(metrics)
     colors = _colors(list(groups))
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, len(_CURVES), figsize=(14, 4))
     if not groups:
-        _placeholder(ax_loss, "no metrics recorded")
-        _placeholder(ax_acc, "no metrics recorded")
+        for ax in axes:
+            _placeholder(ax, "no metrics recorded")
     for model, recs in groups.items():
         lessons: dict[int, list[tuple[int, dict]]] = {}
         for x, rec in enumerate(recs, start=1):
@@ -110,19 +133,21 @@ def plot_curves(metrics: Sequence[dict], out: str | Path) -> Path:
             label = f"{model} · {_lesson_label(pts[0][1])}"
             style = dict(color=colors[model], linestyle=_LINESTYLES[li % len(_LINESTYLES)],
                          marker=_MARKERS[li % len(_MARKERS)], markersize=3, label=label)
-            for ax, key in ((ax_loss, "train_loss"), (ax_acc, "val_accuracy")):
-                xy = [(x, _num(r.get(key))) for x, r in pts]
+            for ax, (_, _, value) in zip(axes, _CURVES):
+                xy = [(x, value(r)) for x, r in pts]
                 xy = [(x, y) for x, y in xy if y is not None]
                 if xy:
                     ax.plot(*zip(*xy), **style)
     if groups:
-        ax_loss.set(title="training loss", ylabel="loss")
-        ax_acc.set(title="validation accuracy", ylabel="accuracy")
-        for ax in (ax_loss, ax_acc):
+        for ax, (title, ylabel, _) in zip(axes, _CURVES):
+            ax.set_title(title, fontsize=10)
+            ax.set_ylabel(ylabel)
+            if not ax.lines:
+                _placeholder(ax, "not recorded")
+                continue
             _epoch_axis(ax)
             ax.grid(alpha=0.3)
-            if ax.lines:
-                ax.legend(fontsize=7)
+            ax.legend(fontsize=7)
     return _save(fig, out)
 
 
@@ -217,6 +242,56 @@ def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], out:
     return _save(fig, out)
 
 
+def plot_confusions(matrices: Sequence[tuple[str, Sequence[Sequence[int]]]], classes: Sequence[str],
+                    out: str | Path) -> Path:
+    """Every model's confusion matrix side by side in one figure (rows: true class, columns: predicted), sized
+    by the class count, one shared colour scale (row-normalised rate), counts in the cells up to 20 classes."""
+    mats = [(n, np.asarray(m, dtype=float)) for n, m in matrices]
+    mats = [(n, m) for n, m in mats if m.ndim == 2 and m.shape[0] == m.shape[1] and m.shape[0] > 0]
+    if not mats:
+        fig, ax = plt.subplots(figsize=(4, 3))
+        _placeholder(ax, "no confusion matrix")
+        return _save(fig, out)
+    k = max(m.shape[0] for _, m in mats)
+    labels = [str(c) for c in classes] if len(classes) == k else [str(i) for i in range(k)]
+    cols = min(len(mats), 3 if k <= 20 else 2)
+    rows = math.ceil(len(mats) / cols)
+    panel = max(2.4, min(7.0, 0.32 * k + 1.4))
+    fig, axes = plt.subplots(rows, cols, figsize=(panel * cols + 0.8, panel * rows + 0.3), squeeze=False)
+    fs = 8 if k <= 20 else 6
+    long_labels = max((len(s) for s in labels), default=0) > 2
+    im = None
+    for ax, (name, m) in zip(axes.flat, mats):
+        n = m.shape[0]
+        sums = m.sum(axis=1, keepdims=True)
+        rate = np.divide(m, sums, out=np.zeros_like(m), where=sums > 0)
+        im = ax.imshow(rate, cmap="Blues", vmin=0.0, vmax=1.0)
+        ticks = np.arange(n)
+        ax.set_xticks(ticks)
+        ax.set_yticks(ticks)
+        ax.set_xticklabels(labels[:n], rotation=45 if long_labels else 0, ha="right" if long_labels else "center",
+                           fontsize=fs)
+        ax.set_yticklabels(labels[:n], fontsize=fs)
+        if n <= 20:
+            for i in range(n):
+                for j in range(n):
+                    if m[i, j]:
+                        ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=7,
+                                color="white" if rate[i, j] > 0.5 else "black")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("true", fontsize=8)
+    for ax in list(axes.flat)[len(mats):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.colorbar(im, ax=list(axes.flat), fraction=0.046 / cols, pad=0.02, label="fraction of true class")
+    out = Path(out)
+    try:  # no second tight_layout: it would ignore the shared colour bar
+        return atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
+
+
 # ------------------------------------------------------------------------------------------------------ pareto
 def plot_pareto(report: dict, out: str | Path) -> Path:
     """Accuracy against parameter count and against batch-1 latency (log x), one point per model."""
@@ -230,17 +305,37 @@ def plot_pareto(report: dict, out: str | Path) -> Path:
             _placeholder(ax, f"no {key} recorded")
             ax.set_title(f"accuracy vs {xlabel}")
             continue
-        for i, (n, x, y) in enumerate(pts):
+        for i, (n, x, y) in enumerate(pts):  # named in the legend: baseline and student often share a point
             ax.scatter([x], [y], color=colors[n], marker=_MARKERS[i % len(_MARKERS)], s=60, label=n, zorder=3)
-            ax.annotate(n, (x, y), textcoords="offset points", xytext=(6, 4), fontsize=8)
         ax.set_xscale("log")
         xs = [x for _, x, _ in pts]
         lo, hi = min(xs), max(xs)
         ax.set_xlim(lo / 2.0, hi * 2.0)
+        _log_ticks(ax, lo / 2.0, hi * 2.0)
         ax.set(xlabel=f"{xlabel} (log scale)", ylabel="test accuracy", title=f"accuracy vs {xlabel}")
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
+    drawn = [ax for ax in axes if ax.collections]
+    if drawn:  # one legend, outside the panels: inside, it hides the point in a corner (often the teacher's)
+        drawn[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
     return _save(fig, out)
+
+
+def _short_number(value: float, _pos=None) -> str:
+    """1.2M, 9k, 250, 0.5: tick labels that stay short on a log axis."""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= div:
+            return f"{value / div:g}{unit}"
+    return f"{value:g}"
+
+
+def _log_ticks(ax, lo: float, hi: float) -> None:
+    """Labelled ticks at 1, 2, 5 x 10^n (only 10^n over more than 3 decades), none on minor ticks: matplotlib's
+    default labels every minor tick of a short log range, and those labels overlap."""
+    decades = math.log10(hi / lo) if lo > 0 and hi > lo else 0.0
+    subs = (1.0,) if decades > 3 else (1.0, 2.0, 5.0) if decades > 1 else (1.0, 1.5, 2.0, 3.0, 5.0, 7.0)
+    ax.xaxis.set_major_locator(LogLocator(base=10.0, subs=subs))
+    ax.xaxis.set_major_formatter(FuncFormatter(_short_number))
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 # -------------------------------------------------------------------------------------------------- seed spread

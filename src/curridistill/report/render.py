@@ -10,7 +10,6 @@ import base64
 import html
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,10 +103,6 @@ def _seed_values(aggregate: dict) -> dict[str, list[float]]:
     return {}
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "model"
-
-
 # ------------------------------------------------------------------------------------------------- sections
 def _overview(run_dir: Path, report: dict, metrics: list[dict]) -> Section:
     items = [f"run directory: `{run_dir}`"]
@@ -130,11 +125,35 @@ def _overview(run_dir: Path, report: dict, metrics: list[dict]) -> Section:
     return Section("Run", [items])
 
 
-def _metrics_section(entries: list[tuple[str, dict]]) -> Section:
+def _fmt_selected(value: Any) -> str:
+    """report.json's ``selected``: ``{lesson, epoch, val_accuracy}`` (0-based, as in metrics.jsonl) or an epoch."""
+    if isinstance(value, dict):
+        parts = [f"epoch {value['epoch']}" if "epoch" in value else None,
+                 f"lesson {value['lesson']}" if "lesson" in value else None]
+        text = ", ".join(p for p in parts if p) or "–"
+        extra = [f"{_label(k)} {_fmt(v)}" for k, v in value.items() if k not in ("epoch", "lesson")]
+        return text + (f" ({', '.join(extra)})" if extra else "")
+    return _fmt(value, "selected")
+
+
+def num_classes(entries: list[tuple[str, dict]], classes: list[str]) -> int | None:
+    """The class count: report.json's classes, else the side of a confusion matrix."""
+    if classes:
+        return len(classes)
+    sides = [len(m["confusion"]) for _, m in entries if isinstance(m.get("confusion"), list) and m["confusion"]]
+    return max(sides) if sides else None
+
+
+def _metrics_section(entries: list[tuple[str, dict]], classes: list[str] | None = None) -> Section:
     names = [n for n, _ in entries]
+    k = num_classes(entries, list(classes or []))
     rows = []
     for key, label in SCALAR_METRICS:
-        if any(key in m for _, m in entries):
+        if key == "top5" and k is not None and k <= 5:
+            continue  # with 5 classes or fewer every label is in the top 5: always 1.0, meaningless
+        if key == "selected" and any(isinstance(m.get(key), dict) for _, m in entries):
+            rows.append([label] + [_fmt_selected(m.get(key)) for _, m in entries])
+        elif any(key in m for _, m in entries):
             rows.append([label] + [_fmt(m.get(key), key) for _, m in entries])
     extra = []  # other scalar metrics the trainer may add later
     known = {k for k, _ in SCALAR_METRICS}
@@ -323,18 +342,16 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
 
     if metrics:
         written["curves"] = plots.plot_curves(metrics, plot_dir / "curves.png")
-        images["training"].append(Image("Training loss and validation accuracy", written["curves"]))
+        images["training"].append(Image("Cross-entropy (training, validation) and validation accuracy", written["curves"]))
         written["schedules"] = plots.plot_schedules(metrics, plot_dir / "schedules.png")
         images["training"].append(Image("Schedules used per epoch", written["schedules"]))
     if entries:
         written["pareto"] = plots.plot_pareto(report, plot_dir / "pareto.png")
         images["models"].append(Image("Accuracy vs size and latency", written["pareto"]))
-    for name, m in entries:
-        if isinstance(m.get("confusion"), list) and m["confusion"]:
-            key = f"confusion_{_slug(name)}"
-            written[key] = plots.plot_confusion(m["confusion"], classes, plot_dir / f"{key}.png",
-                                                title=f"{name}: confusion matrix (test)")
-            images["models"].append(Image(f"Confusion matrix: {name}", written[key]))
+    matrices = [(name, m["confusion"]) for name, m in entries if isinstance(m.get("confusion"), list) and m["confusion"]]
+    if matrices:  # one figure, side by side: one per model stacked up mostly white space
+        written["confusion"] = plots.plot_confusions(matrices, classes, plot_dir / "confusion.png")
+        images["models"].append(Image("Confusion matrices (test split)", written["confusion"]))
     seed_values = _seed_values(aggregate) if aggregate else {}
     if seed_values:
         written["seed_spread"] = plots.plot_seed_spread(seed_values, plot_dir / "seed_spread.png")
@@ -342,7 +359,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
 
     sections = [_overview(run_dir, report, metrics)]
     if entries:
-        sections.append(_metrics_section(entries))
+        sections.append(_metrics_section(entries, classes))
     else:
         sections.append(Section("Test metrics", ["report.json holds no model metrics"]))
     sections.append(_comparison_section(report))

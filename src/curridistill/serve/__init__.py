@@ -1,9 +1,13 @@
 """Predict for people: a native checkpoint (NAME.safetensors + NAME.json) or an exported .onnx file,
 on .npy/.npz arrays, image files and folders; top-k classes with probabilities, as JSON or CSV.
 
->>> from curridistill.serve import predict_files, to_json
->>> rows = predict_files("runs/ship/ship/model.onnx", ["digit.png", "more_digits/"], top_k=3)
+A checkpoint trained on text takes .txt files (one text per line), .csv/.tsv files with a text column,
+or strings, tokenized with the vocabulary / tokenizer its spec carries (``data.text.TextEncoder``).
+
+>>> from curridistill.serve import predict_files, predict_texts, to_json
+>>> rows, classes = predict_files("runs/ship/ship/model.onnx", ["digit.png", "more_digits/"], top_k=3)
 >>> rows[0]["class"], rows[0]["top_k"][0]["probability"]
+>>> rows, classes = predict_texts("runs/trec/seed-0/student/model.safetensors", ["who wrote hamlet ?"])
 """
 from __future__ import annotations
 
@@ -16,13 +20,14 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from curridistill.data.text import TextEncoder, is_text_spec, trim
 from curridistill.errors import UserError
 from curridistill.export.onnx import OnnxModel
 from curridistill.models.checkpoint import load_model
-from curridistill.serve.inputs import collect, normalize, read_inputs
+from curridistill.serve.inputs import collect, normalize, read_inputs, read_texts
 
-__all__ = ["collect", "load_predictor", "normalize", "predict_files", "predict_tensor", "read_inputs", "to_csv", "to_json",
-           "top_k_rows"]
+__all__ = ["collect", "load_predictor", "normalize", "predict_files", "predict_ids", "predict_tensor", "predict_texts",
+           "read_inputs", "read_texts", "to_csv", "to_json", "top_k_rows"]
 
 
 def load_predictor(path: str | Path) -> tuple[Callable[[Tensor], Tensor], dict]:
@@ -43,12 +48,54 @@ def predict_tensor(forward: Callable[[Tensor], Tensor], x: Tensor, batch: int = 
     return torch.cat([torch.softmax(torch.as_tensor(forward(x[i:i + batch])).float(), 1) for i in range(0, len(x), batch)])
 
 
-def predict_files(model_path: str | Path, inputs: list[str | Path], top_k: int = 5) -> tuple[list[dict], list[str]]:
+@torch.inference_mode()
+def predict_ids(forward: Callable[[Tensor], Tensor], ids: Tensor, pad_id: int, batch: int = 512) -> Tensor:
+    """(N, C) class probabilities of (N, L) token ids, each batch trimmed to its longest row as in training."""
+    return torch.cat([torch.softmax(torch.as_tensor(forward(trim(ids[i:i + batch], pad_id))).float(), 1)
+                      for i in range(0, len(ids), batch)])
+
+
+def _text_rows(forward: Callable[[Tensor], Tensor], spec: dict, texts: list[str], names: list[str],
+               top_k: int) -> tuple[list[dict], list[str]]:
+    encoder = TextEncoder(spec)
+    probs = predict_ids(forward, encoder(texts), encoder.pad_id)
+    classes = list(spec.get("classes") or [str(i) for i in range(probs.shape[1])])
+    rows = top_k_rows(probs, classes, names, top_k)
+    for row, text in zip(rows, texts):
+        row["text"] = text
+    return rows, classes
+
+
+def predict_texts(model_path: str | Path, texts: list[str] | str, top_k: int = 5) -> tuple[list[dict], list[str]]:
+    """``(rows, class names)`` for texts given as strings (never read as file names) with a checkpoint trained on
+    text; rows as ``predict_files``'s, plus ``text``."""
+    if top_k < 1:
+        raise UserError(f"top_k must be at least 1, got {top_k}")
+    items = [texts] if isinstance(texts, str) else list(texts)
+    if not items or not all(isinstance(t, str) for t in items):
+        raise UserError("predict_texts: give a list of one or more texts (str)")
+    forward, spec = load_predictor(model_path)
+    if not is_text_spec(spec):
+        raise UserError(f"{model_path} was not trained on text; give it images or arrays with predict_files")
+    return _text_rows(forward, spec, items, [f"texts[{i}]" for i in range(len(items))], top_k)
+
+
+def predict_files(model_path: str | Path, inputs: list[str | Path], top_k: int = 5, text_column: str | None = None,
+                  literal_texts: bool = True) -> tuple[list[dict], list[str]]:
     """``(rows, class names)``; a row per sample: index, input, label, class, probability, top_k
-    [{label, class, probability}] (best first) and probabilities (all classes, by label)."""
+    [{label, class, probability}] (best first) and probabilities (all classes, by label).
+
+    A model trained on text reads .txt / .csv / .tsv files (``read_texts``; ``text_column`` names the column) and,
+    with ``literal_texts``, takes a string that names no file as a text; its rows also hold ``text``."""
     if top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {top_k}")
     forward, spec = load_predictor(model_path)
+    if is_text_spec(spec):
+        options = (spec.get("data") or {}).get("options") or {}
+        texts, names = read_texts(inputs, literal_texts, text_column, options.get("text_column"))
+        return _text_rows(forward, spec, texts, names, top_k)
+    if text_column is not None:
+        raise UserError(f"--text-column is for models trained on text; {model_path} takes images or arrays")
     x, names = read_inputs(inputs, spec)
     probs = predict_tensor(forward, x)
     classes = spec.get("classes") or [str(i) for i in range(probs.shape[1])]
@@ -72,12 +119,14 @@ def to_json(rows: list[dict]) -> str:
 
 
 def to_csv(rows: list[dict], classes: list[str]) -> str:
-    """index,label,class,p_<class>...,input,top_k (``class:probability`` pairs joined by ``;``)."""
+    """index,label,class,p_<class>...,input,top_k (``class:probability`` pairs joined by ``;``)[,text]."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    w.writerow(["index", "label", "class"] + [f"p_{c}" for c in classes] + ["input", "top_k"])
+    with_text = any("text" in r for r in rows)  # text models: the text itself, last
+    w.writerow(["index", "label", "class"] + [f"p_{c}" for c in classes] + ["input", "top_k"] + ["text"] * with_text)
     for r in rows:
         w.writerow([r["index"], r["label"], r["class"]] + [f"{v:.6f}" for v in r["probabilities"]]
-                   + [r["input"], ";".join(f"{t['class']}:{t['probability']:.6f}" for t in r["top_k"])])
+                   + [r["input"], ";".join(f"{t['class']}:{t['probability']:.6f}" for t in r["top_k"])]
+                   + [r.get("text", "")] * with_text)
     return buf.getvalue()
 

@@ -1,8 +1,12 @@
 """Inputs people have, turned into what the model was trained on: .npy/.npz arrays, image files
 (PNG, JPEG, ... through Pillow) and folders of them, resized (bilinear, as ``image-folder`` data is)
-and normalized with the model's own mean/std. Every bad input is one ``UserError`` naming the file."""
+and normalized with the model's own mean/std; for text models, texts from .txt / .csv / .tsv files or
+strings (``read_texts``; tokenized by ``data.text.TextEncoder``). Every bad input is one ``UserError``
+naming the file."""
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +137,115 @@ def normalize(x: Tensor, spec: dict) -> Tensor:
         return x
     view = (1, -1) + (1,) * (x.dim() - 2)
     return (x - torch.tensor(spec["mean"], dtype=x.dtype).view(view)) / torch.tensor(spec["std"], dtype=x.dtype).view(view)
+
+
+# ------------------------------------------------------------------------------------------------ text
+TEXT_SUFFIXES = (".txt", ".csv", ".tsv")
+
+
+def _names_a_file(s: str) -> bool:
+    """A string without whitespace ending in a file suffix (``reviews.txt``): a missing file, not a text to classify."""
+    suffixes = TEXT_SUFFIXES + IMAGE_SUFFIXES + ARRAY_SUFFIXES + (".json", ".jsonl")
+    return not any(c.isspace() for c in s) and Path(s).suffix.lower() in suffixes
+
+
+def _exists(s: str) -> bool:
+    try:
+        return Path(s).exists()
+    except (OSError, ValueError):  # a long text or one with NUL is no file name
+        return False
+
+
+def _decode_text(p: Path) -> str:
+    try:
+        return p.read_bytes().decode("utf-8-sig")
+    except OSError as exc:
+        raise UserError(f"cannot read {p} ({exc.strerror or exc}); check the path and its permissions") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{p} is not UTF-8 text (byte {exc.start}); save it as UTF-8 (one text per line, or a "
+                        f".csv/.tsv with a header row)") from None
+
+
+def _read_txt(p: Path) -> tuple[list[str], list[str]]:
+    texts, names = [], []
+    for n, line in enumerate(_decode_text(p).splitlines(), start=1):
+        if line.strip():  # blank lines are skipped; names keep the line numbers
+            texts.append(line.strip())
+            names.append(f"{p}:{n}")
+    return texts, names
+
+
+def _read_table(p: Path, text_column: str | None, trained_column: str | None) -> tuple[list[str], list[str]]:
+    reader = csv.DictReader(io.StringIO(_decode_text(p), newline=""), delimiter="\t" if p.suffix.lower() == ".tsv" else ",")
+    try:
+        columns = list(reader.fieldnames or [])
+        if not columns:
+            raise UserError(f"{p} is empty; write a header row naming the text column, then one text per row")
+        if text_column is not None:
+            if text_column not in columns:
+                raise UserError(f"{p}: no column {text_column!r} (columns: {', '.join(columns)}); fix --text-column")
+            column = text_column
+        else:
+            known = [c for c in (trained_column, "text") if c and c in columns]
+            if not known and len(columns) != 1:
+                raise UserError(f"{p}: which column holds the texts? columns: {', '.join(columns)}; name it with "
+                                f"--text-column (Python: text_column=...)")
+            column = known[0] if known else columns[0]
+        texts, names = [], []
+        for row in reader:
+            value = row.get(column)
+            if value is None:
+                raise UserError(f"{p}:{reader.line_num}: the row has no {column!r} value (fewer fields than the header); "
+                                f"fix or remove the row")
+            if value.strip():  # empty cells are skipped; names keep the line numbers
+                texts.append(value.strip())
+                names.append(f"{p}:{reader.line_num}")
+    except csv.Error as exc:
+        raise UserError(f"{p}:{reader.line_num}: not valid {p.suffix.lstrip('.').upper()} ({exc}); fix the row") from None
+    return texts, names
+
+
+def _text_files(p: Path) -> list[Path]:
+    if p.is_dir():
+        found = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in TEXT_SUFFIXES)
+        if not found:
+            raise UserError(f"folder {p} holds no .txt/.csv/.tsv files; give text files (one text per line)")
+        return found
+    if not p.is_file():
+        raise UserError(f"input not found: {p}; check the path")
+    if p.suffix.lower() not in TEXT_SUFFIXES:
+        raise UserError(f"cannot read {p} for a text model: give a .txt file (one text per line) or a .csv/.tsv file "
+                        f"with a text column")
+    return [p]
+
+
+def read_texts(inputs: list[str | Path] | str | Path, literal: bool = True, text_column: str | None = None,
+               trained_column: str | None = None) -> tuple[list[str], list[str]]:
+    """Texts to classify and a name per text (``file:line``, or ``texts[i]`` for a string given as a text).
+
+    ``inputs``: .txt files (one text per line), .csv/.tsv files with a header row (the text is ``text_column``, else
+    the column the model was trained on (``trained_column``) or ``text``, else the only column) and folders of them;
+    with ``literal``, a string that names no file is a text itself (a missing ``name.txt`` is still an error).
+    Blank lines and empty cells are skipped."""
+    items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
+    if not items:
+        raise UserError("give at least one INPUT: a .txt file (one text per line), a .csv/.tsv with a text column, "
+                        "or texts (from Python)")
+    texts: list[str] = []
+    names: list[str] = []
+    n_literal = 0
+    for item in items:
+        if isinstance(item, str) and literal and not _exists(item) and not _names_a_file(item):
+            texts.append(item)
+            names.append(f"texts[{n_literal}]")
+            n_literal += 1
+            continue
+        if not isinstance(item, (str, Path)):
+            raise UserError(f"a text model takes texts (str) or paths to .txt/.csv/.tsv files, got {type(item).__name__}")
+        for p in _text_files(Path(item)):
+            got = _read_txt(p) if p.suffix.lower() == ".txt" else _read_table(p, text_column, trained_column)
+            if not got[0]:
+                raise UserError(f"{p} holds no texts; write one text per line (a .csv/.tsv: a header row, then rows)")
+            texts.extend(got[0])
+            names.extend(got[1])
+    return texts, names

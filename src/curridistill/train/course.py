@@ -8,7 +8,6 @@ continues the open one from its last epoch.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from curridistill.config import Config, LessonConfig, ModelConfig, TeacherConfig, TermConfig
+from curridistill.config import Config, LessonConfig, ModelConfig, TeacherConfig, ce_only
 from curridistill.data.pipeline import Pipeline, data_fingerprint
 from curridistill.errors import UserError
 from curridistill.io import clean_orphans, copy_atomic, load_state, load_tensors, read_json, save_state, save_tensors, write_json
@@ -29,11 +28,12 @@ from curridistill.models.transfer import TransferPlan, init_model
 from curridistill.models.structure import apply_structure
 from curridistill.models.checkpoint import load_model, load_weights, match_input_normalization, read_spec, save_model
 from curridistill.models.placement import probe_input
-from curridistill.schedules import ScheduleSpec
 from curridistill.train import distributed
+from curridistill.train.callbacks import Callbacks
 from curridistill.train.lesson import LessonContext, LessonRun
 from curridistill.train.metrics_log import MetricsLog
 from curridistill.train.pruning import PruneLesson, restore_structure, without_prune
+from curridistill.train.tensorboard import tensorboard_sink
 from curridistill.train.teachers import TeacherBank
 
 
@@ -51,10 +51,6 @@ def _transfer_desc(mc: ModelConfig) -> dict:
     return {"init": mc.init, "transfer": mc.transfer.model_dump(mode="json") if mc.transfer else None}
 
 
-class StopRequested(Exception):
-    """Raised by ``stop_after_epochs`` to simulate a killed run (tests, time-boxed jobs)."""
-
-
 @dataclass
 class PhaseResult:
     name: str
@@ -64,27 +60,16 @@ class PhaseResult:
     reused_from: str | None = None
 
 
-def ce_only(course: list[LessonConfig]) -> list[LessonConfig]:
-    """The same lesson plan (epochs, optimizer, LR) with the hard-label loss only and no curriculum."""
-    ce = {"ce": TermConfig(kind="ce", weight=ScheduleSpec(value=1.0), params={"label_smoothing": 0.0})}
-    return [lesson.model_copy(update={"loss": ce, "curriculum": None, "teacher": None}) for lesson in course]
-
-
 class CourseRunner:
     def __init__(self, cfg: Config, run_dir: Path, pipeline: Pipeline, device: torch.device,
-                 progress=None, stop_after_epochs: int | None = None, on_record=None, given=None):
-        from curridistill.train.tensorboard import tensorboard_sink
-
+                 progress=None, callbacks=(), given=None):
         self.cfg, self.run_dir, self.pipeline, self.device = cfg, Path(run_dir), pipeline, device
         self.given = given  # objects.Given: models the caller passed as objects (distill), built from them
         self.progress = progress
-        # on_record(record) is called after every epoch record (e.g. tune's pruning hook; it may raise to stop)
         self.main = distributed.info().is_main  # only rank 0 of a distributed run writes files
-        self.log = MetricsLog(self.run_dir / "metrics.jsonl", writes=self.main,
-                              sinks=[tensorboard_sink(self.run_dir / "tensorboard") if cfg.run.tensorboard and self.main else None,
-                                     on_record])
-        self.stop_after_epochs = stop_after_epochs
-        self.epochs_this_call = 0
+        self.log = MetricsLog(self.run_dir / "metrics.jsonl", writes=self.main)
+        tensorboard = tensorboard_sink(self.run_dir / "tensorboard") if cfg.run.tensorboard and self.main else None
+        self.callbacks = Callbacks([tensorboard, *callbacks])
         self.amp = cfg.run.amp and device.type == "cuda"
 
     # ----------------------------------------------------------------- model building
@@ -95,7 +80,12 @@ class CourseRunner:
                 "in_channels": s.input_shape[0] if len(s.input_shape) == 3 else 1,
                 "input_shape": list(s.input_shape), "classes": s.train.classes,
                 "mean": list(s.mean), "std": list(s.std), "normalize": self.cfg.data.normalize,
-                "data": self.cfg.data.model_dump(mode="json"), **self._object_class(mc)}
+                "data": self.cfg.data.model_dump(mode="json"), **self._tokenizer(), **self._object_class(mc)}
+
+    def _tokenizer(self) -> dict:
+        """``{"tokenizer": ...}`` for text data: how the ids were made, so ``predict`` tokenizes new text the same way."""
+        state = self.pipeline.splits.train.meta.get("tokenizer_state")
+        return {"tokenizer": state} if state is not None else {}
 
     def _object_class(self, mc: ModelConfig) -> dict:
         """``{"object": "pkg.Class"}`` for a module the caller passed: named for information, never imported."""
@@ -234,7 +224,7 @@ class CourseRunner:
             pruning = PruneLesson.begin(self, name, mc, li, course[li], model, phase, teachers,
                                         resumed=bool(state) and li == start)  # None unless the lesson prunes
             ctx = LessonContext(phase=name, lesson_index=li, pipeline=self.pipeline, device=self.device,
-                                seed=seed, teachers=pruning.teachers if pruning else teachers, amp=self.amp, log=self.log.append,
+                                seed=seed, teachers=pruning.teachers if pruning else teachers, amp=self.amp, log=self._log,
                                 progress=self.progress, optimizer_state=carried, anchors=anchors,
                                 transfer=(TransferPlan(model, mc.transfer, [c.epochs for c in course], where=f"{name}.transfer")
                                           if mc.transfer is not None else None))
@@ -258,6 +248,12 @@ class CourseRunner:
         self.finish_phase(name, model, self.model_spec(mc), phase["seconds"], phase["best"])
         return PhaseResult(name, model.eval(), phase["seconds"], phase["best"])
 
+    def _log(self, record: dict) -> None:
+        """An epoch's record: appended to metrics.jsonl, then handed to the callbacks (rank 0 only)."""
+        if self.main:
+            self.log.append(record)
+            self.callbacks.on_record(record)
+
     def checkpoint(self, name: str, lesson: int, run: LessonRun, phase: dict, t0: float,
                    keep_epochs: list[int] | tuple = (), offset: int = 0) -> None:
         phase_dir = self.run_dir / name
@@ -266,11 +262,9 @@ class CourseRunner:
             phase["best_value"] = run.best.value
             phase["best"] = {"lesson": lesson, "epoch": run.best.epoch, "val_accuracy": run.best.value}
             phase["best_state"] = run.best.state
-        self.epochs_this_call += 1
         if self.main:
             self._save_checkpoint(phase_dir, lesson, run, phase, t0, keep_epochs, offset, improved)
-        if self.stop_after_epochs is not None and self.epochs_this_call >= self.stop_after_epochs:
-            raise StopRequested(f"stopped after {self.epochs_this_call} epochs as requested")
+        self.callbacks.on_epoch_saved()  # every rank: a stop-after callback stops all ranks at the same epoch
 
     def _save_checkpoint(self, phase_dir: Path, lesson: int, run: LessonRun, phase: dict, t0: float,
                          keep_epochs: list[int] | tuple, offset: int, improved: bool) -> None:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor, nn
 
 from curridistill.config import LessonConfig
-from curridistill.curriculum.lesson import LessonCurriculum
+from curridistill.train.curriculum import LessonCurriculum
 from curridistill.curriculum.sampler import PacedBatches, RandomBatches
 from curridistill.errors import NonFiniteLoss, UserError
 from curridistill.evaluate.metrics import predict_logits
@@ -221,7 +221,7 @@ class LessonRun:
             idx = _on_device(idx, x.device)  # once per step, so terms and the teacher cache index on the device
             step = epoch * self.steps_per_epoch + k
             clock = Clock(progress=step / self.total_steps, epoch=epoch, epochs=lesson.epochs, step=step)
-            loss, parts, logits, sample_weight = self._step(x, y, idx, clock, taps)
+            loss, parts, logits, sample_weight = self.step(x, y, idx, clock, taps)
             if sample_weight is not None:
                 weight_sum += sample_weight * len(idx)
             total_sum += loss.detach() * len(idx)
@@ -246,17 +246,21 @@ class LessonRun:
         record["steps"] = self.steps_per_epoch  # optimizer steps this epoch (the same under DDP)
         if self.curriculum is not None and self.curriculum.weights is not None:
             record["mean_sample_weight"] = float(weight_sum) / max(seen, 1)
-        learned = {n: t.learned_temperature() for n, t in self.terms.items() if hasattr(t, "learned_temperature")}
+        learned = {n: value for n, value in ((n, t.learned_temperature()) for n, t in self.terms.items())
+                   if value is not None}  # called once per term: CTKD's reading also resets its epoch mean
         if learned:
             record["temperature"] = next(iter(learned.values()))
             record["learned_temperatures"] = learned
         record["train_seconds"] = time.perf_counter() - t0
         return record
 
-    def _step(self, x: Tensor, y: Tensor, idx: Tensor, clock: Clock, taps: FeatureTaps):
+    def step(self, x: Tensor, y: Tensor, idx: Tensor, clock: Clock, taps: FeatureTaps):
+        """One optimizer step on batch (x, y) with sample indices idx: the weighted terms, self-paced
+        weights, backward, clipping and the LR schedule. Returns (loss, per-term means, logits, mean sample
+        weight or None); the loss and parts stay on the device (no host sync)."""
         ctx = self.ctx
         weights = {n: w(clock.progress) for n, w in self.weights.items()}
-        temps = {n: (t(clock.progress) if t is not None else 1.0) for n, t in self.temps.items()}
+        temps = {n: (t(clock.progress) if t is not None else None) for n, t in self.temps.items()}
         state: dict = {}
 
         def compute() -> Tensor:

@@ -6,44 +6,17 @@ import sys
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
 
-class Progress:
-    def __init__(self, console: Console | None = None):
-        self.console = console or Console(stderr=True)
-        self.bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), console=self.console, transient=True)
-        self.label = ""
-
-    def __enter__(self) -> "Progress":
-        self.bar.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.bar.stop()
-
-    def phase(self, label: str) -> None:
-        self.label = label
-
-    def start_batches(self, total: int):
-        return self.bar.add_task(f"{self.label} batches", total=total)
-
-    def advance(self, task) -> None:
-        self.bar.advance(task)
-
-    def finish(self, task) -> None:
-        self.bar.remove_task(task)
-
-    def epoch_done(self, record: dict, epochs: int) -> None:
-        extra = f" T={record['temperature']:.2f}" if record.get("temperature") is not None else ""
-        if record.get("data_fraction") is not None:
-            extra += f" data={record['data_fraction']:.2f}"
-        self.console.print(f"[bold]{record['model']}[/] lesson {record['lesson']} epoch {record['epoch'] + 1}/{epochs}  "
-                           f"loss {record['train_loss']:.4f}  val_acc {record['val_accuracy']:.4f}  "
-                           f"lr {record['lr']:.3g}{extra}  {record['seconds']:.1f}s")
-
-    def note(self, text: str) -> None:
-        self.console.print(text)
+def epoch_line(record: dict, epochs: int, bold: bool = False) -> str:
+    """One epoch's summary: model, lesson, epoch, loss, validation accuracy, LR, temperature, data share, time."""
+    extra = f" T={record['temperature']:.2f}" if record.get("temperature") is not None else ""
+    if record.get("data_fraction") is not None:
+        extra += f" data={record['data_fraction']:.2f}"
+    model = f"[bold]{record['model']}[/]" if bold else record["model"]
+    return (f"{model} lesson {record['lesson']} epoch {record['epoch'] + 1}/{epochs}  loss {record['train_loss']:.4f}  "
+            f"val_acc {record['val_accuracy']:.4f}  lr {record['lr']:.3g}{extra}  {record['seconds']:.1f}s")
 
 
 class PlainProgress:
@@ -53,7 +26,7 @@ class PlainProgress:
         self.stream = stream or sys.stdout
         self.label = ""
 
-    def __enter__(self) -> "PlainProgress":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
@@ -72,21 +45,46 @@ class PlainProgress:
         pass
 
     def epoch_done(self, record: dict, epochs: int) -> None:
-        extra = f" T={record['temperature']:.2f}" if record.get("temperature") is not None else ""
-        if record.get("data_fraction") is not None:
-            extra += f" data={record['data_fraction']:.2f}"
-        self._line(f"{record['model']} lesson {record['lesson']} epoch {record['epoch'] + 1}/{epochs}  "
-                   f"loss {record['train_loss']:.4f}  val_acc {record['val_accuracy']:.4f}  "
-                   f"lr {record['lr']:.3g}{extra}  {record['seconds']:.1f}s")
+        self._line(epoch_line(record, epochs))
 
     def note(self, text: str) -> None:
-        from rich.text import Text
-
         self._line(Text.from_markup(text).plain)
 
     def _line(self, text: str) -> None:
         self.stream.write(text + "\n")
         self.stream.flush()
+
+
+class Progress(PlainProgress):
+    """Rich bars on a terminal: a bar per epoch's batches, a line per epoch above them."""
+
+    def __init__(self, console: Console | None = None):
+        super().__init__()
+        self.console = console or Console(stderr=True)
+        self.bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), console=self.console, transient=True)
+
+    def __enter__(self) -> "Progress":
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.bar.stop()
+
+    def start_batches(self, total: int):
+        return self.bar.add_task(f"{self.label} batches", total=total)
+
+    def advance(self, task) -> None:
+        self.bar.advance(task)
+
+    def finish(self, task) -> None:
+        self.bar.remove_task(task)
+
+    def epoch_done(self, record: dict, epochs: int) -> None:
+        self.console.print(epoch_line(record, epochs, bold=True))
+
+    def note(self, text: str) -> None:
+        self.console.print(text)
 
 
 def make_progress(quiet: bool, log_format: str = "auto"):

@@ -37,8 +37,11 @@ import torch
 from safetensors import safe_open
 from torch import Tensor, nn
 
+from curridistill.data.pipeline import data_fingerprint
+from curridistill.evaluate.metrics import predict_logits
 from curridistill.io import clean_orphans, save_tensors
 from curridistill.locks import entry_lock
+from curridistill.train import distributed
 
 FORMAT = "curridistill-teacher-outputs-v1"
 LOGITS = "logits"
@@ -47,13 +50,7 @@ FEATURE_PREFIX = "feature/"
 
 def state_digest(model: nn.Module) -> str:
     """sha256 of a model's state_dict: names, dtypes, shapes and raw bytes, in name order."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        if t.numel():
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
+    return tensors_checksum(model.state_dict())
 
 
 def tensors_checksum(tensors: dict[str, Tensor]) -> str:
@@ -68,32 +65,23 @@ def tensors_checksum(tensors: dict[str, Tensor]) -> str:
 
 
 def cache_key(model: nn.Module, pipeline, split: str = "train", weights_digest: str | None = None) -> str:
-    from curridistill.data.pipeline import data_fingerprint
-
-    aug = getattr(pipeline, "_aug", None)
     desc = {
         "format": FORMAT,
         "teacher": weights_digest or state_digest(model),
         "data": data_fingerprint(pipeline.splits, pipeline.cfg),
         "split": split,
         "augment": pipeline.augment_key(),
-        "augment_params": aug.key() if aug is not None else None,  # bumps with the parameter-draw version
+        "augment_params": pipeline.augment_params_key(),  # bumps with the parameter-draw version
         "n": len(pipeline.split(split)),
     }
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:24]
 
 
 def _distributed_active() -> bool:
-    from curridistill.train import distributed
-
     return distributed.info().active
 
 
 def _is_main_process() -> bool:
-    try:
-        from curridistill.train import distributed
-    except ImportError:  # pragma: no cover
-        return True
     return distributed.info().is_main
 
 
@@ -193,8 +181,6 @@ class TeacherCache:
         Ranks reach a memory miss at the same batch (they share the epoch and the memory policy), but a
         rank may look at the disk before or after rank 0 wrote the entry; only rank 0's view decides.
         """
-        from curridistill.train import distributed
-
         return distributed.broadcast(usable) if distributed.info().active else usable
 
     def _remember(self, entry: Entry) -> None:
@@ -258,8 +244,6 @@ class TeacherCache:
 
         The broadcast doubles as the barrier. A rank that cannot read rank 0's file builds it itself.
         """
-        from curridistill.train import distributed
-
         if not distributed.info().active:
             return self.build(epoch, paths, taps)
         entry = self.build(epoch, paths, taps) if distributed.info().is_main else None
@@ -335,8 +319,6 @@ def cached_eval_logits(model: nn.Module, pipeline, split: str, cache_dir: str | 
     (``<cache_dir>/teacher_outputs/<key>/eval-<split>-<precision>.safetensors``) in float32: metrics from
     them equal a fresh pass. A stale or corrupt file is reported, deleted and recomputed.
     """
-    from curridistill.evaluate.metrics import predict_logits
-
     key = cache_key(model, pipeline, split)
     precision = "bf16" if amp and pipeline.device.type == "cuda" else "fp32"
     path = Path(cache_dir) / "teacher_outputs" / key / f"eval-{split}-{precision}-{pipeline.device.type}.safetensors"

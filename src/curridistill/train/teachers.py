@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from curridistill.knowledge.aggregate import aggregate_teachers
 from curridistill.models.taps import FeatureTaps
+from curridistill.train.teacher_cache import TeacherCache
 
 
 @dataclass
@@ -52,8 +54,6 @@ class TeacherBank:
         return len(self.models)
 
     def _new_cache(self, index: int):
-        from curridistill.train.teacher_cache import TeacherCache
-
         return TeacherCache(self.models[index], self.pipeline, self.cache_dir, split="train", amp=self.amp,
                             who=f"teacher {index}")
 
@@ -111,6 +111,4 @@ class TeacherBank:
     def aggregate(self, each: list[Tensor], targets: Tensor) -> Tensor:
         if len(each) == 1:
             return each[0]
-        from curridistill.knowledge.aggregate import aggregate_teachers
-
         return aggregate_teachers(each, targets, self.aggregation, self.weights)

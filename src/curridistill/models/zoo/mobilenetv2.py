@@ -21,12 +21,11 @@ Differences from the reference:
 """
 from __future__ import annotations
 
-import math
-
 from torch import Tensor, nn
 
 from curridistill.errors import UserError
 from curridistill.models.registry import MODELS
+from curridistill.models.zoo.weight_init import init_fan_out
 
 __all__ = ["InvertedResidual", "MobileNetV2"]
 
@@ -86,18 +85,7 @@ class MobileNetV2(nn.Module):
         self.conv2 = _conv_bn_relu(channels, self.last_channel, 1, 1)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(self.last_channel, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_fan_out(self)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.conv1(x)

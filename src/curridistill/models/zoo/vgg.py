@@ -18,7 +18,6 @@ Differences from the reference:
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 from torch import Tensor, nn
@@ -26,6 +25,7 @@ from torch.nn import functional as F
 
 from curridistill.errors import UserError
 from curridistill.models.registry import MODELS
+from curridistill.models.zoo.weight_init import init_fan_out
 
 __all__ = ["VGG", "CONFIGS"]
 
@@ -62,18 +62,7 @@ class VGG(nn.Module):
             self.add_module(f"stage{i}", _block(cfg[i], cfg[i - 1][-1], batch_norm))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(cfg[4][-1], num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels
-                nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0.0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_fan_out(self)
 
     def forward(self, x: Tensor) -> Tensor:
         side = x.shape[-1]

@@ -10,16 +10,13 @@ children's reports (mean, std, 95% t-interval per metric and model, Welch p-valu
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import Callable
 
 from curridistill.config import Config, validate_config
 from curridistill.errors import UserError
-from curridistill.evaluate.stats import aggregate_reports
-from curridistill.io import read_json, write_json, write_text
-from curridistill.locks import run_dir_lock
-from curridistill.preflight import check_static
+from curridistill.evaluate.stats import aggregate_reports, format_p
+from curridistill.io import write_json, write_text
 
 SELECTION_RULES = {"best_val": "validation-selected checkpoint, evaluated once on test", "last": "last epoch"}
 
@@ -61,6 +58,16 @@ def seed_children(cfg: Config) -> list[tuple[str, Config]]:
     return [(f"seed-{s}", child(s)) for s in cfg.run.seeds or []]
 
 
+def fold_children(cfg: Config) -> list[tuple[str, Config]]:
+    """(``fold-<i>``, the config of fold i) for every fold of ``cfg.data.cv``."""
+    def child(i: int) -> Config:
+        def edit(raw: dict) -> None:
+            raw["data"]["cv"]["fold"] = i
+        return _child_config(cfg, edit)
+
+    return [(f"fold-{i}", child(i)) for i in range(cfg.data.cv.folds)]
+
+
 # ------------------------------------------------------------------------------------------- the engine
 def is_multi(cfg: Config) -> bool:
     """True for a parent config: several seeds, or cross-validation without a chosen fold."""
@@ -74,96 +81,8 @@ def children(cfg: Config) -> tuple[str, list[tuple[str, Config]]]:
         raise UserError("run.seeds and data.cv cannot be combined in one run; run the cross-validation once per "
                         "seed (--set run.seed=S) or drop data.cv")
     if cv:
-        from curridistill.experiments.cv import fold_children
-
         return "folds", fold_children(cfg)
     return "seeds", seed_children(cfg)
-
-
-def run_multi(cfg: Config, out: str | Path | None = None, progress=None, stop_after_epochs: int | None = None,
-              on_record=None) -> dict:
-    """Run every seed / fold of ``cfg`` into its own child directory; return (and write) the aggregate."""
-    from curridistill import api
-
-    kind, kids = children(cfg)  # checks before any directory is made
-    for _, child in kids:
-        check_static(child)
-    run_dir = api.new_run_dir(cfg, out)
-    with run_dir_lock(run_dir):  # one writer per parent directory (each child locks its own too)
-        write_text(run_dir / "config.yaml", cfg.to_yaml())
-        return _run_children(cfg, run_dir, kind, kids, progress, stop_after_epochs, on_record)
-
-
-def resume_multi(cfg: Config, run_dir: str | Path, progress=None, stop_after_epochs: int | None = None,
-                 on_record=None) -> dict:
-    """Finish a multi-seed / cross-validation parent: skip finished children, resume or start the others."""
-    kind, kids = children(cfg)
-    with run_dir_lock(run_dir):
-        return _run_children(cfg, Path(run_dir), kind, kids, progress, stop_after_epochs, on_record)
-
-
-def _run_children(cfg: Config, run_dir: Path, kind: str, kids: list[tuple[str, Config]], progress,
-                  stop_after_epochs: int | None, on_record) -> dict:
-    from curridistill import api
-
-    if cfg.run.parallel > 1 and len(kids) > 1:
-        reports = run_side_by_side(kids, run_dir, cfg.run.parallel, stop_after_epochs, progress)
-        return write_aggregate(run_dir, cfg, reports, kind, [n for n, _ in kids])
-    reports = []
-    for name, child in kids:
-        child_dir = run_dir / name
-        if progress is not None and hasattr(progress, "note"):
-            progress.note(f"[bold]{name}[/] ({run_dir})")
-        if (child_dir / "report.json").is_file():
-            report = read_json(child_dir / "report.json")
-        elif (child_dir / "config.yaml").is_file():
-            report = api.resume(child_dir, progress=progress, stop_after_epochs=stop_after_epochs, on_record=on_record)
-        else:
-            report = api.run(child, out=child_dir, progress=progress, stop_after_epochs=stop_after_epochs,
-                             on_record=on_record)
-        reports.append(report)
-    return write_aggregate(run_dir, cfg, reports, kind, [n for n, _ in kids])
-
-
-def run_side_by_side(kids: list[tuple[str, Config]], run_dir: Path, parallel: int, stop_after_epochs: int | None,
-                     progress=None) -> list[dict]:
-    """Children in ``parallel`` spawned processes at once (one GPU, or the CPU cores split between them).
-
-    Each child is the same config as in a sequential run and writes its own directory, so the results
-    equal running them one by one (on the CPU, bit for bit when ``run.threads`` is set: the thread count
-    is the only thing that could change float reductions). Without ``run.threads`` each process gets
-    cores // parallel threads. Children sharing a teacher wait for the one that trains it (cache lock).
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from curridistill.train import distributed
-
-    if distributed.info().active:
-        raise UserError("run.parallel > 1 cannot be combined with torchrun; use one or the other")
-    workers = min(parallel, len(kids))
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    if progress is not None and hasattr(progress, "note"):
-        progress.note(f"[bold]{len(kids)} runs, {workers} side by side[/] ({run_dir})")
-    jobs = [(child.model_dump(mode="json"), str(run_dir / name), stop_after_epochs, threads) for name, child in kids]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_child_job, *zip(*jobs)))
-
-
-def _child_job(raw: dict, child_dir: str, stop_after_epochs: int | None, threads: int) -> dict:
-    """One child in its own process: finished -> its report; started -> resumed; else run."""
-    import torch
-
-    from curridistill import api
-
-    if raw["run"].get("threads") is None:
-        torch.set_num_threads(threads)
-    path = Path(child_dir)
-    if (path / "report.json").is_file():
-        return read_json(path / "report.json")
-    if (path / "config.yaml").is_file():
-        return api.resume(path, stop_after_epochs=stop_after_epochs)
-    return api.run(validate_config(raw, "child config"), out=path, stop_after_epochs=stop_after_epochs)
 
 
 # ------------------------------------------------------------------------------------------- aggregate
@@ -211,12 +130,6 @@ def _num(value, digits: int = 4) -> str:
     return f"{value:.{digits}f}"
 
 
-def fmt_p(p) -> str:
-    if p is None:
-        return "–"
-    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
-
-
 def summary_rows(agg: dict, metric: str = "accuracy") -> list[dict]:
     """One row per model: mean, std, CI, n, p-value vs the baseline (Welch)."""
     rows = []
@@ -255,12 +168,12 @@ def aggregate_markdown(agg: dict, reports: list[dict]) -> str:
               "| --- | --- | --- | --- | --- |"]
     for row in summary_rows(agg):
         ci = f"[{_num(row['ci_low'])}, {_num(row['ci_high'])}]" if row["ci_low"] is not None else "– (n < 2)"
-        p = "reference" if row["model"] == "baseline" else fmt_p(row["p_value_vs_baseline"])
+        p = "reference" if row["model"] == "baseline" else format_p(row["p_value_vs_baseline"])
         lines.append(f"| {row['model']} | {_num(row['mean'])} ± {_num(row['std'])} | {ci} | {row['n']} | {p} |")
     comp = agg.get("comparisons", {}).get("student_vs_baseline")
     if comp and comp.get("mean_diff") is not None:
         lines += ["", f"Distillation gain (student − baseline): {comp['mean_diff']:+.4f} accuracy, Welch t-test "
-                      f"p = {fmt_p(comp['p_value'])}" + (" (needs ≥ 2 runs per model)" if comp["p_value"] is None else "")
+                      f"p = {format_p(comp['p_value'])}" + (" (needs ≥ 2 runs per model)" if comp["p_value"] is None else "")
                   + (f"; t = {comp['t']:.3f}, df = {comp['df']:.1f}" if comp.get("df") else "") + "."]
     lines += ["", f"## Per {unit}", ""]
     models = agg["models"]
@@ -299,7 +212,7 @@ def print_aggregate(agg: dict, console=None) -> None:
     for row in summary_rows(agg):
         ci = f"[{_num(row['ci_low'])}, {_num(row['ci_high'])}]" if row["ci_low"] is not None else "–"
         diff = "–" if row["diff_vs_baseline"] is None else f"{row['diff_vs_baseline']:+.4f}"
-        p = "ref" if row["model"] == "baseline" else fmt_p(row["p_value_vs_baseline"])
+        p = "ref" if row["model"] == "baseline" else format_p(row["p_value_vs_baseline"])
         table.add_row(row["model"], f"{_num(row['mean'])} ± {_num(row['std'])}", ci, str(row["n"]), diff, p)
     Console(width=max(console.width, 120)).print(table) if not console.is_terminal else console.print(table)
     if agg.get("teacher_note"):

@@ -1,4 +1,4 @@
-"""k-fold cross-validation as a data-level transform.
+"""k-fold cross-validation as a data-level transform (the fold children are made in multirun).
 
 ``data: {cv: {folds: k}}`` makes ``curridistill run`` train k times into ``RUN_DIR/fold-<i>/``. Each child config
 is the parent with ``data.cv.fold = i``; ``api.prepare`` sees that field and replaces the loader's splits with
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from curridistill.config import Config, CVConfig
+from curridistill.config import CVConfig
 from curridistill.data.base import ArrayData, Splits, channel_stats
 from curridistill.errors import UserError
 
@@ -54,13 +54,8 @@ def fold_splits(splits: Splits, cv: CVConfig) -> Splits:
     return Splits(train, val, splits.test, mean, std, name=splits.name, info=info)
 
 
-def fold_children(cfg: Config) -> list[tuple[str, Config]]:
-    """(``fold-<i>``, the config of fold i) for every fold of ``cfg.data.cv``."""
-    from curridistill.experiments.seeds import _child_config
-
-    def child(i: int) -> Config:
-        def edit(raw: dict) -> None:
-            raw["data"]["cv"]["fold"] = i
-        return _child_config(cfg, edit)
-
-    return [(f"fold-{i}", child(i)) for i in range(cfg.data.cv.folds)]
+def select_fold(splits: Splits, cv: CVConfig | None) -> Splits:
+    """The splits a run trains on: ``splits`` as loaded, or fold ``cv.fold`` of them (one fold's child run)."""
+    if cv is None or cv.fold is None:
+        return splits
+    return fold_splits(splits, cv)

@@ -1,5 +1,5 @@
 """Costs of any predictor (a PyTorch module, a quantized module, an ONNX Runtime session), measured the
-same way so the stages of a compression report compare: batch-1 CPU latency and serialized size."""
+same way so the stages of a compression report compare: batch-1 latency and serialized size."""
 from __future__ import annotations
 
 import io
@@ -12,14 +12,18 @@ from torch import Tensor, nn
 
 
 @torch.inference_mode()
-def latency_ms(forward: Callable[[Tensor], object], x: Tensor, runs: int = 50, warmup: int = 5) -> float:
-    """Median wall time of ``forward(x)`` on the CPU, in milliseconds (``x``: one sample, batch 1)."""
+def latency_ms(forward: Callable[[Tensor], object], x: Tensor, runs: int = 50, warmup: int = 5,
+               sync: Callable[[], None] = lambda: None) -> float:
+    """Median wall time of ``forward(x)`` in milliseconds (``x``: one sample, batch 1). ``sync`` waits for
+    queued device work (``torch.cuda.synchronize``) so an asynchronous GPU call is timed whole."""
     for _ in range(warmup):
         forward(x)
     times = []
     for _ in range(runs):
+        sync()
         t0 = time.perf_counter()
         forward(x)
+        sync()
         times.append((time.perf_counter() - t0) * 1e3)
     return statistics.median(times)
 

@@ -1,0 +1,126 @@
+"""Bad input on the command line, in-process through ``cli.main``: exit code 2, exactly one line on stderr that
+names the problem, no traceback, and nothing trained. One test case per input, so one failure hides no other.
+
+tests/trust/test_bad_inputs.py runs the bad-input catalogue (tests/trust/catalogue.py) the same way; inputs it
+already covers are not repeated here: a misspelled key (config-unknown-nested-key), a missing config file
+(config-missing), `run` with an unknown student (run-unknown-student), `--set` without '=' (cli-set-no-equals)
+and `--resume` of a directory that is not a run (cli-resume-not-run). The last test crosses the process boundary
+once: `python -m curridistill` exits with status 2.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from curridistill import cli
+from tests.helpers import run_cli
+from tests.trust.catalogue import base, checkpoint, write_cfg
+
+
+def config(tmp: Path, **sections) -> str:
+    """A valid tiny config (one epoch, no baseline) with ``sections`` replaced, written under ``tmp``."""
+    cfg = base(tmp)
+    for key, value in sections.items():
+        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) and isinstance(cfg.get(key), dict) else value
+    return write_cfg(tmp, cfg)
+
+
+def garbage_checkpoint(tmp: Path) -> str:
+    """Weights that are not a safetensors file at all, beside a spec that names a registered model."""
+    (tmp / "garbage.safetensors").write_bytes(b"not a safetensors file at all")
+    (tmp / "garbage.json").write_text(json.dumps({"name": "mlp", "num_classes": 10, "kwargs": {}}))
+    return str(tmp / "garbage.safetensors")
+
+
+def samples(tmp: Path) -> str:
+    np.save(tmp / "x.npy", np.zeros((2, 8, 8), np.uint8))
+    return str(tmp / "x.npy")
+
+
+def not_a_run(tmp: Path) -> str:
+    (tmp / "notrun").mkdir()
+    return str(tmp / "notrun")
+
+
+CASES = [
+    # ---------------------------------------------------- the inputs of the former subprocess loop
+    ("run-unknown-dataset", lambda t: ["run", config(t, data={"name": "cifar11"}), "--out", str(t / "r")],
+     "unknown dataset 'cifar11' at data.name; did you mean 'cifar10'?"),
+    ("run-teacher-checkpoint-missing",
+     lambda t: ["run", config(t, teacher={"checkpoint": str(t / "missing.safetensors")}), "--out", str(t / "r")],
+     "teacher.checkpoint: checkpoint not found: <tmp>/missing.safetensors"),
+    ("eval-garbage-weights", lambda t: ["eval", garbage_checkpoint(t)], "corrupt checkpoint <tmp>/garbage.safetensors"),
+    ("predict-garbage-weights", lambda t: ["predict", garbage_checkpoint(t), samples(t)],
+     "corrupt checkpoint <tmp>/garbage.safetensors"),
+    ("list-unknown-kind", lambda t: ["list", "nothing"], "argument what: invalid choice: 'nothing'"),
+    # ---------------------------------------------------- usage
+    ("no-command", lambda t: [], "the following arguments are required: command"),
+    ("validate-no-config", lambda t: ["validate"], "the following arguments are required: config"),
+    ("run-unknown-option", lambda t: ["run", config(t), "--epochs", "3"], "unrecognized arguments: --epochs 3"),
+    ("run-parallel-zero", lambda t: ["run", config(t), "--seeds", "0,1", "--parallel", "0"],
+     "--parallel 0: give a number of processes >= 1"),
+    ("validate-set-unknown-key", lambda t: ["validate", config(t), "--set", "run.sed=1"],
+     "unknown key 'run.sed'; did you mean 'seed'?"),
+    ("list-bad-input-size", lambda t: ["list", "models", "--input-size", "3,x"], "--input-size '3,x': expected C,H,W"),
+    ("tune-parallel-zero", lambda t: ["tune", config(t), "--parallel", "0"],
+     "--parallel 0: give a number of worker processes >= 1"),
+    ("auto-no-budget", lambda t: ["auto", config(t)], "the following arguments are required: --budget"),
+    ("auto-bad-budget", lambda t: ["auto", config(t), "--budget", "soon", "--out", str(t / "a")],
+     "--budget 'soon': give a duration like 2h"),
+    # ---------------------------------------------------- models and files given to eval / predict / export
+    ("predict-top-k-zero", lambda t: ["predict", str(checkpoint(t)), samples(t), "--top-k", "0"],
+     "--top-k must be at least 1, got 0"),
+    ("predict-top-k-not-a-number", lambda t: ["predict", str(checkpoint(t)), samples(t), "--top-k", "abc"],
+     "argument --top-k: invalid int value: 'abc'"),
+    ("predict-missing-onnx", lambda t: ["predict", str(t / "model.onnx"), samples(t)],
+     "ONNX model not found: <tmp>/model.onnx"),
+    ("eval-unknown-device", lambda t: ["eval", str(checkpoint(t)), "--device", "tpu"], "'tpu' is not a device"),
+    ("export-unknown-format", lambda t: ["export", str(checkpoint(t)), "--format", "tflite"],
+     "argument --format: invalid choice: 'tflite'"),
+    ("export-missing-checkpoint", lambda t: ["export", str(t / "nope.safetensors")],
+     "checkpoint not found: <tmp>/nope.safetensors"),
+    ("export-garbage-weights", lambda t: ["export", garbage_checkpoint(t)],
+     "corrupt checkpoint <tmp>/garbage.safetensors"),
+    # ---------------------------------------------------- run directories given to report / compare
+    ("report-not-a-run", lambda t: ["report", not_a_run(t)], "no report.json in <tmp>/notrun"),
+    ("compare-not-a-run", lambda t: ["compare", not_a_run(t)], "<tmp>/notrun has no report.json or aggregate.json"),
+    ("compare-missing-directory", lambda t: ["compare", str(t / "absent")], "<tmp>/absent is not a directory"),
+]
+
+
+def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # argparse usage errors leave through _Parser.error
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("make, expect", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_gives_one_line_and_exit_2(make, expect, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # default output directories (runs/...) land in tmp_path
+    argv = make(tmp_path)
+    code, out, err = run_main(argv, capsys)
+    assert code == 2, f"exit {code}; stderr: {err}"
+    assert "Traceback" not in err and "Traceback" not in out
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert expect.replace("<tmp>", str(tmp_path)) in lines[0], lines[0]
+    if argv and argv[0] == "run":  # refused before any work: nothing trained, nothing checkpointed
+        assert not list(tmp_path.rglob("state.pt")) and not list(tmp_path.rglob("model.safetensors"))
+
+
+def test_a_bad_device_option_is_named_as_the_user_typed_it(tmp_path, capsys):
+    code, _, err = run_main(["eval", str(checkpoint(tmp_path)), "--device", "tpu"], capsys)
+    assert code == 2 and "--device 'tpu'" in err and "run.device" not in err, err
+
+
+def test_the_process_exits_2_with_one_line(tmp_path):
+    proc = run_cli("eval", str(tmp_path / "nope.safetensors"), timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: checkpoint not found: {tmp_path / 'nope.safetensors'}")
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
