@@ -35,11 +35,12 @@ from curridistill.config import Config, DataConfig, EvalConfig, validate_config
 from curridistill.data.base import ArrayData, Splits, channel_stats, split_validation
 from curridistill.data.labels import check_labels
 from curridistill.data.pipeline import Pipeline, eval_data_config, load_test_split
+from curridistill.data.text import is_text_spec
 from curridistill.errors import UserError
 from curridistill.evaluate.evaluation import evaluate_model
 from curridistill.models.checkpoint import load_model, load_weights, read_spec
 from curridistill.models.structure import apply_structure
-from curridistill.serve import normalize, predict_tensor, top_k_rows
+from curridistill.serve import normalize, predict_ids, predict_tensor, top_k_rows
 
 IN_MEMORY = "in-memory"  # data.name of data passed as objects
 OBJECT_PREFIX = "object/"  # model name of a module passed as an object: object/student, object/teacher
@@ -402,6 +403,13 @@ def predict_objects(model: Any, x: Any, top_k: int = 5, batch_size: int = 512) -
     xt = _tensor(x, "x", "predict")
     if xt.dtype == torch.bool or xt.is_complex():
         raise UserError(f"predict: x holds {xt.dtype} values; pass numeric samples")
+    if spec is not None and is_text_spec(spec):  # token ids, as encode_texts makes them: no scaling, no normalization
+        if xt.is_floating_point():
+            raise UserError("predict: this model reads token ids; pass integer ids (N, L), or the texts themselves")
+        xt = xt.long().unsqueeze(0) if xt.dim() == 1 else xt.long()
+        probs = predict_ids(module, xt, int((spec.get("kwargs") or {}).get("pad_id", 0)), batch=batch_size)
+        return top_k_rows(probs, list(spec["classes"]),
+                          [f"x[{i}]" for i in range(len(xt))], top_k)
     xt = _as_float(xt)
     if spec is not None:
         shape = tuple(spec.get("input_shape") or ())

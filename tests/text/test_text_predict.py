@@ -139,3 +139,15 @@ def test_hf_tokenizer_is_checked_against_its_digest(tmp_path):
     (bert / "vocab.txt").write_text((bert / "vocab.txt").read_text() + "extra\n")
     with pytest.raises(UserError, match="differ from those this model was trained with"):
         text.encode_texts(["good"], spec)
+
+
+def test_api_predict_on_token_ids_equals_the_models_forward(trained):
+    """`curridistill.predict(checkpoint, ids)`: integer ids stay ids (no float scaling, no pixel normalization)."""
+    from curridistill import predict
+
+    ids, probs = _own_forward(trained)
+    rows = predict(trained["ckpt"], ids, top_k=1)
+    assert [r["label"] for r in rows] == probs.argmax(1).tolist()
+    assert torch.allclose(torch.tensor([r["probability"] for r in rows]), probs.max(1).values, atol=1e-6)
+    with pytest.raises(UserError, match="token ids"):
+        predict(trained["ckpt"], ids.float())
