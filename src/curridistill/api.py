@@ -39,7 +39,8 @@ from curridistill.objects import Result, distill_config, evaluate_objects, load_
 from curridistill.preflight import check_static, dry_build
 from curridistill.serve import predict_files
 from curridistill.train import distributed
-from curridistill.train.callbacks import StopAfterEpochs, StopRequested  # noqa: F401  (re-exported for callers)
+from curridistill.train.callbacks import Callbacks, StopAfterEpochs, StopRequested  # noqa: F401  (re-exported)
+from curridistill.train.progress import PlainProgress
 from curridistill.train.course import CourseRunner
 from curridistill.train.teacher_cache import cached_eval_logits
 
@@ -143,7 +144,7 @@ def prepare(cfg: Config, given=None) -> tuple[Pipeline, torch.device]:
 
 
 def run(cfg: Config | str | Path, out: str | Path | None = None, overrides: list[str] | None = None,
-        progress=None, callbacks: Iterable = ()) -> dict:
+        callbacks: Iterable = ()) -> dict:
     """Train teacher(s), baseline and student as the config says; write the run directory; return report.json.
 
     With ``run.seeds`` or ``data.cv`` the plan runs once per seed / fold into ``RUN_DIR/seed-<s>/`` or
@@ -154,7 +155,7 @@ def run(cfg: Config | str | Path, out: str | Path | None = None, overrides: list
     if not isinstance(cfg, Config):
         cfg = load_config(cfg, overrides)
     if is_multi(cfg):
-        return run_multi(cfg, out, progress=progress, callbacks=callbacks)
+        return run_multi(cfg, out, callbacks=callbacks)
     check_static(cfg)  # names, imports, ranges, checkpoints: before any directory or data
     distributed.init_from_env(cfg.run.device)
     run_dir, problem = None, None
@@ -170,10 +171,10 @@ def run(cfg: Config | str | Path, out: str | Path | None = None, overrides: list
         run_dir, problem = distributed.broadcast((run_dir, problem))
         if problem:
             raise UserError(problem)
-        return _execute(cfg, Path(run_dir), progress, callbacks)
+        return _execute(cfg, Path(run_dir), callbacks)
 
 
-def resume(run_dir: str | Path, progress=None, callbacks: Iterable = (), overrides: list[str] | None = None) -> dict:
+def resume(run_dir: str | Path, callbacks: Iterable = (), overrides: list[str] | None = None) -> dict:
     """Continue a killed (or failed) run from its last checkpoint; the result equals an uninterrupted run (CPU).
 
     ``overrides`` (``--set``) change the saved config deliberately, e.g. a lower learning rate after a
@@ -194,13 +195,13 @@ def resume(run_dir: str | Path, progress=None, callbacks: Iterable = (), overrid
                 raise UserError(f"{run_dir} holds several seeds or folds; --set with --resume works on one run "
                                 f"directory: resume a child (RUN_DIR/seed-<s>) with --set")
             stack.close()  # each child locks its own directory
-            return resume_multi(cfg, run_dir, progress=progress, callbacks=callbacks)
+            return resume_multi(cfg, run_dir, callbacks=callbacks)
         check_static(cfg)
-        return _execute(cfg, run_dir, progress, callbacks)
+        return _execute(cfg, run_dir, callbacks)
 
 
 # ------------------------------------------------------------------------------- several seeds or folds
-def run_multi(cfg: Config, out: str | Path | None = None, progress=None, callbacks: Iterable = ()) -> dict:
+def run_multi(cfg: Config, out: str | Path | None = None, callbacks: Iterable = ()) -> dict:
     """Run every seed / fold of ``cfg`` into its own child directory; return (and write) the aggregate."""
     kind, kids = children(cfg)  # checks before any directory is made
     for _, child in kids:
@@ -208,51 +209,53 @@ def run_multi(cfg: Config, out: str | Path | None = None, progress=None, callbac
     run_dir = new_run_dir(cfg, out)
     with run_dir_lock(run_dir):  # one writer per parent directory (each child locks its own too)
         write_text(run_dir / "config.yaml", cfg.to_yaml())
-        return _run_children(cfg, run_dir, kind, kids, progress, callbacks)
+        return _run_children(cfg, run_dir, kind, kids, callbacks)
 
 
-def resume_multi(cfg: Config, run_dir: str | Path, progress=None, callbacks: Iterable = ()) -> dict:
+def resume_multi(cfg: Config, run_dir: str | Path, callbacks: Iterable = ()) -> dict:
     """Finish a multi-seed / cross-validation parent: skip finished children, resume or start the others."""
     kind, kids = children(cfg)
     with run_dir_lock(run_dir):
-        return _run_children(cfg, Path(run_dir), kind, kids, progress, callbacks)
+        return _run_children(cfg, Path(run_dir), kind, kids, callbacks)
 
 
-def _run_children(cfg: Config, run_dir: Path, kind: str, kids: list[tuple[str, Config]], progress,
+def _run_children(cfg: Config, run_dir: Path, kind: str, kids: list[tuple[str, Config]],
                   callbacks: Iterable) -> dict:
+    callbacks = list(callbacks)
     if cfg.run.parallel > 1 and len(kids) > 1:
-        reports = run_side_by_side(kids, run_dir, cfg.run.parallel, callbacks, progress)
+        reports = run_side_by_side(kids, run_dir, cfg.run.parallel, callbacks)
         return write_aggregate(run_dir, cfg, reports, kind, [n for n, _ in kids])
     reports = []
     for name, child in kids:
-        if progress is not None and hasattr(progress, "note"):
-            progress.note(f"[bold]{name}[/] ({run_dir})")
-        reports.append(_run_child(child, run_dir / name, progress, callbacks))
+        Callbacks(callbacks).on_note(f"[bold]{name}[/] ({run_dir})")
+        reports.append(_run_child(child, run_dir / name, callbacks))
     return write_aggregate(run_dir, cfg, reports, kind, [n for n, _ in kids])
 
 
-def _run_child(child: Config, child_dir: Path, progress, callbacks: Iterable) -> dict:
+def _run_child(child: Config, child_dir: Path, callbacks: Iterable) -> dict:
     """One child: finished -> its report; started -> resumed; else run."""
     if (child_dir / "report.json").is_file():
         return read_json(child_dir / "report.json")
     if (child_dir / "config.yaml").is_file():
-        return resume(child_dir, progress=progress, callbacks=callbacks)
-    return run(child, out=child_dir, progress=progress, callbacks=callbacks)
+        return resume(child_dir, callbacks=callbacks)
+    return run(child, out=child_dir, callbacks=callbacks)
 
 
-def run_side_by_side(kids: list[tuple[str, Config]], run_dir: Path, parallel: int, callbacks: Iterable = (),
-                     progress=None) -> list[dict]:
+def run_side_by_side(kids: list[tuple[str, Config]], run_dir: Path, parallel: int,
+                     callbacks: Iterable = ()) -> list[dict]:
     """Children in ``parallel`` spawned processes at once (one GPU, or the CPU cores split between them).
 
     Each child is the same config as in a sequential run and writes its own directory, so the results
     equal running them one by one (on the CPU, bit for bit when ``run.threads`` is set: the thread count
     is the only thing that could change float reductions). Without ``run.threads`` each process gets
     cores // parallel threads. Children sharing a teacher wait for the one that trains it (cache lock).
-    Each process gets its own copy of ``callbacks`` (they must be picklable).
+    Each process gets its own copy of ``callbacks`` (they must be picklable); a progress display stays in
+    this process and shows which children run (the children's epochs are in their metrics.jsonl).
     """
     if distributed.info().active:
         raise UserError("run.parallel > 1 cannot be combined with torchrun; use one or the other")
-    callbacks = list(callbacks)
+    here = Callbacks(callbacks)
+    callbacks = [c for c in callbacks if not isinstance(c, PlainProgress)]  # a display (and its console) stays here
     try:
         pickle.dumps(callbacks)
     except (pickle.PicklingError, AttributeError, TypeError) as exc:
@@ -260,8 +263,7 @@ def run_side_by_side(kids: list[tuple[str, Config]], run_dir: Path, parallel: in
                         f"({exc}); use module-level functions or classes, or run.parallel: 1") from None
     workers = min(parallel, len(kids))
     threads = max(1, (os.cpu_count() or 1) // workers)
-    if progress is not None and hasattr(progress, "note"):
-        progress.note(f"[bold]{len(kids)} runs, {workers} side by side[/] ({run_dir})")
+    here.on_note(f"[bold]{len(kids)} runs, {workers} side by side[/] ({run_dir})")
     jobs = [(child.model_dump(mode="json"), str(run_dir / name), callbacks, threads) for name, child in kids]
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
         return list(pool.map(_child_job, *zip(*jobs)))
@@ -271,7 +273,7 @@ def _child_job(raw: dict, child_dir: str, callbacks: list, threads: int) -> dict
     """One child in its own process (module level: a spawned process imports it by name)."""
     if raw["run"].get("threads") is None:
         torch.set_num_threads(threads)
-    return _run_child(validate_config(raw, "child config"), Path(child_dir), None, callbacks)
+    return _run_child(validate_config(raw, "child config"), Path(child_dir), callbacks)
 
 
 def _resumed_config(run_dir: Path, overrides: list[str]) -> Config:
@@ -299,10 +301,10 @@ def _resumed_config(run_dir: Path, overrides: list[str]) -> Config:
     return new
 
 
-def _execute(cfg: Config, run_dir: Path, progress, callbacks: Iterable = (), given=None) -> dict:
+def _execute(cfg: Config, run_dir: Path, callbacks: Iterable = (), given=None) -> dict:
     pipeline, device = prepare(cfg, given)
     _phase("building the models and lessons (dry run on a probe batch)", dry_build, cfg, pipeline, given)
-    runner = CourseRunner(cfg, run_dir, pipeline, device, progress=progress, callbacks=callbacks, given=given)
+    runner = CourseRunner(cfg, run_dir, pipeline, device, callbacks=callbacks, given=given)
     teachers = _phase("training or loading the teacher(s)", runner.teachers)
     baseline = _phase("training the baseline student", runner.baseline)
     links = _phase("training the assistant(s)", runner.chain, teachers)
@@ -404,7 +406,7 @@ def evaluate(model: str | Path | nn.Module, data=None, batch_size: int | None = 
 
 
 def distill(student, teacher=None, train=None, val=None, test=None, course: list[dict] | None = None, *,
-            teacher_trained: bool = False, out: str | Path | None = None, progress=None, callbacks: Iterable = (),
+            teacher_trained: bool = False, out: str | Path | None = None, callbacks: Iterable = (),
             **options) -> Result:
     """Distill the caller's own objects: the same config, engine, run directory and report as ``run``.
 
@@ -428,7 +430,7 @@ def distill(student, teacher=None, train=None, val=None, test=None, course: list
         stack.enter_context(run_dir_lock(run_dir))
         clean_orphans(run_dir, recursive=True)
         _write_config(run_dir, cfg)
-        report = _execute(cfg, run_dir, progress, callbacks, given=given)
+        report = _execute(cfg, run_dir, callbacks, given=given)
     phase = (report.get("rounds") or [{}])[-1].get("phase", "student")
     return Result(report, load_trained(run_dir, phase, cfg.student.name, given),
                   teacher=load_trained(run_dir, "teacher", cfg.teacher.name, given) if cfg.teacher is not None else None,

@@ -31,12 +31,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.stop_after_epochs is not None and args.stop_after_epochs < 1:
         raise UserError(f"--stop-after-epochs {args.stop_after_epochs}: give a number of epochs >= 1")
     progress = make_progress(args.quiet or worker, getattr(args, "log_format", "auto"))
-    callbacks = [api.StopAfterEpochs(args.stop_after_epochs)] if args.stop_after_epochs is not None else []
+    callbacks = [progress] + ([api.StopAfterEpochs(args.stop_after_epochs)] if args.stop_after_epochs is not None else [])
     if args.resume:
         if args.config or args.seeds is not None:
             raise UserError("--resume continues a run with its saved config; drop CONFIG and --seeds "
                             "(--set KEY=VALUE changes the saved config)")
-        call = lambda: api.resume(args.resume, progress=progress, callbacks=callbacks,  # noqa: E731
+        call = lambda: api.resume(args.resume, callbacks=callbacks,  # noqa: E731
                                   overrides=args.overrides)
     else:
         if not args.config:
@@ -50,7 +50,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise UserError(f"--parallel {args.parallel}: give a number of processes >= 1, e.g. --parallel 4")
             args.overrides = [*args.overrides, f"run.parallel={args.parallel}"]
         cfg = load_config(args.config, args.overrides)
-        call = lambda: api.run(cfg, out=args.out, progress=progress, callbacks=callbacks)  # noqa: E731
+        call = lambda: api.run(cfg, out=args.out, callbacks=callbacks)  # noqa: E731
     try:
         with trusting_code(getattr(args, "trust_code", False)):
             if progress:

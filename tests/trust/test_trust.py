@@ -203,8 +203,8 @@ def test_progress_is_plain_and_flushed_when_output_is_not_a_terminal(capsys):
     assert isinstance(make_progress(False, "rich"), Progress)
     assert make_progress(True) is None
     p = make_progress(False, "plain")
-    p.epoch_done({"model": "student", "lesson": 0, "epoch": 0, "train_loss": 1.0, "val_accuracy": 0.5, "lr": 0.1,
-                  "seconds": 1.0, "temperature": 4.0}, 3)
-    p.note("[bold]seed-0[/] (runs/x)")
+    p.on_record({"model": "student", "lesson": 0, "epoch": 0, "epochs": 3, "train_loss": 1.0, "val_accuracy": 0.5,
+                 "lr": 0.1, "seconds": 1.0, "temperature": 4.0})
+    p.on_note("[bold]seed-0[/] (runs/x)")
     assert capsys.readouterr().out.splitlines() == [
         "student lesson 0 epoch 1/3  loss 1.0000  val_acc 0.5000  lr 0.1 T=4.00  1.0s", "seed-0 (runs/x)"]

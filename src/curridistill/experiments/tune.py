@@ -372,7 +372,7 @@ def tune(config: str | Path | dict, trials: int, out: str | Path | None = None, 
                 raise optuna.TrialPruned(f"pruned after {len(seen)} epochs ({tc.metric} {best:.4f})")
 
 
-        api.run(trial_cfg, out=trial_dir, progress=progress, callbacks=[on_record])
+        api.run(trial_cfg, out=trial_dir, callbacks=[progress, on_record])
         if not seen:
             raise UserError(f"trial {trial.number} logged no student epochs; the course must train the student")
         return max(seen) if tc.direction == "maximize" else min(seen)

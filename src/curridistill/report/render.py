@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from curridistill.errors import UserError
-from curridistill.io import read_json, write_text
+from curridistill.evaluate.stats import format_p
+from curridistill.io import read_json, read_jsonl, write_text
 from curridistill.report import plots
 
 # (key, label) of the scalar metrics shown in the main table, in display order
@@ -67,35 +67,11 @@ def _fmt(value: Any, key: str = "") -> str:
     return str(value)
 
 
-def _fmt_p(p: Any) -> str:
-    if p is None:
-        return "– (needs ≥ 2 runs per model)"
-    return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
-
-
 def _label(key: str) -> str:
     return key.replace("_", " ")
 
 
 # -------------------------------------------------------------------------------------------------- reading
-def _read_metrics(path: Path) -> list[dict]:
-    """metrics.jsonl records; a line cut by a kill mid-write is skipped, a missing file is no records."""
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(rec, dict):
-            out.append(rec)
-    return out
-
-
 def _seed_values(aggregate: dict) -> dict[str, list[float]]:
     per_seed = aggregate.get("per_seed")
     if isinstance(per_seed, dict):
@@ -236,7 +212,7 @@ def _aggregate_section(aggregate: dict) -> Section:
             a, b = c.get("a", key), c.get("b", "")
             diff = c.get("mean_diff")
             crow.append([f"{a} − {b}", c.get("metric", "accuracy"), "–" if diff is None else f"{diff:+.4f}",
-                         _fmt(c.get("t")), _fmt(c.get("df")), _fmt_p(c.get("p_value"))])
+                         _fmt(c.get("t")), _fmt(c.get("df")), format_p(c.get("p_value"), missing="– (needs ≥ 2 runs per model)")])
         blocks.append(Table(["comparison", "metric", "mean difference", "t", "df (Welch)", "p-value"], crow))
     if not blocks:
         blocks.append("aggregate.json has no summaries")
@@ -329,7 +305,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     report = read_json(report_path)
     if not isinstance(report, dict):
         raise UserError(f"{report_path} is not a report (expected a JSON object); delete it and rerun the config")
-    metrics = _read_metrics(metrics_dir / "metrics.jsonl")
+    metrics = read_jsonl(metrics_dir / "metrics.jsonl")
     aggregate = read_json(run_dir / "aggregate.json") if (run_dir / "aggregate.json").is_file() else None
     if aggregate is not None and not isinstance(aggregate, dict):
         raise UserError(f"{run_dir / 'aggregate.json'} is not an aggregate (expected a JSON object); delete it")

@@ -3,9 +3,13 @@
 A callback is any object with some of these methods (the missing ones are skipped):
 
 - ``on_record(record)``: after every epoch's record is appended to metrics.jsonl (TensorBoard, tune's
-  pruner, a notebook's live plot). Raising stops the run before that epoch is checkpointed.
+  pruner, a notebook's live plot, the progress display). Raising stops the run before that epoch is
+  checkpointed.
 - ``on_epoch_saved()``: after an epoch's checkpoint is written. Raising ``StopRequested`` here stops a run
   that ``--resume`` continues exactly (nothing of the epoch is lost).
+- ``on_phase(label)``: a model's lesson starts ("student L0"); ``on_batches_start(total)``, ``on_batch()``,
+  ``on_batches_end()``: an epoch's optimizer steps (a progress bar); ``on_note(text)``: a line for the
+  user (which seed of several is running), in rich markup.
 
 A plain function in the list is an ``on_record`` hook. Callbacks that cross into other processes
 (``run.parallel``) must be picklable: module-level classes and functions, not lambdas.
@@ -44,7 +48,25 @@ class Callbacks:
                 hook(record)
 
     def on_epoch_saved(self) -> None:
+        self._call("on_epoch_saved")
+
+    def on_phase(self, label: str) -> None:
+        self._call("on_phase", label)
+
+    def on_batches_start(self, total: int) -> None:
+        self._call("on_batches_start", total)
+
+    def on_batch(self) -> None:
+        self._call("on_batch")
+
+    def on_batches_end(self) -> None:
+        self._call("on_batches_end")
+
+    def on_note(self, text: str) -> None:
+        self._call("on_note", text)
+
+    def _call(self, name: str, *args) -> None:
         for c in self.items:
-            hook = getattr(c, "on_epoch_saved", None)
+            hook = getattr(c, name, None)
             if hook is not None:
-                hook()
+                hook(*args)

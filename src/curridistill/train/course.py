@@ -62,10 +62,9 @@ class PhaseResult:
 
 class CourseRunner:
     def __init__(self, cfg: Config, run_dir: Path, pipeline: Pipeline, device: torch.device,
-                 progress=None, callbacks=(), given=None):
+                 callbacks=(), given=None):
         self.cfg, self.run_dir, self.pipeline, self.device = cfg, Path(run_dir), pipeline, device
         self.given = given  # objects.Given: models the caller passed as objects (distill), built from them
-        self.progress = progress
         self.main = distributed.info().is_main  # only rank 0 of a distributed run writes files
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", writes=self.main)
         tensorboard = tensorboard_sink(self.run_dir / "tensorboard") if cfg.run.tensorboard and self.main else None
@@ -219,13 +218,12 @@ class CourseRunner:
         carried = None
         offsets = [sum(lesson.epochs for lesson in course[:i]) for i in range(len(course))]
         for li in range(start, len(course)):
-            if self.progress:
-                self.progress.phase(f"{name} L{li}")
+            self.callbacks.on_phase(f"{name} L{li}")
             pruning = PruneLesson.begin(self, name, mc, li, course[li], model, phase, teachers,
                                         resumed=bool(state) and li == start)  # None unless the lesson prunes
             ctx = LessonContext(phase=name, lesson_index=li, pipeline=self.pipeline, device=self.device,
                                 seed=seed, teachers=pruning.teachers if pruning else teachers, amp=self.amp, log=self._log,
-                                progress=self.progress, optimizer_state=carried, anchors=anchors,
+                                callbacks=self.callbacks, optimizer_state=carried, anchors=anchors,
                                 transfer=(TransferPlan(model, mc.transfer, [c.epochs for c in course], where=f"{name}.transfer")
                                           if mc.transfer is not None else None))
             run = LessonRun(model, course[li], ctx)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -24,6 +24,7 @@ from curridistill.knowledge import KNOWLEDGE, Clock, KnowledgeInputs, KnowledgeT
 from curridistill.models.taps import FeatureTaps
 from curridistill.schedules import build_schedule
 from curridistill.train import distributed
+from curridistill.train.callbacks import Callbacks
 from curridistill.train.optim import LRControl, build_optimizer, current_lr
 from curridistill.train.teachers import TeacherBank
 
@@ -41,7 +42,7 @@ class LessonContext:
     amp: bool = False
     log: Callable[[dict], None] = lambda record: None
     on_epoch_end: Callable[["LessonRun"], None] = lambda run: None
-    progress: object = None  # train.progress.Progress or None
+    callbacks: Callbacks = field(default_factory=Callbacks)  # progress display and other per-batch hooks
     optimizer_state: dict | None = None  # carried over with keep_optimizer
     anchors: dict[str, dict] | None = None  # RCO: teacher checkpoints by name ("epoch_30", "final")
     transfer: object = None  # models.transfer.TransferPlan: freezing over epochs, body/head learning rates
@@ -202,7 +203,7 @@ class LessonRun:
             model.train()
         record = {
             "model": ctx.phase, "lesson": ctx.lesson_index, "lesson_name": lesson.name or f"lesson{ctx.lesson_index}",
-            "epoch": epoch, "lr": current_lr(self.optimizer),
+            "epoch": epoch, "epochs": lesson.epochs, "lr": current_lr(self.optimizer),
             "weights": {n: w(start_p) for n, w in self.weights.items()},
             "temperature": next((t(start_p) for t in self.temps.values() if t is not None), None),
             "data_fraction": (self.sampler.fraction(epoch * self.steps_per_epoch)
@@ -215,7 +216,7 @@ class LessonRun:
         correct = torch.zeros((), device=ctx.device)
         weight_sum = torch.zeros((), device=ctx.device)
         seen = 0
-        task = ctx.progress.start_batches(self.steps_per_epoch) if ctx.progress else None
+        ctx.callbacks.on_batches_start(self.steps_per_epoch)
         batches = (distributed.shard(idx) for idx in self.sampler.epoch_batches(epoch))
         for k, (idx, x, y) in enumerate(ctx.pipeline.train_batches(batches, epoch)):
             idx = _on_device(idx, x.device)  # once per step, so terms and the teacher cache index on the device
@@ -229,10 +230,8 @@ class LessonRun:
                 sums[name] = sums.get(name, torch.zeros((), device=ctx.device)) + value * len(idx)
             correct += (logits.detach().argmax(1) == y).sum()
             seen += len(idx)
-            if task is not None:
-                ctx.progress.advance(task)
-        if task is not None:
-            ctx.progress.finish(task)
+            ctx.callbacks.on_batch()
+        ctx.callbacks.on_batches_end()
         if distributed.info().active:  # epoch metrics over every rank's samples
             for t in [total_sum, correct, weight_sum, *sums.values()]:
                 distributed.all_reduce_sum(t)
@@ -335,8 +334,6 @@ class LessonRun:
         record["epoch_seconds"] = record["seconds"]
         self.epoch += 1
         ctx.log(record)
-        if ctx.progress:
-            ctx.progress.epoch_done(record, self.lesson.epochs)
         ctx.on_epoch_end(self)
 
     # ------------------------------------------------------------------ resume

@@ -9,18 +9,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgres
 from rich.text import Text
 
 
-def epoch_line(record: dict, epochs: int, bold: bool = False) -> str:
+def epoch_line(record: dict, bold: bool = False) -> str:
     """One epoch's summary: model, lesson, epoch, loss, validation accuracy, LR, temperature, data share, time."""
     extra = f" T={record['temperature']:.2f}" if record.get("temperature") is not None else ""
     if record.get("data_fraction") is not None:
         extra += f" data={record['data_fraction']:.2f}"
     model = f"[bold]{record['model']}[/]" if bold else record["model"]
-    return (f"{model} lesson {record['lesson']} epoch {record['epoch'] + 1}/{epochs}  loss {record['train_loss']:.4f}  "
+    of = f"/{record['epochs']}" if record.get("epochs") else ""
+    return (f"{model} lesson {record['lesson']} epoch {record['epoch'] + 1}{of}  loss {record['train_loss']:.4f}  "
             f"val_acc {record['val_accuracy']:.4f}  lr {record['lr']:.3g}{extra}  {record['seconds']:.1f}s")
 
 
 class PlainProgress:
-    """One line per epoch (and per note), flushed at once: for logs, pipes and batch jobs. No bars, no markup."""
+    """A callback (train/callbacks.py) printing one line per epoch and per note, flushed at once: for logs,
+    pipes and batch jobs. No bars, no markup."""
 
     def __init__(self, stream=None):
         self.stream = stream or sys.stdout
@@ -32,22 +34,13 @@ class PlainProgress:
     def __exit__(self, *exc) -> None:
         self.stream.flush()
 
-    def phase(self, label: str) -> None:
+    def on_phase(self, label: str) -> None:
         self.label = label
 
-    def start_batches(self, total: int):
-        return None
+    def on_record(self, record: dict) -> None:
+        self._line(epoch_line(record))
 
-    def advance(self, task) -> None:
-        pass
-
-    def finish(self, task) -> None:
-        pass
-
-    def epoch_done(self, record: dict, epochs: int) -> None:
-        self._line(epoch_line(record, epochs))
-
-    def note(self, text: str) -> None:
+    def on_note(self, text: str) -> None:
         self._line(Text.from_markup(text).plain)
 
     def _line(self, text: str) -> None:
@@ -63,6 +56,7 @@ class Progress(PlainProgress):
         self.console = console or Console(stderr=True)
         self.bar = RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                 TimeRemainingColumn(), console=self.console, transient=True)
+        self.task = None
 
     def __enter__(self) -> "Progress":
         self.bar.start()
@@ -71,19 +65,22 @@ class Progress(PlainProgress):
     def __exit__(self, *exc) -> None:
         self.bar.stop()
 
-    def start_batches(self, total: int):
-        return self.bar.add_task(f"{self.label} batches", total=total)
+    def on_batches_start(self, total: int) -> None:
+        self.task = self.bar.add_task(f"{self.label} batches", total=total)
 
-    def advance(self, task) -> None:
-        self.bar.advance(task)
+    def on_batch(self) -> None:
+        if self.task is not None:
+            self.bar.advance(self.task)
 
-    def finish(self, task) -> None:
-        self.bar.remove_task(task)
+    def on_batches_end(self) -> None:
+        if self.task is not None:
+            self.bar.remove_task(self.task)
+            self.task = None
 
-    def epoch_done(self, record: dict, epochs: int) -> None:
-        self.console.print(epoch_line(record, epochs, bold=True))
+    def on_record(self, record: dict) -> None:
+        self.console.print(epoch_line(record, bold=True))
 
-    def note(self, text: str) -> None:
+    def on_note(self, text: str) -> None:
         self.console.print(text)
 
 
