@@ -3,20 +3,23 @@ from __future__ import annotations
 
 import inspect
 
+from curridistill.curriculum.pacing import PACING_HELP
+from curridistill.curriculum.scorers import SCORERS
+from curridistill.data import DATASETS
 from curridistill.errors import UserError
+from curridistill.evaluate.efficiency import count_params, flops_per_sample
+from curridistill.knowledge import load_all
+from curridistill.models import MODELS, build_model
+from curridistill.schedules import SCHEDULE_HELP
 
 
 def listing(what: str, input_size: str = "3,32,32", num_classes: int = 10) -> list[dict]:
     if what == "models":
         return _models(input_size, num_classes)
     if what == "datasets":
-        from curridistill.data import DATASETS
-
         return [{"name": n, "options (data.options)": options(fn, skip=("root",)), "help": summary(fn)}
                 for n, fn in DATASETS.items()]
     if what == "knowledge":
-        from curridistill.knowledge import load_all
-
         rows = []
         for name, cls in load_all().items():
             params = ", ".join(f"{k}={v.get_default(call_default_factory=True)!r}" for k, v in cls.Params.model_fields.items())
@@ -25,16 +28,10 @@ def listing(what: str, input_size: str = "3,32,32", num_classes: int = 10) -> li
                          "options": params or "-", "summary": cls.summary, "paper": cls.paper})
         return rows
     if what == "schedules":
-        from curridistill.schedules import SCHEDULE_HELP
-
         return [{"name": n, "formula": h} for n, h in sorted(SCHEDULE_HELP.items())]
     if what == "pacings":
-        from curridistill.curriculum.pacing import PACING_HELP
-
         return [{"name": n, "help": h} for n, h in sorted(PACING_HELP.items())]
     if what == "scorers":
-        from curridistill.curriculum.scorers import SCORERS
-
         return [{"name": n, "help": getattr(s, "help", "")} for n, s in SCORERS.items()]
     raise UserError(f"nothing to list for {what!r}")
 
@@ -58,9 +55,6 @@ def summary(fn) -> str:
 
 def _models(input_size: str, num_classes: int) -> list[dict]:
     import torch
-
-    from curridistill.evaluate.efficiency import count_params, flops_per_sample
-    from curridistill.models import MODELS, build_model
 
     try:
         shape = tuple(int(v) for v in input_size.split(","))

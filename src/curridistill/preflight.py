@@ -28,7 +28,7 @@ from curridistill.data.pipeline import Pipeline, load_splits
 from curridistill.errors import UserError
 from curridistill.knowledge import load_all
 from curridistill.models.checkpoint import check_name, load_model, load_weights, read_spec, verify_checksum
-from curridistill.models.registry import MODELS, build_model, is_out_of_memory, with_defaults
+from curridistill.models.registry import MODELS, build_model, import_factory, is_out_of_memory, with_defaults
 from curridistill.suggest import suggest
 from curridistill.schedules import build_schedule
 from curridistill.train import distributed
@@ -63,10 +63,8 @@ def check_static(cfg: Config, given=None) -> None:
 
 def _check_model_name(mc: ModelConfig, where: str) -> None:
     if ":" in mc.name:
-        from curridistill.models.registry import _import_factory
-
         try:
-            factory = _import_factory(mc.name)
+            factory = import_factory(mc.name)
         except UserError as exc:
             raise UserError(f"{where}.name: {exc}") from None
         except Exception as exc:  # the module raised while importing: report it, do not show its traceback

@@ -20,7 +20,7 @@ ModelFactory = Callable[..., nn.Module]
 MODELS: Registry[ModelFactory] = Registry("model")
 
 
-def _import_factory(ref: str) -> ModelFactory:
+def import_factory(ref: str) -> ModelFactory:
     module_name, _, attr = ref.partition(":")
     try:
         module = importlib.import_module(module_name)
@@ -37,7 +37,7 @@ def with_defaults(name: str, kwargs: dict[str, Any] | None, defaults: dict[str, 
     kwargs = dict(kwargs or {})
     if not defaults:
         return kwargs
-    factory = _import_factory(name) if ":" in name else MODELS.get(name, where=f"{where}.name")
+    factory = import_factory(name) if ":" in name else MODELS.get(name, where=f"{where}.name")
     accepted = inspect.signature(factory).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
     for key, value in defaults.items():
@@ -48,7 +48,7 @@ def with_defaults(name: str, kwargs: dict[str, Any] | None, defaults: dict[str, 
 
 def build_model(name: str, num_classes: int, in_channels: int = 3, kwargs: dict[str, Any] | None = None,
                 where: str = "model") -> nn.Module:
-    factory = _import_factory(name) if ":" in name else MODELS.get(name, where=f"{where}.name")
+    factory = import_factory(name) if ":" in name else MODELS.get(name, where=f"{where}.name")
     kwargs = dict(kwargs or {})
     accepted = inspect.signature(factory).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
