@@ -12,7 +12,7 @@ from curridistill.errors import UserError
 from curridistill.evaluate.stats import aggregate_reports
 from curridistill.io import write_json, write_text
 from curridistill.report import write_report
-from curridistill.report.plots import (plot_confusion, plot_curves, plot_pareto, plot_schedules,
+from curridistill.report.plots import (plot_confusions, plot_curves, plot_pareto, plot_schedules,
                                        plot_seed_spread)
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -133,4 +133,4 @@ def test_missing_report(tmp_path: Path):
 def test_plot_functions_handle_empty_input(tmp_path: Path):
     for fn, arg in ((plot_curves, []), (plot_schedules, []), (plot_pareto, {}), (plot_seed_spread, {})):
         assert fn(arg, tmp_path / f"{fn.__name__}.png").read_bytes().startswith(PNG)
-    assert plot_confusion([], [], tmp_path / "c.png").read_bytes().startswith(PNG)
+    assert plot_confusions([], [], tmp_path / "c.png").read_bytes().startswith(PNG)

@@ -36,7 +36,8 @@ def _save(fig, out: str | Path) -> Path:
         plt.close(fig)
 
 
-def _placeholder(ax, text: str) -> None:
+def _empty_panel(ax, text: str) -> None:
+    """A panel with nothing to draw says so in grey (e.g. a run that logged no epochs), instead of empty axes."""
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
     ax.set_xticks([])
     ax.set_yticks([])
@@ -124,7 +125,7 @@ def plot_curves(metrics: Sequence[dict], out: str | Path) -> Path:
     fig, axes = plt.subplots(1, len(_CURVES), figsize=(14, 4))
     if not groups:
         for ax in axes:
-            _placeholder(ax, "no metrics recorded")
+            _empty_panel(ax, "no metrics recorded")
     for model, recs in groups.items():
         lessons: dict[int, list[tuple[int, dict]]] = {}
         for x, rec in enumerate(recs, start=1):
@@ -143,7 +144,7 @@ def plot_curves(metrics: Sequence[dict], out: str | Path) -> Path:
             ax.set_title(title, fontsize=10)
             ax.set_ylabel(ylabel)
             if not ax.lines:
-                _placeholder(ax, "not recorded")
+                _empty_panel(ax, "not recorded")
                 continue
             _epoch_axis(ax)
             ax.grid(alpha=0.3)
@@ -191,7 +192,7 @@ def plot_schedules(metrics: Sequence[dict], out: str | Path) -> Path:
                 if prev.get("lesson") != cur.get("lesson"):
                     ax.axvline(x + 0.5, color=colors[model], alpha=0.25, linewidth=0.8)
         if not drawn:
-            _placeholder(ax, "not recorded")
+            _empty_panel(ax, "not recorded")
         else:
             ax.grid(alpha=0.3)
             _epoch_axis(ax)
@@ -208,40 +209,6 @@ def plot_schedules(metrics: Sequence[dict], out: str | Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------------- confusion
-def plot_confusion(matrix: Sequence[Sequence[int]], classes: Sequence[str], out: str | Path,
-                   title: str = "confusion matrix") -> Path:
-    """Confusion matrix (rows: true class, columns: predicted), coloured by row-normalised rate, counts written
-    in the cells when there are at most 20 classes."""
-    m = np.asarray(matrix, dtype=float) if len(matrix) else np.zeros((0, 0))
-    k = m.shape[0] if m.ndim == 2 else 0
-    labels = [str(c) for c in classes] if len(classes) == k else [str(i) for i in range(k)]
-    size = max(4.0, min(14.0, 0.45 * k + 2.5))
-    fig, ax = plt.subplots(figsize=(size + 1.0, size))
-    if k == 0 or m.ndim != 2 or m.shape[0] != m.shape[1]:
-        _placeholder(ax, "no confusion matrix")
-        ax.set_title(title)
-        return _save(fig, out)
-    rows = m.sum(axis=1, keepdims=True)
-    rate = np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
-    im = ax.imshow(rate, cmap="Blues", vmin=0.0, vmax=1.0)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of true class")
-    ticks = np.arange(k)
-    ax.set_xticks(ticks)
-    ax.set_yticks(ticks)
-    fs = 8 if k <= 20 else 6
-    ax.set_xticklabels(labels, rotation=45 if max((len(s) for s in labels), default=0) > 2 else 0, ha="right"
-                       if max((len(s) for s in labels), default=0) > 2 else "center", fontsize=fs)
-    ax.set_yticklabels(labels, fontsize=fs)
-    if k <= 20:
-        for i in range(k):
-            for j in range(k):
-                if m[i, j]:
-                    ax.text(j, i, f"{int(m[i, j])}", ha="center", va="center", fontsize=7,
-                            color="white" if rate[i, j] > 0.5 else "black")
-    ax.set(xlabel="predicted", ylabel="true", title=title)
-    return _save(fig, out)
-
-
 def plot_confusions(matrices: Sequence[tuple[str, Sequence[Sequence[int]]]], classes: Sequence[str],
                     out: str | Path) -> Path:
     """Every model's confusion matrix side by side in one figure (rows: true class, columns: predicted), sized
@@ -250,7 +217,7 @@ def plot_confusions(matrices: Sequence[tuple[str, Sequence[Sequence[int]]]], cla
     mats = [(n, m) for n, m in mats if m.ndim == 2 and m.shape[0] == m.shape[1] and m.shape[0] > 0]
     if not mats:
         fig, ax = plt.subplots(figsize=(4, 3))
-        _placeholder(ax, "no confusion matrix")
+        _empty_panel(ax, "no confusion matrix")
         return _save(fig, out)
     k = max(m.shape[0] for _, m in mats)
     labels = [str(c) for c in classes] if len(classes) == k else [str(i) for i in range(k)]
@@ -302,7 +269,7 @@ def plot_pareto(report: dict, out: str | Path) -> Path:
         pts = [(n, _num(m.get(key)), _num(m.get("accuracy"))) for n, m in entries]
         pts = [(n, x, y) for n, x, y in pts if x is not None and y is not None and x > 0]
         if not pts:
-            _placeholder(ax, f"no {key} recorded")
+            _empty_panel(ax, f"no {key} recorded")
             ax.set_title(f"accuracy vs {xlabel}")
             continue
         for i, (n, x, y) in enumerate(pts):  # named in the legend: baseline and student often share a point
@@ -346,7 +313,7 @@ def plot_seed_spread(per_seed: dict[str, Sequence[float]], out: str | Path, metr
     colors = _colors(names)
     fig, ax = plt.subplots(figsize=(max(4.5, 1.4 * len(names) + 2), 4))
     if not names:
-        _placeholder(ax, "no per-seed values")
+        _empty_panel(ax, "no per-seed values")
         return _save(fig, out)
     ax.boxplot(data, positions=range(1, len(names) + 1), widths=0.5, showfliers=False,
                medianprops={"color": "0.3"})
