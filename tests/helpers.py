@@ -36,3 +36,23 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
                           capture_output=True, text=True, timeout=timeout)
 
 
+
+
+def write_image_folder(root: Path, splits: dict[str, int], classes: int = 3, size: int = 12, seed: int = 0,
+                       bright: bool = True) -> Path:
+    """An image-folder data set: ``root/<split>/class<c>/<i>.png``, ``splits[split]`` RGB images per class of
+    size x size random pixels; with ``bright``, class c has channel c at 255 (a learnable signal)."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, per_class in splits.items():
+        for c in range(classes):
+            d = Path(root) / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                px = rng.integers(0, 256, size=(size, size, 3)).astype(np.uint8)
+                if bright:
+                    px[..., c] = 255
+                Image.fromarray(px).save(d / f"{i:03d}.png")
+    return Path(root)

@@ -2,32 +2,20 @@
 same folder decoded into memory (same batches, same pixels, same augmentation)."""
 import json
 
-import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 from safetensors.torch import load_file
 
 from curridistill import api
 from curridistill.config import load_config
 from curridistill.data.image_folder import LazyImages
-from tests.helpers import run_cli, tiny_config
+from tests.helpers import run_cli, tiny_config, write_image_folder
 
 
 @pytest.fixture
 def folder(tmp_path):
-    rng = np.random.default_rng(0)
-    root = tmp_path / "images"
-    for split, per_class in (("train", 40), ("test", 10)):
-        for c in range(3):
-            d = root / split / f"class{c}"
-            d.mkdir(parents=True)
-            for i in range(per_class):
-                px = rng.integers(0, 256, size=(12, 12, 3)).astype(np.uint8)
-                px[..., c] = 255  # one bright channel per class: learnable
-                Image.fromarray(px).save(d / f"{i:03d}.png")
-    return root
+    return write_image_folder(tmp_path / "images", {"train": 40, "test": 10})
 
 
 def _config(tmp_path, folder, stream: bool) -> dict:

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
 
 from curridistill.catalog import listing
 from curridistill.cli import build_parser, main
@@ -24,7 +23,7 @@ from curridistill.models.checkpoint import save_model
 from curridistill.report import write_report
 from curridistill.report.plots import train_ce
 from curridistill.report.render import _fmt_selected
-from tests.helpers import REPO
+from tests.helpers import REPO, write_image_folder
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 
@@ -43,16 +42,7 @@ def _row(out: str, name: str) -> str:
 @pytest.fixture
 def folder(tmp_path):
     """An image folder with test/ alone: 3 classes x 4 RGB images of 12x12 (one bright channel per class)."""
-    rng = np.random.default_rng(0)
-    root = tmp_path / "new"
-    for c in range(3):
-        d = root / "test" / f"class{c}"
-        d.mkdir(parents=True)
-        for i in range(4):
-            px = rng.integers(0, 256, size=(12, 12, 3)).astype(np.uint8)
-            px[..., c] = 255
-            Image.fromarray(px).save(d / f"{i}.png")
-    return root
+    return write_image_folder(tmp_path / "new", {"test": 4})
 
 
 # ------------------------------------------------------------------------ 1. list datasets / models, mlp in_features
@@ -292,15 +282,7 @@ def test_digits_test_set_size_agrees_with_readme():
 # --------------------------------------------------------------------------------- 6. cache keys and read options
 @pytest.fixture
 def train_folder(tmp_path):
-    rng = np.random.default_rng(1)
-    root = tmp_path / "imgs"
-    for split, n in (("train", 6), ("test", 2)):
-        for c in range(2):
-            d = root / split / f"c{c}"
-            d.mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 256, size=(10, 10, 3)).astype(np.uint8)).save(d / f"{i}.png")
-    return root
+    return write_image_folder(tmp_path / "imgs", {"train": 6, "test": 2}, classes=2, size=10, seed=1, bright=False)
 
 
 @pytest.mark.parametrize("changed, same", [({"stream": True}, True), ({"workers": 1}, True),
