@@ -191,6 +191,28 @@ def tensors_cfg(y_train, y_test=None) -> Callable[[Path], list[str]]:
     return make
 
 
+def text_cfg(options: dict | None = None, name: str = "text-table", student: dict | None = None,
+             teacher: dict | None = None, root: str | None = None) -> Callable[[Path], list[str]]:
+    """``validate`` of a text config over a small CSV written under ``tmp`` (``path`` / ``test_fraction`` default
+    to it for text-table); ``options`` replace those keys."""
+    def make(tmp: Path) -> list[str]:
+        rows = [f"{'good fine great' if i % 2 else 'bad awful poor'} movie {i},{'pos' if i % 2 else 'neg'}" for i in range(40)]
+        (tmp / "reviews.csv").write_text("text,label\n" + "\n".join(rows) + "\n", encoding="utf-8")
+        opts = {"path": str(tmp / "reviews.csv"), "test_fraction": 0.2} if name == "text-table" else {}
+        opts.update(options or {})
+        cfg = base(tmp)
+        cfg["data"] = {"name": name, "options": {k: v for k, v in opts.items() if v is not None}, "val_size": 0.2,
+                       "batch_size": 8, **({"root": root} if root else {})}
+        cfg["student"] = student or {"name": "text-cnn", "kwargs": {"embed_dim": 8, "filters": 4}}
+        if teacher:
+            cfg["teacher"] = teacher
+        else:
+            cfg.pop("teacher", None)
+            cfg["course"] = [{"name": "ce", "epochs": 1, "loss": {"ce": 1.0}}]
+        return ["validate", write_cfg(tmp, cfg)]
+    return make
+
+
 # ------------------------------------------------------------------------------ run directories
 def run_dir_with_state(tmp: Path, edit: bool = False) -> Path:
     """A run directory as a killed run leaves it: config, the applied copy, a finished teacher phase."""
@@ -381,6 +403,33 @@ CASES: list[Case] = [
     Case("data-missing-file", "data", "tensors path that does not exist",
          validate(_set("data", {"name": "tensors", "options": {"path": "/nonexistent/train.npz", "test_fraction": 0.2}})),
          "/nonexistent/train.npz"),
+    # ------------------------------------------------------------------ text data and models
+    Case("text-missing-text-column", "data", "text-table: `text_column: sentence` absent from the CSV",
+         text_cfg({"text_column": "sentence"}), "no column 'sentence' for data.options.text_column; columns: text, label"),
+    Case("text-missing-label-column", "data", "text-table: `label_column: y` absent from the CSV",
+         text_cfg({"label_column": "y"}), "no column 'y' for data.options.label_column"),
+    Case("text-no-test-split", "data", "text-table without test_path or test_fraction",
+         text_cfg({"test_fraction": None}), "has no test split; set data.options.test_path, or data.options.test_fraction"),
+    Case("text-unknown-format", "data", "text-table: `format: xml`", text_cfg({"format": "xml"}),
+         "data.options.format is 'xml'; use auto (from the file name), csv, tsv or jsonl"),
+    Case("text-max-length-0", "numerical", "text: `max_length: 0`", text_cfg({"max_length": 0}),
+         "data.options.max_length is 0; use an integer >= 2"),
+    Case("text-tokenizer-dir-missing", "data", "text: `tokenizer:` a directory that does not exist",
+         text_cfg({"tokenizer": "/nonexistent/tokenizer"}), "data.options.tokenizer: Hugging Face model directory"),
+    Case("text-trec-bad-labels", "data", "trec: `labels: medium`", text_cfg({"labels": "medium"}, name="trec"),
+         "data.options.labels is 'medium'; use 'coarse' (6 classes) or 'fine' (50)"),
+    Case("text-trec-files-missing", "data", "trec with a data.root that lacks its files",
+         text_cfg(name="trec", root="/nonexistent"), "trec: file 'train_5500.label' not found"),
+    Case("text-hf-teacher-missing", "models", "`teacher: {hf: DIR}` with no such directory",
+         text_cfg(teacher={"hf": "/nonexistent/bert"}), "hf model '/nonexistent/bert': Hugging Face model directory"),
+    Case("text-transformer-heads", "models", "text-transformer: hidden 10 with 3 heads",
+         text_cfg(student={"name": "text-transformer", "kwargs": {"hidden": 10, "heads": 3}}),
+         "text-transformer: hidden 10 is not divisible by heads 3"),
+    Case("text-image-model", "models", "an image model (resnet8) on token ids",
+         text_cfg(student={"name": "resnet8"}), "student: the model cannot take inputs of shape"),
+    Case("text-init-embeddings-missing", "models", "text-cnn: `init_embeddings:` a directory that does not exist",
+         text_cfg(student={"name": "text-cnn", "kwargs": {"init_embeddings": "/nonexistent/x"}}),
+         "init_embeddings '/nonexistent/x': Hugging Face model directory"),
     # ------------------------------------------------------------------ numerical ranges
     Case("num-temperature-zero", "numerical", "`temperature: 0`",
          validate(_set("course.0.loss", {"kd": {"weight": 1, "temperature": 0}})),

@@ -77,7 +77,8 @@ def ship(cfg: Config, run_dir: str | Path, pipeline, teacher: nn.Module | None, 
     """Measure, quantize, export and predict as ``cfg.ship`` says (without it: measure the stages only)."""
     if getattr(pipeline, "tokens", False):
         raise UserError("ship: and prune lessons support image and tabular models; this run's data are token ids "
-                        "(text), whose export and int8 paths are not built yet; drop the ship section")
+                        "(text): drop the ship section and export the student with `curridistill export CHECKPOINT "
+                        "--format onnx` (or onnx-int8, torchscript)")
     run_dir = Path(run_dir)
     sc = cfg.ship
     out = run_dir / "ship"

@@ -150,6 +150,8 @@ def read_sms(path: Path) -> tuple[list[str], list[str]]:
 def read_table(path: Path, text_column: str, label_column: str, fmt: str = "auto",
                encoding: str = "utf-8") -> tuple[list[str], list[str]]:
     """Texts and labels from a CSV / TSV (with a header row) or JSONL file with named columns."""
+    if fmt not in ("auto", "csv", "tsv", "jsonl"):
+        raise UserError(f"data.options.format is {fmt!r}; use auto (from the file name), csv, tsv or jsonl")
     kind = fmt if fmt != "auto" else {".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl", ".json": "jsonl"}.get(
         path.suffix.lower())
     if kind not in ("csv", "tsv", "jsonl"):

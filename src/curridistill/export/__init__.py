@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from curridistill.evaluate.measure import latency_ms, logits_of
 from curridistill.config import DataConfig
 from curridistill.data.pipeline import Pipeline, load_splits
+from curridistill.data.text import is_text_spec, trim
 from curridistill.errors import UserError
 from curridistill.export.onnx import OnnxModel, export_onnx, opset_of, public_spec, quantize_onnx
 from curridistill.export.torchscript import export_torchscript, load_torchscript
@@ -39,10 +40,17 @@ def held_out_samples(spec: dict, n: int, root: str | None = None, split: str = "
         cfg = DataConfig(**raw)
         pipeline = Pipeline(load_splits(cfg), cfg, torch.device("cpu"))
         idx = torch.arange(min(n, len(pipeline.split(split))))
-        return pipeline.batch(split, idx)[0].float(), f"{len(idx)} {split} samples of {cfg.name}"
+        x = pipeline.batch(split, idx)[0]
+        if is_text_spec(spec):  # token ids, trimmed to the longest text as a training batch is
+            return trim(x.long().cpu(), int(spec["kwargs"]["pad_id"])), f"{len(idx)} {split} texts of {cfg.name}"
+        return x.float(), f"{len(idx)} {split} samples of {cfg.name}"
     except Exception as exc:  # missing data directory, other machine: still check, on random inputs
         gen = torch.Generator().manual_seed(0)
         why = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+        if is_text_spec(spec):  # random non-pad token ids of a length the export was not traced with
+            kwargs = spec.get("kwargs") or {}
+            ids = torch.randint(1, max(2, int(kwargs.get("vocab_size", 2))), (n, 13), generator=gen)
+            return ids.masked_fill(ids == int(kwargs.get("pad_id", 0)), 1), f"{n} random texts (data not available: {why})"
         return torch.randn((n, *spec["input_shape"]), generator=gen), f"{n} random inputs (data not available: {why})"
 
 

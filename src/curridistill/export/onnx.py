@@ -4,6 +4,9 @@ The exported file carries what a user needs to feed it, in ``metadata_props``: `
 (JSON: model name, class names, input shape, mean/std, whether inputs are normalized) plus the plain
 keys ``classes``, ``input_shape``, ``mean``, ``std`` and ``normalize`` (JSON values) for other tools.
 Inputs are float32 (N, C, H, W) already normalized, like the PyTorch model's; the batch size is dynamic.
+A model trained on text takes int64 token ids (N, L) named ``input_ids``, right-padded with the spec's
+``pad_id``; batch and length are dynamic, and the spec carries the tokenizer (the ``words`` vocabulary
+itself, or the tokenizer directory with its digest) so a server tokenizes exactly as in training.
 """
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import contextlib
 import io
 import json
 import logging
+import re
 import tempfile
 import warnings
 from pathlib import Path
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from curridistill.data.text import is_text_spec
 from curridistill.errors import UserError
 from curridistill.io import atomic_write
 
@@ -40,19 +45,29 @@ def export_onnx(model: nn.Module, spec: dict, path: str | Path, opset: int = 18)
     onnx = _need("onnx")
     path = Path(path)
     model = model.cpu().eval()
-    x = torch.zeros((2, *spec["input_shape"]))
+    text = is_text_spec(spec)
+    x = example_input(spec)
+    # token ids: batch and length vary (batches are trimmed to their longest text); images: the batch only
+    dims = {0: torch.export.Dim("batch"), 1: torch.export.Dim.AUTO} if text else {0: torch.export.Dim("batch")}
     with _quiet():
         try:
-            program = torch.onnx.export(model, (x,), dynamo=True, opset_version=opset, input_names=["input"],
-                                        output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},),
-                                        verbose=False)
-        except Exception as exc:  # export errors come in many types; one line for the user
-            raise UserError(f"ONNX export failed ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}); "
+            program = torch.onnx.export(model, (x,), dynamo=True, opset_version=opset,
+                                        input_names=["input_ids" if text else "input"], output_names=["logits"],
+                                        dynamic_shapes=(dims,), verbose=False)
+        except UserError:
+            raise
+        except Exception as exc:  # export errors come in many types; one line for the user, the root cause's
+            cause = exc.__cause__ or exc
+            if isinstance(cause, UserError):
+                raise cause from None
+            first = re.sub(r"\x1b\[[0-9;]*m", "", str(cause)).strip().splitlines()[0][:200] if str(cause).strip() else ""
+            raise UserError(f"ONNX export failed ({type(cause).__name__}: {first}); "
                             f"try another --opset or --format torchscript") from None
     proto = program.model_proto
     meta = {SPEC_KEY: json.dumps(public_spec(spec)), "classes": json.dumps(spec.get("classes")),
             "input_shape": json.dumps(spec["input_shape"]), "mean": json.dumps(spec.get("mean")),
-            "std": json.dumps(spec.get("std")), "normalize": json.dumps(spec.get("normalize", True))}
+            "std": json.dumps(spec.get("std")), "normalize": json.dumps(spec.get("normalize", True)),
+            "input_kind": json.dumps("token_ids" if text else "pixels")}
     for key, value in meta.items():
         prop = proto.metadata_props.add()
         prop.key, prop.value = key, value
@@ -62,16 +77,19 @@ def export_onnx(model: nn.Module, spec: dict, path: str | Path, opset: int = 18)
 
 
 def quantize_onnx(src: str | Path, dst: str | Path, calibration: list[Tensor]) -> Path:
-    """Static int8 (QDQ, per-channel int8 weights, uint8 activations) of an exported fp32 ONNX file with
-    ONNX Runtime's quantizer, activation ranges calibrated on ``calibration`` batches; keeps the metadata."""
+    """int8 of an exported fp32 ONNX file with ONNX Runtime's quantizer; keeps the metadata. Pixel models: static
+    (QDQ, per-channel int8 weights, uint8 activations), activation ranges calibrated on ``calibration`` batches.
+    Text models (int64 token ids in): dynamic (int8 weights, activations quantized per batch at run time), which
+    ONNX Runtime recommends for transformer and RNN models; the calibration batches are not needed."""
     onnx = _need("onnx")
     _need("onnxruntime")
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    if not calibration:
+    name, kind = _input_of(src)
+    text = kind == "tensor(int64)"
+    if not calibration and not text:
         raise UserError("int8 ONNX needs calibration batches of training samples")
-    name = _input_name(src)
 
     class Batches(CalibrationDataReader):
         def __init__(self):
@@ -82,27 +100,36 @@ def quantize_onnx(src: str | Path, dst: str | Path, calibration: list[Tensor]) -
 
     src, dst = Path(src), Path(dst)
     with tempfile.TemporaryDirectory() as tmp, _quiet():
-        pre = Path(tmp) / "pre.onnx"
+        pre, int8 = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         try:
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-            quantize_static(str(pre), str(Path(tmp) / "int8.onnx"), Batches(), quant_format=QuantFormat.QDQ,
-                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+            if text:
+                # LSTM left out: ORT 1.23's int8 LSTM gave a BiLSTM 24% top-1 agreement (per-tensor) or failed
+                # (per-channel); Conv / MatMul / Gemm carry nearly all weights of the text students and BERTs
+                quantize_dynamic(str(pre), str(int8), per_channel=True, weight_type=QuantType.QInt8,
+                                 op_types_to_quantize=["Conv", "MatMul", "Gemm"])
+            else:
+                quantize_static(str(pre), str(int8), Batches(), quant_format=QuantFormat.QDQ,
+                                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         except Exception as exc:
             raise UserError(f"ONNX Runtime could not quantize {src} ({type(exc).__name__}: "
                             f"{str(exc).strip().splitlines()[0][:160]}); ship the fp32 ONNX file") from None
-        proto = onnx.load(str(Path(tmp) / "int8.onnx"))
+        proto = onnx.load(str(int8))
         meta = {p.key: p.value for p in onnx.load(str(src), load_external_data=False).metadata_props}
+        how = "int8 dynamic (onnxruntime.quantization)" if text else "int8 static QDQ (onnxruntime.quantization)"
         del proto.metadata_props[:]
-        for key, value in {**meta, "quantization": "int8 static QDQ (onnxruntime.quantization)"}.items():
+        for key, value in {**meta, "quantization": how}.items():
             prop = proto.metadata_props.add()
             prop.key, prop.value = key, value
         atomic_write(dst, lambda t: onnx.save(proto, t))
     return dst
 
 
-def _input_name(path: str | Path) -> str:
-    onnx = _need("onnx")
-    return onnx.load(str(path), load_external_data=False).graph.input[0].name
+def _input_of(path: str | Path) -> tuple[str, str]:
+    """The name and ONNX type (``tensor(float)``, ``tensor(int64)``) of a model file's first input."""
+    ort = _need("onnxruntime")
+    first = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0]
+    return first.name, first.type
 
 
 def opset_of(path: str | Path) -> int:
@@ -126,14 +153,33 @@ def _quiet():
         logging.disable(previous)
 
 
+def example_input(spec: dict, batch: int = 2) -> Tensor:
+    """What a model is traced with: (batch, 8) int64 token ids (no padding) for text, zeros of the input shape
+    otherwise."""
+    if not is_text_spec(spec):
+        return torch.zeros((batch, *spec["input_shape"]))
+    kwargs = spec.get("kwargs") or {}
+    pad, vocab = int(kwargs.get("pad_id", 0)), int(kwargs.get("vocab_size", 2))
+    tokens = [t % vocab for t in range(1, 18) if t % vocab != pad][:8] or [pad]
+    return torch.tensor(tokens, dtype=torch.long).repeat(batch, 1)
+
+
 def public_spec(spec: dict) -> dict:
-    """What an exported model needs to know of its checkpoint spec (not its weights' checksum or layer table)."""
+    """What an exported model needs to know of its checkpoint spec (not its weights' checksum or layer table).
+    Text models also keep their tokenizer, ``pad_id`` / ``vocab_size`` and the data set's name and options."""
     keys = ("name", "num_classes", "in_channels", "input_shape", "classes", "mean", "std", "normalize")
-    return {k: spec[k] for k in keys if k in spec}
+    public = {k: spec[k] for k in keys if k in spec}
+    if is_text_spec(spec):
+        kwargs, data = spec.get("kwargs") or {}, spec.get("data") if isinstance(spec.get("data"), dict) else {}
+        public["tokenizer"] = spec.get("tokenizer")
+        public["kwargs"] = {k: kwargs[k] for k in ("pad_id", "vocab_size") if k in kwargs}
+        public["data"] = {"name": data.get("name"), "options": data.get("options") or {}}
+    return public
 
 
 class OnnxModel:
-    """An exported model under ONNX Runtime: ``model(x)`` takes a float tensor (N, C, H, W), returns logits."""
+    """An exported model under ONNX Runtime: ``model(x)`` takes a float tensor (N, C, H, W), or int64 token ids
+    (N, L) for a text model, and returns logits."""
 
     def __init__(self, path: str | Path, threads: int | None = None):
         ort = _need("onnxruntime")
@@ -156,10 +202,17 @@ class OnnxModel:
             self.spec = json.loads(meta[SPEC_KEY])
         except json.JSONDecodeError:
             raise UserError(f"{path}: its {SPEC_KEY} metadata is not JSON; export the model again") from None
-        self.input_name = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0]
+        self.input_name = first.name
+        self.dtype = np.int64 if first.type == "tensor(int64)" else np.float32  # token ids or pixels
         self.path = path
 
     def __call__(self, x: Tensor | np.ndarray) -> Tensor:
         arr = x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
-        out = self.session.run(None, {self.input_name: np.ascontiguousarray(arr, dtype=np.float32)})[0]
+        try:
+            out = self.session.run(None, {self.input_name: np.ascontiguousarray(arr, dtype=self.dtype)})[0]
+        except Exception as exc:  # a shape the graph does not take, a kernel failing on this CPU
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise UserError(f"ONNX Runtime could not run {self.path} on inputs of shape {tuple(arr.shape)} "
+                            f"({type(exc).__name__}: {first}); export the model again") from None
         return torch.from_numpy(out)

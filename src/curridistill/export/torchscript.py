@@ -11,13 +11,13 @@ import torch
 from torch import nn
 
 from curridistill.errors import UserError
-from curridistill.export.onnx import public_spec
+from curridistill.export.onnx import example_input, public_spec
 from curridistill.io import atomic_write
 
 
 def export_torchscript(model: nn.Module, spec: dict, path: str | Path) -> Path:
     model = model.cpu().eval()
-    x = torch.zeros((2, *spec["input_shape"]))
+    x = example_input(spec)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:

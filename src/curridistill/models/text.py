@@ -102,14 +102,46 @@ class BiLSTM(nn.Module):
         ids = as_ids(x, self.vocab_size, self.pad_id)
         mask = self.mask((ids != self.pad_id).long())
         lens = mask.sum(1).clamp_min(1)
-        packed = nn.utils.rnn.pack_padded_sequence(self.embedding(ids), lens.cpu(), batch_first=True,
-                                                   enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        h, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])  # (B, L, 2H)
+        if _exporting():
+            h = self._unpacked(self.embedding(ids), lens, mask)
+        else:
+            packed = nn.utils.rnn.pack_padded_sequence(self.embedding(ids), lens.cpu(), batch_first=True,
+                                                       enforce_sorted=False)
+            out, _ = self.lstm(packed)
+            h, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])  # (B, L, 2H)
         h = self.states(h)
         valid = mask.unsqueeze(-1).bool()
         h_max = torch.nan_to_num(h.masked_fill(~valid, float("-inf")).amax(1), neginf=0.0)
         return self.fc(self.dropout(torch.cat([h_max, masked_mean(h, mask)], dim=1)))
+
+
+    def _unpacked(self, e: Tensor, lens: Tensor, mask: Tensor) -> Tensor:
+        """The packed forward's output without packing, which ``torch.export`` (ONNX) cannot trace: the forward
+        direction runs on the right-padded rows (padding comes after every real token), the backward direction on
+        the same rows rolled so the padding comes first, then rolled back. Equal to the packed result for one
+        layer; a deeper stack would feed each layer's wrong half to the next."""
+        if self.lstm.num_layers != 1:
+            raise UserError(f"ONNX export of text-bilstm supports num_layers 1 (this one has {self.lstm.num_layers}); "
+                            f"use --format torchscript")
+        n, length = e.shape[0], e.shape[1]
+        half = self.lstm.proj_size or self.lstm.hidden_size
+        shift = (length - lens).unsqueeze(1)  # (B, 1): padding per row
+        t = torch.arange(length, device=e.device).unsqueeze(0)
+        wrap = torch.full_like(t, length)  # (t -+ shift) mod length, without the remainder the exporter lacks
+        to_left = t - shift  # left-padded position t reads right-padded t - shift
+        to_left = torch.where(to_left < 0, to_left + wrap, to_left).unsqueeze(-1)
+        to_right = t + shift
+        to_right = torch.where(to_right >= length, to_right - wrap, to_right).unsqueeze(-1)
+        right, _ = self.lstm(e)
+        left, _ = self.lstm(e.gather(1, to_left.expand(n, length, e.shape[2])))
+        backward = left.gather(1, to_right.expand(n, length, left.shape[2]))[..., half:]
+        return torch.cat([right[..., :half], backward], dim=2) * mask.unsqueeze(-1).to(e.dtype)
+
+
+def _exporting() -> bool:
+    """Whether ``torch.export`` (the ONNX exporter) is tracing the model."""
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(is_exporting and is_exporting())
 
 
 @MODELS.register("text-transformer")
