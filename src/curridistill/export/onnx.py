@@ -126,10 +126,11 @@ def quantize_onnx(src: str | Path, dst: str | Path, calibration: list[Tensor]) -
 
 
 def _input_of(path: str | Path) -> tuple[str, str]:
-    """The name and ONNX type (``tensor(float)``, ``tensor(int64)``) of a model file's first input."""
-    ort = _need("onnxruntime")
-    first = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()[0]
-    return first.name, first.type
+    """The name and type (``tensor(float)``, ``tensor(int64)``, as ONNX Runtime writes it) of a file's first input."""
+    onnx = _need("onnx")
+    first = onnx.load(str(path), load_external_data=False).graph.input[0]
+    elem = onnx.helper.tensor_dtype_to_np_dtype(first.type.tensor_type.elem_type)
+    return first.name, "tensor(int64)" if elem == np.int64 else f"tensor({np.dtype(elem).name})"
 
 
 def opset_of(path: str | Path) -> int:
