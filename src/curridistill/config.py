@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -32,6 +32,21 @@ class AugmentSettings(Strict):
     padding_mode: Literal["zero", "reflect"] = "zero"
     flip: bool = False  # horizontal flip with probability 0.5
     cutout: int = Field(0, ge=0, description="side of a zeroed square; 0 = off")
+    # text (token ids), Tang et al. 2019: a teacher-labelled, perturbed transfer set (data/text_augment.py)
+    token_mask: float = Field(0.0, ge=0, le=1, description="per content token: replaced by the mask token; 0 = off")
+    token_replace: float = Field(0.0, ge=0, le=1,
+                                 description="per content token: replaced by a token drawn by training frequency")
+    token_span: float = Field(0.0, ge=0, le=1, description="per sample: cut to a random run of 1..span_max tokens")
+    span_max: int = Field(5, ge=1, description="longest run kept by token_span")
+
+    IMAGE_FIELDS: ClassVar[tuple[str, ...]] = ("crop_padding", "padding_mode", "flip", "cutout")
+    TOKEN_FIELDS: ClassVar[tuple[str, ...]] = ("token_mask", "token_replace", "token_span", "span_max")
+
+    def image_active(self) -> bool:
+        return bool(self.crop_padding or self.flip or self.cutout)
+
+    def token_active(self) -> bool:
+        return bool(self.token_mask or self.token_replace or self.token_span)
 
 
 class CVConfig(Strict):

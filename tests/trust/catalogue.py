@@ -192,7 +192,8 @@ def tensors_cfg(y_train, y_test=None) -> Callable[[Path], list[str]]:
 
 
 def text_cfg(options: dict | None = None, name: str = "text-table", student: dict | None = None,
-             teacher: dict | None = None, root: str | None = None) -> Callable[[Path], list[str]]:
+             teacher: dict | None = None, root: str | None = None, augment: dict | None = None
+             ) -> Callable[[Path], list[str]]:
     """``validate`` of a text config over a small CSV written under ``tmp`` (``path`` / ``test_fraction`` default
     to it for text-table); ``options`` replace those keys."""
     def make(tmp: Path) -> list[str]:
@@ -202,7 +203,7 @@ def text_cfg(options: dict | None = None, name: str = "text-table", student: dic
         opts.update(options or {})
         cfg = base(tmp)
         cfg["data"] = {"name": name, "options": {k: v for k, v in opts.items() if v is not None}, "val_size": 0.2,
-                       "batch_size": 8, **({"root": root} if root else {})}
+                       "batch_size": 8, **({"root": root} if root else {}), **({"augment": augment} if augment else {})}
         cfg["student"] = student or {"name": "text-cnn", "kwargs": {"embed_dim": 8, "filters": 4}}
         if teacher:
             cfg["teacher"] = teacher
@@ -390,6 +391,8 @@ CASES: list[Case] = [
          validate(_set("course.0.curriculum", {"scorer": "confidence", "pacing": {"kind": "linear"}})), "unknown scorer"),
     Case("data-unknown-name", "data", "`data.name: cifar11`", validate(_set("data.name", "cifar11")),
          "unknown dataset 'cifar11' at data.name"),
+    Case("image-token-augment", "data", "`data.augment: {token_mask: 0.1}` for images",
+         validate(_set("data.augment", {"token_mask": 0.1})), "token_mask, token_replace and token_span are for text"),
     Case("data-unknown-option", "data", "`data.options: {colour: true}` for digits",
          validate(_set("data.options", {"colour": True})), "unknown option 'data.options.colour' for data set 'digits'"),
     Case("data-tensors-no-path", "data", "the tensors data set without a path", validate(_set("data", {"name": "tensors"})),
@@ -412,6 +415,10 @@ CASES: list[Case] = [
          text_cfg({"test_fraction": None}), "has no test split; set data.options.test_path, or data.options.test_fraction"),
     Case("text-unknown-format", "data", "text-table: `format: xml`", text_cfg({"format": "xml"}),
          "data.options.format is 'xml'; use auto (from the file name), csv, tsv or jsonl"),
+    Case("text-image-augment", "data", "text: `augment: {flip: true}` (an image augmentation)",
+         text_cfg(augment={"flip": True}), "data.augment: crop_padding, flip and cutout are for images and this dataset is text"),
+    Case("text-augment-over-1", "numerical", "text: `token_mask: 0.6, token_replace: 0.6`",
+         text_cfg(augment={"token_mask": 0.6, "token_replace": 0.6}), "token_mask + token_replace is 1.2"),
     Case("text-max-length-0", "numerical", "text: `max_length: 0`", text_cfg({"max_length": 0}),
          "data.options.max_length is 0; use an integer >= 2"),
     Case("text-tokenizer-dir-missing", "data", "text: `tokenizer:` a directory that does not exist",

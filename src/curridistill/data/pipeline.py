@@ -20,6 +20,7 @@ from curridistill.data.augment import AugmentConfig, BatchAugment
 from curridistill.data.base import ArrayData, Splits, channel_stats, split_validation, stratified_split
 from curridistill.data.registry import DATASETS, INPUT_OPTIONS, TEST_SPLITS, resolve_root
 from curridistill.data.text import bucket_batches, lengths, trim
+from curridistill.data.text_augment import TokenAugment
 from curridistill.data.labels import check_labels
 from curridistill.errors import UserError
 
@@ -136,8 +137,26 @@ class Pipeline:
         shape = (1, -1, 1, 1) if self.splits.train.x.dim() == 4 else (1, -1)
         self.mean = mean.view(shape).to(self.device)
         self.std = std.view(shape).to(self.device)
-        if self.augments:
-            self._aug = BatchAugment(AugmentConfig(**self.cfg.augment.model_dump()), tuple(self.splits.train.x.shape[1:]))
+        self._aug = self._make_augment()
+
+    def _make_augment(self):
+        """The training augmentation for this kind of input (None when off); settings of the other kind are an error."""
+        a = self.cfg.augment
+        if self.tokens:
+            if a.image_active():
+                raise UserError("data.augment: crop_padding, flip and cutout are for images and this dataset is text; "
+                                "for text use token_mask, token_replace or token_span")
+            if not a.token_active():
+                return None
+            meta = self.splits.train.meta
+            return TokenAugment(a, self.splits.train.x, meta["pad_id"], meta.get("mask_id"), meta.get("special_ids", []))
+        if a.token_active():
+            raise UserError("data.augment: token_mask, token_replace and token_span are for text (token ids) and this "
+                            "dataset is not; for images use crop_padding, flip or cutout")
+        if not a.image_active() or self.splits.train.x.dim() != 4:
+            return None
+        image = AugmentConfig(**a.model_dump(include=set(a.IMAGE_FIELDS)))
+        return BatchAugment(image, tuple(self.splits.train.x.shape[1:]))
 
     @property
     def tokens(self) -> bool:
@@ -146,12 +165,13 @@ class Pipeline:
 
     @property
     def augments(self) -> bool:
-        a = self.cfg.augment
-        return bool(a.crop_padding or a.flip or a.cutout) and self.splits.train.x.dim() == 4
+        return self._aug is not None
 
     def augment_key(self) -> str:
         """Stable description of everything that decides the training inputs (for cache keys)."""
-        return json.dumps({"augment": self.cfg.augment.model_dump(), "data_seed": self.cfg.data_seed,
+        a = self.cfg.augment  # token fields only when on, so cache keys of image runs stay what they were
+        fields = a.model_dump(include=set(a.IMAGE_FIELDS) | (set(a.TOKEN_FIELDS) if a.token_active() else set()))
+        return json.dumps({"augment": fields, "data_seed": self.cfg.data_seed,
                            "normalize": self.cfg.normalize}, sort_keys=True)
 
     def augment_params_key(self) -> str | None:

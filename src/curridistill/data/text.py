@@ -190,6 +190,8 @@ class WordTokenizer:
     """Lower-cased words and punctuation; the vocabulary is the training split's (most frequent first)."""
 
     pad_id, unk_id = 0, 1
+    mask_id = unk_id  # augmentation masks a word by making it unknown
+    special_ids: list[int] = []
     _split = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
     def __init__(self, texts: list[str], max_vocab: int = 30000, min_freq: int = 1):
@@ -241,6 +243,9 @@ class HFTokenizer:
         if self.tok.pad_token_id is None:
             raise UserError(f"{where}: the tokenizer in {self.path} has no padding token; set one and save it again")
         self.pad_id = int(self.tok.pad_token_id)
+        mask = self.tok.mask_token_id if self.tok.mask_token_id is not None else self.tok.unk_token_id
+        self.mask_id = int(mask) if mask is not None else None
+        self.special_ids = [int(i) for i in self.tok.all_special_ids]
 
     @property
     def vocab_size(self) -> int:
@@ -335,6 +340,7 @@ def tokenize_splits(name: str, train: tuple[list[str], list[str]], test: tuple[l
     state = {**tok.state(), "max_length": max_length}
     meta = {"kind": "tokens", "pad_id": tok.pad_id, "vocab_size": tok.vocab_size, "tokenizer": str(tokenizer),
             "tokenizer_state": state, "max_length": max_length, "bucket": bucket,
+            "mask_id": tok.mask_id, "special_ids": list(tok.special_ids),
             "model_defaults": {"vocab_size": tok.vocab_size, "pad_id": tok.pad_id}}
     y_train = torch.tensor([index[c] for c in train[1]], dtype=torch.int64)
     y_test = torch.tensor([index[c] for c in test[1]], dtype=torch.int64)
