@@ -212,6 +212,7 @@ class LessonConfig(Strict):
     teacher: TeacherRoute | None = None  # RCO route through the teacher's saved epochs
     prune: PruneConfig | None = None  # prune at the start of this lesson, then recover (see docs: Shipping a model)
     quantize_aware: QuantAwareConfig | None = None  # train this lesson with fake-quantized weights (QAT)
+    augment: bool = True  # false: this lesson trains on un-augmented data (e.g. a teacher fine-tuned on clean text)
 
     @field_validator("loss", mode="before")
     @classmethod

@@ -112,7 +112,8 @@ def _trec_config(tmp_path: Path, augment: dict, teacher: bool = True) -> Path:
                    "tensorboard": False, "eval": {"latency_runs": 2, "throughput_runs": 1, "throughput_batch": 8}}}
     if teacher:
         raw["teacher"] = {"name": "text-cnn", "kwargs": {"embed_dim": 16, "filters": 8, "kernel_sizes": [2, 3]},
-                          "course": [{"epochs": 1, "loss": {"ce": 1.0}, "optimizer": {"name": "adamw", "lr": 0.01}}]}
+                          "course": [{"epochs": 1, "loss": {"ce": 1.0}, "optimizer": {"name": "adamw", "lr": 0.01},
+                                      "augment": False}]}  # the teacher learns from the clean sentences
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
@@ -130,6 +131,21 @@ def test_augmented_distillation_caches_the_teacher_per_epoch(trec_files, tmp_pat
     assert cli.main(["run", str(cfg), "--out", str(tmp_path / "run"), "--quiet"]) == 0
     entries = sorted(p.name for p in (tmp_path / "cache" / "teacher_outputs").glob("*/epoch-*.safetensors"))
     assert entries == ["epoch-0.safetensors", "epoch-1.safetensors"]  # the teacher labels each epoch's sentences
+    teachers = list((tmp_path / "cache" / "teachers").iterdir())
+    # other augmentation settings: the teacher (whose lesson does not augment) is reused, not trained again
+    cfg = _trec_config(tmp_path, {"token_mask": 0.2})
+    assert cli.main(["run", str(cfg), "--out", str(tmp_path / "run2"), "--quiet"]) == 0
+    assert list((tmp_path / "cache" / "teachers").iterdir()) == teachers
+
+
+def test_a_lesson_without_augmentation_sees_clean_sentences_and_clean_teacher_outputs(trec_files, tmp_path, monkeypatch):
+    monkeypatch.setenv(text.CACHE_ENV, str(tmp_path / "cache"))
+    raw = yaml.safe_load(_trec_config(tmp_path, {"token_mask": 0.3}).read_text())
+    raw["course"][0]["augment"] = False
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(raw))
+    assert cli.main(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    entries = sorted(p.name for p in (tmp_path / "cache" / "teacher_outputs").glob("*/epoch-*.safetensors"))
+    assert entries == ["epoch-none.safetensors"]
 
 
 @pytest.mark.parametrize("augment, message", [

@@ -231,23 +231,26 @@ class Pipeline:
             self._params_epoch = epoch
         return self._params
 
-    def train_batches(self, index_batches: Iterable[Tensor], epoch: int) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
-        """(indices, inputs, labels) of each training batch, in the sampler's order. Streamed images are
-        decoded ahead by ``data.workers`` DataLoader processes; in-memory data is gathered directly."""
+    def train_batches(self, index_batches: Iterable[Tensor], epoch: int, augment: bool = True
+                      ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """(indices, inputs, labels) of each training batch, in the sampler's order (``augment``: with epoch
+        ``epoch``'s augmentation). Streamed images are decoded ahead by ``data.workers`` DataLoader processes;
+        in-memory data is gathered directly."""
+        aug_epoch = epoch if augment else None
         source = self.splits.train.x
         window = int(self.splits.train.meta.get("bucket", 0)) if self.tokens else 0
         if window > 1:  # text: batches of similar lengths, so little padding is computed
             index_batches = bucket_batches(index_batches, self.lengths("train"), window, self.cfg.data_seed + 104729 * epoch)
         if not _streamed(source) or self.cfg.workers == 0:
             for idx in index_batches:
-                yield (idx, *self.batch("train", idx, epoch))
+                yield (idx, *self.batch("train", idx, aug_epoch))
             return
         from torch.utils.data import DataLoader
 
         loader = DataLoader(_DecodeBatches(source), sampler=list(index_batches), batch_size=None,
                             num_workers=self.cfg.workers, pin_memory=self.device.type == "cuda")
         for idx, raw in loader:
-            yield (idx, *self.prepare("train", idx, raw, epoch))
+            yield (idx, *self.prepare("train", idx, raw, aug_epoch))
 
     def lengths(self, split: str) -> Tensor:
         """(N,) non-pad token counts of a text split (CPU)."""

@@ -171,7 +171,7 @@ class CourseRunner:
     def teacher_key(self, tc: TeacherConfig, course: list[LessonConfig], index: int) -> str:
         desc = {"model": tc.name, "kwargs": tc.kwargs, **_transfer_desc(tc), "course": [_without_name(c) for c in course],
                 "data": data_fingerprint(self.pipeline.splits, self.cfg.data),
-                "augment": self.pipeline.augment_key(), "batch_size": self.cfg.data.batch_size, "seed": self.cfg.run.teacher_seed + index,
+                "augment": self.pipeline.augment_key() if any(c.augment for c in course) else None, "batch_size": self.cfg.data.batch_size, "seed": self.cfg.run.teacher_seed + index,
                 "keep_epochs": sorted(tc.keep_epochs)}
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -368,4 +368,6 @@ def _without_name(lesson: LessonConfig) -> dict:
     for key in ("prune", "quantize_aware"):  # newer lesson keys: absent when unused, so earlier cache keys stay valid
         if raw.get(key) is None:
             raw.pop(key, None)
+    if raw.get("augment") is True:
+        raw.pop("augment")
     return raw

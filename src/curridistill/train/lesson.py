@@ -218,7 +218,7 @@ class LessonRun:
         seen = 0
         ctx.callbacks.on_batches_start(self.steps_per_epoch)
         batches = (distributed.shard(idx) for idx in self.sampler.epoch_batches(epoch))
-        for k, (idx, x, y) in enumerate(ctx.pipeline.train_batches(batches, epoch)):
+        for k, (idx, x, y) in enumerate(ctx.pipeline.train_batches(batches, epoch, augment=lesson.augment)):
             idx = _on_device(idx, x.device)  # once per step, so terms and the teacher cache index on the device
             step = epoch * self.steps_per_epoch + k
             clock = Clock(progress=step / self.total_steps, epoch=epoch, epochs=lesson.epochs, step=step)
@@ -265,7 +265,9 @@ class LessonRun:
         def compute() -> Tensor:
             with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=ctx.amp and x.device.type == "cuda"):
                 logits = self.forward_model(x)
-                inputs = self._inputs(logits, y, taps.features, x, idx, clock, epoch=clock.epoch)
+                # the teacher's outputs on this batch's inputs: those of its augmentation epoch, or un-augmented
+                inputs = self._inputs(logits, y, taps.features, x, idx, clock,
+                                      epoch=clock.epoch if self.lesson.augment else None)
                 per_sample = torch.zeros(len(y), device=x.device)  # (B,) weighted sum of the terms
                 parts = {}
                 for name, term in self.terms.items():
