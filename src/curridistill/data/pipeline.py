@@ -167,9 +167,11 @@ class Pipeline:
     def augments(self) -> bool:
         return self._aug is not None
 
-    def augment_key(self) -> str:
-        """Stable description of everything that decides the training inputs (for cache keys)."""
-        a = self.cfg.augment  # token fields only when on, so cache keys of image runs stay what they were
+    def augment_key(self, augmented: bool = True) -> str:
+        """Stable description of everything that decides the training inputs (for cache keys); ``augmented``
+        false: that of un-augmented inputs (what a lesson with ``augment: false`` sees)."""
+        a = self.cfg.augment if augmented else type(self.cfg.augment)()
+        # token fields only when on, so cache keys of image runs stay what they were
         fields = a.model_dump(include=set(a.IMAGE_FIELDS) | (set(a.TOKEN_FIELDS) if a.token_active() else set()))
         return json.dumps({"augment": fields, "data_seed": self.cfg.data_seed,
                            "normalize": self.cfg.normalize}, sort_keys=True)

@@ -169,9 +169,14 @@ class CourseRunner:
         return result
 
     def teacher_key(self, tc: TeacherConfig, course: list[LessonConfig], index: int) -> str:
-        desc = {"model": tc.name, "kwargs": tc.kwargs, **_transfer_desc(tc), "course": [_without_name(c) for c in course],
+        augmented = any(c.augment for c in course)
+        lessons = [_without_name(c) for c in course]
+        if not augmented:  # trained on clean data: the same teacher as that of a config without augmentation
+            for lesson in lessons:
+                lesson.pop("augment", None)
+        desc = {"model": tc.name, "kwargs": tc.kwargs, **_transfer_desc(tc), "course": lessons,
                 "data": data_fingerprint(self.pipeline.splits, self.cfg.data),
-                "augment": self.pipeline.augment_key() if any(c.augment for c in course) else None, "batch_size": self.cfg.data.batch_size, "seed": self.cfg.run.teacher_seed + index,
+                "augment": self.pipeline.augment_key(augmented), "batch_size": self.cfg.data.batch_size, "seed": self.cfg.run.teacher_seed + index,
                 "keep_epochs": sorted(tc.keep_epochs)}
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:20]
 
