@@ -62,7 +62,9 @@ class TokenAugment:
 
     def content(self, ids: Tensor) -> Tensor:
         """True where a token is text (neither padding nor special)."""
-        return ~torch.isin(ids, self.special.to(ids.device))
+        if self.special.device != ids.device:  # moved once, not copied per batch
+            self.special = self.special.to(ids.device)
+        return ~torch.isin(ids, self.special)
 
     def epoch_params(self, n: int, seed: int, epoch: int) -> dict[str, Tensor]:
         """Per-sample draws of all ``n`` samples for one epoch (CPU tensors, first dim n).
