@@ -119,13 +119,7 @@ def _trec_config(tmp_path: Path, augment: dict, teacher: bool = True) -> Path:
     return path
 
 
-@pytest.fixture()
-def trec_files():
-    if not (SHARED_DATA / "text" / "trec" / "train_5500.label").is_file():
-        pytest.skip("the shared TREC files are not here")
-
-
-def test_augmented_distillation_caches_the_teacher_per_epoch(trec_files, tmp_path, monkeypatch):
+def test_augmented_distillation_caches_the_teacher_per_epoch(shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv(text.CACHE_ENV, str(tmp_path / "cache"))
     cfg = _trec_config(tmp_path, {"token_mask": 0.1, "token_replace": 0.1, "token_span": 0.25})
     assert cli.main(["run", str(cfg), "--out", str(tmp_path / "run"), "--quiet"]) == 0
@@ -138,7 +132,7 @@ def test_augmented_distillation_caches_the_teacher_per_epoch(trec_files, tmp_pat
     assert list((tmp_path / "cache" / "teachers").iterdir()) == teachers
 
 
-def test_a_lesson_without_augmentation_sees_clean_sentences_and_clean_teacher_outputs(trec_files, tmp_path, monkeypatch):
+def test_a_lesson_without_augmentation_sees_clean_sentences_and_clean_teacher_outputs(shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv(text.CACHE_ENV, str(tmp_path / "cache"))
     raw = yaml.safe_load(_trec_config(tmp_path, {"token_mask": 0.3}).read_text())
     raw["course"][0]["augment"] = False
@@ -153,7 +147,7 @@ def test_a_lesson_without_augmentation_sees_clean_sentences_and_clean_teacher_ou
     ({"token_mask": 0.7, "token_replace": 0.7}, "keep their sum <= 1"),
     ({"token_mask": 1.5}, "token_mask"),
 ])
-def test_bad_text_augmentation_is_one_line_and_exit_2(trec_files, augment, message, tmp_path, monkeypatch, capsys):
+def test_bad_text_augmentation_is_one_line_and_exit_2(shared_data, augment, message, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(text.CACHE_ENV, str(tmp_path / "cache"))
     assert cli.main(["run", str(_trec_config(tmp_path, augment, teacher=False)), "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err.strip()
