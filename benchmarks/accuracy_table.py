@@ -43,6 +43,14 @@ TAKD_ASSISTANT = {"resnet8": "resnet14", "resnet14": "resnet20", "resnet20": "re
                   "wrn_16_1": "wrn_16_2", "wrn_16_2": "wrn_28_2", "vgg8": "vgg11"}
 
 
+# Hacohen & Weinshall: teacher-confidence order, class-balanced, fixed exponential pacing (all data from epoch 4)
+CONFIDENCE_CURRICULUM = {"scorer": "teacher_confidence", "order": "class_balanced",
+                         "pacing": {"kind": "fixed_exponential", "start": 0.1, "inc": 1.9, "unit": "epoch", "step_length": 1}}
+# Kumar et al.: the student keeps the samples whose loss is under a quantile threshold growing from 0.5 to all
+SELF_PACED = {"scorer": "student_loss", "self_paced": {"weighting": "hard", "quantile": True,
+                                                        "threshold": {"kind": "linear", "start": 0.5, "end": 1.5}}}
+
+
 def _kd(base: dict) -> dict:
     return {"ce": 0.1, "kd": {"weight": 0.9, "temperature": 4}}
 
@@ -73,21 +81,19 @@ def rows(base: dict, assistant: str | None = None) -> dict[str, dict]:
         "at": {"course": [_lesson(base, loss={"ce": 1.0, "at": {"weight": 1000, "student_layers": ["stage2", "stage3"],
                                                                   "teacher_layers": ["stage2", "stage3"]}})]},
         "ctkd": {"course": [_lesson(base, loss={"ce": 0.1, "ctkd": 0.9})]},
-        "curriculum+kd": {"course": [_lesson(base, loss=_kd(base), curriculum={
-            "scorer": "teacher_confidence", "order": "class_balanced",
-            "pacing": {"kind": "fixed_exponential", "start": 0.1, "inc": 1.9, "unit": "epoch", "step_length": 1}})]},
-        "self-paced kd": {"course": [_lesson(base, loss=_kd(base), curriculum={
-            "scorer": "student_loss", "self_paced": {"weighting": "hard", "quantile": True,
-                                                     "threshold": {"kind": "linear", "start": 0.5, "end": 1.5}}})]},
+        "curriculum+kd": {"course": [_lesson(base, loss=_kd(base), curriculum=CONFIDENCE_CURRICULUM)]},
+        "self-paced kd": {"course": [_lesson(base, loss=_kd(base), curriculum=SELF_PACED)]},
+        # the curricula alone, without soft targets (CE only): the teacher only scores (Hacohen & Weinshall's
+        # transfer-teacher curriculum) or the student picks its own easy samples (self-paced learning)
+        "curriculum": {"course": [_lesson(base, loss={"ce": 1.0}, curriculum=CONFIDENCE_CURRICULUM)]},
+        "self-paced": {"course": [_lesson(base, loss={"ce": 1.0}, curriculum=SELF_PACED)]},
         "annealing-kd": {"course": [
             _lesson(base, name="anneal", epochs=half, loss={"mse_logits": {"teacher_scale": {"kind": "staircase", "start": 0.1, "end": 1.0, "steps": 10}}}),
             _lesson(base, name="labels", epochs=epochs - half, loss={"ce": 1.0})]},
         # the combined recipe: the strongest logit term of the CPU-scale tables (DKD) served easy-to-hard by
         # the teacher's confidence, the same pacing as curriculum+kd (full data from epoch 4 of 15)
         "curriculum+dkd": {"course": [_lesson(base, loss={"ce": 1.0, "dkd": {"weight": {
-            "kind": "constant", "value": 1, "warmup": warm, "unit": "epoch"}}}, curriculum={
-            "scorer": "teacher_confidence", "order": "class_balanced",
-            "pacing": {"kind": "fixed_exponential", "start": 0.1, "inc": 1.9, "unit": "epoch", "step_length": 1}})]},
+            "kind": "constant", "value": 1, "warmup": warm, "unit": "epoch"}}}, curriculum=CONFIDENCE_CURRICULUM)]},
     }
     if assistant:
         table[f"takd ({assistant})"] = {"course": [_lesson(base, loss=_kd(base))], "assistants": [{"name": assistant}]}

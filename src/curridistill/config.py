@@ -71,6 +71,9 @@ class DataConfig(Strict):
     split_seed: int = 0  # seed of the train/val split
     subset: int | None = Field(None, ge=2)  # use a stratified subset of this many training samples (quick runs)
     classes: list[str] | None = None  # keep only these classes (by name), relabeled 0..k-1 in this order
+    # robustness studies: this fraction of the training labels (train and validation, never test) replaced by a
+    # uniformly drawn other class, the same samples for every run with the same split_seed
+    label_noise: float = Field(0.0, ge=0, lt=1)
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(512, ge=1)
     augment: AugmentSettings = Field(default_factory=AugmentSettings)

@@ -23,3 +23,19 @@ def check_labels(train: ArrayData, name: str) -> None:
         raise UserError(f"data {name!r}: classes {shown} of 0..{k - 1} have no training sample (labels present: "
                         f"{', '.join(str(int(v)) for v in present[:8])}{' ...' if len(present) > 8 else ''}); "
                         f"relabel to consecutive indices 0..{len(present) - 1}")
+
+
+def with_label_noise(data: ArrayData, fraction: float, seed: int) -> ArrayData:
+    """``data`` with round(fraction * N) labels replaced by a uniformly drawn *other* class (symmetric label noise,
+    the usual protocol of noisy-label studies, e.g. Han et al. 2018). Which samples, and their new classes, depend
+    only on ``seed`` and N, so every run of a comparison sees the same corrupted labels. ``fraction`` 0: unchanged."""
+    flips = int(round(fraction * len(data)))
+    if flips == 0:
+        return data
+    g = torch.Generator().manual_seed(seed)
+    chosen = torch.randperm(len(data), generator=g)[:flips]
+    k = data.num_classes
+    shift = torch.randint(1, k, (flips,), generator=g)  # 1..k-1 classes ahead: never the true class
+    y = data.y.clone()
+    y[chosen] = (y[chosen] + shift) % k
+    return ArrayData(data.x, y, data.classes, data.meta)

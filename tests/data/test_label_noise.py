@@ -1,0 +1,55 @@
+"""data.label_noise: symmetric noise on the training labels, never on the test split, the same for every run."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from curridistill import cli
+from curridistill.config import DataConfig
+from curridistill.data.base import ArrayData
+from curridistill.data.labels import with_label_noise
+from curridistill.data.pipeline import load_splits
+
+
+def _data(n: int = 1000, k: int = 10) -> ArrayData:
+    return ArrayData(torch.zeros(n, 1, 2, 2, dtype=torch.uint8), torch.arange(n) % k, [str(i) for i in range(k)])
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.2, 0.5, 0.8])
+def test_exactly_the_fraction_moves_to_another_class(fraction):
+    clean = _data()
+    noisy = with_label_noise(clean, fraction, seed=3)
+    changed = noisy.y != clean.y
+    assert int(changed.sum()) == round(fraction * len(clean))  # every chosen label really changes
+    assert noisy.y.min() >= 0 and noisy.y.max() < clean.num_classes
+
+
+def test_new_classes_are_spread_over_the_other_classes():
+    clean = _data(20000, 4)
+    noisy = with_label_noise(clean, 0.6, seed=0)
+    moved = noisy.y != clean.y
+    offsets = (noisy.y[moved] - clean.y[moved]) % 4
+    counts = torch.bincount(offsets, minlength=4)
+    assert counts[0] == 0 and (counts[1:].float() / moved.sum()).sub(1 / 3).abs().max() < 0.02
+
+
+def test_same_seed_same_labels_other_seed_other_labels():
+    clean = _data()
+    a, b, c = (with_label_noise(clean, 0.3, seed=s).y for s in (1, 1, 2))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_digits_splits_corrupt_training_labels_only():
+    clean, noisy = (load_splits(DataConfig(name="digits", label_noise=f)) for f in (0.0, 0.4))
+    assert torch.equal(noisy.test.y, clean.test.y)
+    assert torch.equal(noisy.train.x, clean.train.x)  # the same samples in the same splits
+    seen = torch.cat([noisy.train.y, noisy.val.y]) != torch.cat([clean.train.y, clean.val.y])
+    assert abs(seen.float().mean().item() - 0.4) < 0.01
+    assert noisy.info["label_noise"] == 0.4
+
+
+@pytest.mark.parametrize("value", ["1.0", "-0.1"])
+def test_out_of_range_fraction_is_one_line(value, capsys):
+    assert cli.main(["validate", "configs/quickstart.yaml", "--set", f"data.label_noise={value}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "label_noise" in err
