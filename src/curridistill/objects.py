@@ -33,7 +33,7 @@ from torch.utils.data import Dataset, TensorDataset
 
 from curridistill.config import Config, DataConfig, EvalConfig, validate_config
 from curridistill.data.base import ArrayData, Splits, channel_stats, split_validation
-from curridistill.data.labels import check_labels
+from curridistill.data.labels import check_labels, with_noisy_splits
 from curridistill.data.pipeline import Pipeline, eval_data_config, load_test_split
 from curridistill.data.text import is_text_spec
 from curridistill.errors import UserError
@@ -231,6 +231,7 @@ def make_splits(train: Any, val: Any, test: Any, cfg: DataConfig) -> Splits:
         train_data, val_data = split_validation(train_full, cfg.val_size, cfg.split_seed, hint=", or pass val=(x, y)")
     else:
         train_data, val_data = train_full, ArrayData(*parts["val"], classes)
+    train_data, val_data = with_noisy_splits(train_data, val_data, cfg.label_noise, cfg.split_seed)
     test_data = ArrayData(*parts["test"], classes)
     if cfg.normalize and train_data.x.dim() not in (2, 4):
         raise UserError(f"data.normalize=true needs (N, features) or (N, C, H, W) samples, not {tuple(train_data.x.shape)}; "

@@ -53,3 +53,15 @@ def test_out_of_range_fraction_is_one_line(value, capsys):
     assert cli.main(["validate", "configs/quickstart.yaml", "--set", f"data.label_noise={value}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "label_noise" in err
+
+
+def test_in_memory_tensors_get_the_same_noise():
+    from curridistill.objects import make_splits
+
+    x, y = torch.rand(500, 4), torch.arange(500) % 5
+    test = (torch.rand(50, 4), torch.arange(50) % 5)
+    clean = make_splits((x, y), None, test, DataConfig(normalize=False))
+    noisy = make_splits((x, y), None, test, DataConfig(normalize=False, label_noise=0.2))
+    assert torch.equal(noisy.train.x, clean.train.x) and torch.equal(noisy.test.y, clean.test.y)
+    assert int((noisy.train.y != clean.train.y).sum()) == round(0.2 * len(clean.train))
+    assert noisy.info["sha256"] != clean.info["sha256"]  # the teacher cache never serves the clean run's outputs

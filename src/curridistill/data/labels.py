@@ -39,3 +39,9 @@ def with_label_noise(data: ArrayData, fraction: float, seed: int) -> ArrayData:
     y = data.y.clone()
     y[chosen] = (y[chosen] + shift) % k
     return ArrayData(data.x, y, data.classes, data.meta)
+
+
+def with_noisy_splits(train: ArrayData, val: ArrayData, fraction: float, seed: int) -> tuple[ArrayData, ArrayData]:
+    """``data.label_noise`` on a split already made (on the clean labels, so every noise level keeps the same
+    samples in train and validation); the test split is never touched."""
+    return with_label_noise(train, fraction, seed), with_label_noise(val, fraction, seed + 1)

@@ -21,7 +21,7 @@ from curridistill.data.base import ArrayData, Splits, channel_stats, split_valid
 from curridistill.data.registry import DATASETS, INPUT_OPTIONS, TEST_SPLITS, resolve_root
 from curridistill.data.text import bucket_batches, lengths, trim
 from curridistill.data.text_augment import TokenAugment
-from curridistill.data.labels import check_labels, with_label_noise
+from curridistill.data.labels import check_labels, with_noisy_splits
 from curridistill.errors import UserError
 
 
@@ -40,9 +40,7 @@ def load_splits(cfg: DataConfig) -> Splits:
         keep, _ = stratified_split(train_full.y, len(train_full) - cfg.subset, seed=cfg.split_seed)
         train_full = train_full.subset(keep)
     train, val = split_validation(train_full, cfg.val_size, cfg.split_seed)
-    # split on the clean labels first: every noise level keeps the same samples in train and validation
-    train = with_label_noise(train, cfg.label_noise, seed=cfg.split_seed)
-    val = with_label_noise(val, cfg.label_noise, seed=cfg.split_seed + 1)
+    train, val = with_noisy_splits(train, val, cfg.label_noise, cfg.split_seed)
     mean, std = channel_stats(train.x)
     info = {"train": len(train), "val": len(val), "test": len(test), "classes": len(train.classes)}
     if cfg.label_noise:
