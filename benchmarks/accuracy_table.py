@@ -161,6 +161,14 @@ def _earlier_seeds(json_path: Path, base: dict) -> dict:
     return found
 
 
+def _pending(earlier: dict, done: dict, chosen: list[str]) -> dict:
+    """Rows the JSON already records that this invocation has not (re)computed yet, as recorded: a run that is
+    stopped mid-way never rewrites the durable record with fewer rows or seeds than it read."""
+    names = [n for n in chosen if n not in done] + [n for n in earlier if n not in chosen and n != "teacher_accuracy"]
+    return {n: _merge(list(earlier[n]), earlier[n], {}, earlier.get("teacher_accuracy"))
+            for n in names if earlier.get(n)}
+
+
 def _kept_seeds(earlier: dict, wanted: list[int], row_dir: Path) -> dict:
     """The wanted seeds taken from the JSON: those its run folder does not hold (the folder wins)."""
     in_folder = set()
@@ -256,7 +264,8 @@ def build_table(args: argparse.Namespace, argv: list[str] | None) -> int:
         print(f"{name}: {summarize(results[name]['student'])['mean']:.4f}"
               + (f" (seeds {sorted(kept)} read back from {args.json_out})" if kept else ""), flush=True)
         # the table so far, after every row: a long table that is stopped still shows what it measured
-        record = _record(args, argv, base, seeds, results, complete=len(results) == len(chosen), t0=t0)
+        shown = {**results, **_pending(earlier, results, chosen)}
+        record = _record(args, argv, base, seeds, shown, complete=len(results) == len(chosen), t0=t0)
         write_json(args.json_out, record)  # atomic: an interrupted write never leaves half a table
         write_text(Path(args.json_out).with_suffix(".md"), markdown(record))
     print(markdown(record))

@@ -119,3 +119,15 @@ def test_a_json_for_another_protocol_is_not_read_back(tmp_path):
     assert run_table(tmp_path).returncode == 0
     assert load_config(tmp_path / "rows" / "dist" / "config.yaml").run.seeds == [0, 1]  # trained again
     assert all(not r["read_back"] for r in json.loads((tmp_path / "table.json").read_text())["rows"])
+
+
+def test_an_invocation_on_fewer_rows_keeps_the_others_in_the_json(tmp_path):
+    """More seeds for kd alone rewrites the JSON after its row: the dist row it did not touch stays recorded,
+    so stopping it there (or at any row) never loses what the durable record held."""
+    assert run_table(tmp_path).returncode == 0
+    first = {r["method"]: r for r in json.loads((tmp_path / "table.json").read_text())["rows"]}
+    proc = run_table(tmp_path, "--rows", "kd", "--more-seeds", "kd=0,1,2")
+    assert proc.returncode == 0, proc.stderr
+    again = {r["method"]: r for r in json.loads((tmp_path / "table.json").read_text())["rows"]}
+    assert again["dist"]["per_seed"] == first["dist"]["per_seed"]
+    assert len(again["kd"]["per_seed"]) == 3 and again["kd"]["per_seed"][:2] == first["kd"]["per_seed"]
