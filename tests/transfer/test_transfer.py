@@ -134,3 +134,25 @@ def test_digits_0_to_4_transfer_to_5_to_9(low_digits, tmp_path, capsys):
         scores[name] = json.loads((tmp_path / name / "run" / "report.json").read_text())["student"]["accuracy"]
     assert scores["transfer"] > 0.85, scores
     assert scores["transfer"] > scores["scratch"] + 0.1, scores
+
+
+def test_cifar10_checkpoint_transfers_to_a_new_image_folder_task(tmp_path):
+    """The committed CIFAR-10 resnet20 (10 classes) starts a 3-class image-folder task: the head is replaced
+    (3 outputs), the frozen body keeps exactly the checkpoint's weights, and the new head learns the task."""
+    from tests.helpers import REPO, write_image_folder
+
+    source = REPO / "teachers" / "resnet20_cifar10_cpu_full.safetensors"
+    folder = write_image_folder(tmp_path / "images", {"train": 40, "test": 10}, classes=3, size=32)
+    cfg = tiny_config(tmp_path, epochs=3, baseline={"enabled": False},
+                      data={"name": "image-folder", "options": {"path": str(folder)}, "val_size": 0.2, "batch_size": 16},
+                      student={"name": "resnet20", "init": str(source), "transfer": {"freeze": ["body"]}},
+                      course=[{"epochs": 6, "optimizer": {"name": "adam", "lr": 0.01}}])
+    cfg.pop("teacher")
+    path = tmp_path / "transfer.json"
+    path.write_text(json.dumps(cfg))
+    assert cli.main(["run", str(path), "--out", str(tmp_path / "run")]) == 0
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["student"]["accuracy"] > 0.8, report["student"]  # chance: 0.33
+    trained, original = load_tensors(tmp_path / "run" / "student" / "model.safetensors"), load_tensors(source)
+    assert trained["fc.weight"].shape == (3, 64) and original["fc.weight"].shape == (10, 64)
+    assert _same(trained, original, "stage3") and _same(trained, original, "conv1")  # the body did not move
