@@ -463,6 +463,8 @@ CASES: list[Case] = [
     Case("num-subset-one", "numerical", "`subset: 1`", validate(_set("data.subset", 1)), "invalid value at data.subset"),
     Case("num-label-noise-one", "numerical", "`label_noise: 1` (every label wrong)", validate(_set("data.label_noise", 1)),
          "invalid value at data.label_noise"),
+    Case("num-label-noise-negative", "numerical", "`label_noise: -0.1`", validate(_set("data.label_noise", -0.1)),
+         "invalid value at data.label_noise"),
     Case("num-threads-negative", "numerical", "`--set run.threads=-1`", sets("run.threads=-1"),
          "invalid value at run.threads: Input should be greater than or equal to 1"),
     Case("num-epochs-zero", "numerical", "`epochs: 0`", validate(_set("course.0.epochs", 0)), "invalid value at course.0.epochs"),
