@@ -191,6 +191,9 @@ class PruneConfig(Strict):
     importance: Literal["l1", "l2", "taylor", "random"] = "l1"  # how channels are ranked (taylor: |w * grad|)
     teacher: Literal["teacher", "unpruned"] = "teacher"  # recover from the course's teacher or the model before this step
     taylor_batches: int = Field(4, ge=1)  # training batches whose gradients rank channels (importance: taylor)
+    scope: Literal["layer", "global"] = "layer"  # layer: every layer loses `amount`; global: channels ranked across layers
+    # training batches that re-estimate BatchNorm's running statistics right after the step (adaptive BN); 0 keeps them
+    recalibrate_bn: int = Field(32, ge=0)
 
 
 class QuantAwareConfig(Strict):

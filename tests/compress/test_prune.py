@@ -16,7 +16,7 @@ from tests.helpers import tiny_config
 tp = pytest.importorskip("torch_pruning")
 
 from curridistill.compress.prune import (channel_amount, keep_zeros, prune, prune_unstructured,  # noqa: E402
-                                         weight_sparsity)
+                                         recalibrate_batchnorm, weight_sparsity)
 
 MODELS = [("mlp", {"hidden": [32], "image_size": 8}, (1, 8, 8)), ("cnn", {"widths": [8, 16]}, (1, 8, 8)),
           ("resnet8", {}, (3, 32, 32)), ("mobilenetv2", {}, (3, 32, 32))]
@@ -76,6 +76,41 @@ def test_other_importances(importance):
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_global_scope_prunes_layers_unevenly_to_the_same_total():
+    torch.manual_seed(0)
+    model = build_model("resnet8", 10, 3, {})
+    reference = build_model("resnet8", 10, 3, {})
+    prune(model, 0.5, torch.randn(1, 3, 32, 32), 10, reference=reference, scope="global")
+    assert channel_amount(model, reference, 10) == pytest.approx(0.5, abs=0.06)
+    kept = {name: m.out_channels / dict(reference.named_modules())[name].out_channels
+            for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    assert min(kept.values()) > 0 and len({round(v, 3) for v in kept.values()}) > 1  # not one ratio for all
+    assert model.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    with pytest.raises(UserError, match="prune.scope 'all'"):
+        prune(model, 0.7, torch.randn(1, 3, 32, 32), 10, reference=reference, scope="all")
+
+
+def test_batchnorm_statistics_are_re_estimated_from_the_batches():
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+    model = nn.Sequential(conv, bn, nn.ReLU()).eval()
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    batches = [torch.randn(8, 3, 6, 6) * 2 + 1 for _ in range(3)]
+    assert recalibrate_batchnorm(model, batches) == 1
+    with torch.no_grad():
+        seen = [conv(b) for b in batches]  # what the BatchNorm sees
+    torch.testing.assert_close(bn.running_mean, torch.cat(seen).mean((0, 2, 3)))  # equal batches: the exact mean
+    torch.testing.assert_close(bn.running_var, torch.stack([s.var((0, 2, 3)) for s in seen]).mean(0))
+    assert not model.training and bn.momentum == 0.1  # eval mode and the momentum are as they were
+    for k, v in weights.items():
+        torch.testing.assert_close(model.state_dict()[k], v)  # learned weights untouched
+    assert all(p.grad is None for p in model.parameters())
+    mlp = build_model("mlp", 10, 1, {"hidden": [8], "image_size": 4})
+    before = [p.clone() for p in mlp.state_dict().values()]
+    assert recalibrate_batchnorm(mlp, [torch.randn(4, 1, 4, 4)]) == 0  # no BatchNorm: nothing to do
+    assert all(torch.equal(a, b) for a, b in zip(before, mlp.state_dict().values()))
+
+
 def test_unstructured_zeros_stay_zero_while_training():
     torch.manual_seed(0)
     model = build_model("mlp", 10, 1, {"hidden": [32], "image_size": 8})
@@ -120,6 +155,9 @@ def test_course_prunes_and_recovers_by_distillation(tmp_path, teacher):
     assert step["pruned"]["flops"] < step["before"]["flops"]
     assert step["recovered"]["val_accuracy"] > step["pruned"]["val_accuracy"]  # recovery raises accuracy
     assert step["recovery_teacher"] == teacher
+    # BatchNorm statistics were re-estimated after the cut; the raw just-pruned accuracy is kept beside it
+    assert step["pruned"]["recalibrated_batches"] >= 1 and 0 <= step["pruned"]["val_accuracy_raw"] <= 1
+    assert "val BN re-estimated" in (out / "ship" / "compression.md").read_text()
     assert step["sparsity"] == pytest.approx(1 - step["pruned"]["params"] / step["before"]["params"], abs=0.01)
     report = json.loads((out / "report.json").read_text())
     assert report["student"]["params"] == step["pruned"]["params"]
@@ -153,6 +191,8 @@ def test_prune_lesson_resumes_exactly(tmp_path):
     ({"prune": {"amount": 0.5, "importance": "l3"}}, "course.0.prune.importance"),
     ({"prune": {"amount": 0.5}, "keep_optimizer": True}, "drop keep_optimizer"),
     ({"prune": {"amont": 0.5}}, "'amount'"),
+    ({"prune": {"amount": 0.5, "scope": "all"}}, "course.0.prune.scope"),
+    ({"prune": {"amount": 0.5, "recalibrate_bn": -1}}, "course.0.prune.recalibrate_bn"),
 ])
 def test_bad_prune_config_is_one_line_exit_2(tmp_path, capsys, lesson, match):
     import yaml

@@ -13,7 +13,7 @@ outputs (the classes) and the model's input channels are never removed.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch import Tensor, nn
@@ -22,6 +22,10 @@ from curridistill.errors import UserError
 
 IMPORTANCES = ("l1", "l2", "taylor", "random")
 KINDS = ("channels", "unstructured")
+SCOPES = ("layer", "global")
+# global scope: no layer loses more than this fraction of its channels in one step (a layer at zero width
+# would cut the network; Torch-Pruning's default of 1.0 allows it)
+MAX_LAYER_RATIO = 0.9
 _LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
@@ -82,20 +86,27 @@ def _importance(name: str):
 
 
 def prune_channels(model: nn.Module, ratio: float, example: Tensor, num_classes: int, importance: str = "l1",
-                   gradients: Callable[[nn.Module], None] | None = None, round_to: int | None = None) -> nn.Module:
-    """Remove ``ratio`` of the prunable channels of every layer (in place); returns the same, smaller model.
+                   gradients: Callable[[nn.Module], None] | None = None, round_to: int | None = None,
+                   scope: str = "layer") -> nn.Module:
+    """Remove ``ratio`` of the prunable channels (in place); returns the same, smaller model.
 
-    ``example``: one input batch (traced once to find the coupled layers). ``gradients(model)``: called
-    before scoring when ``importance`` is ``taylor`` (it must run a backward pass on training data).
+    ``scope``: ``layer`` removes ``ratio`` of every layer's channels; ``global`` ranks the channels of all
+    layers together (Torch-Pruning's global pruning: importances normalized per group) and removes the
+    lowest ``ratio`` of them, so layers that matter less lose more. ``example``: one input batch (traced
+    once to find the coupled layers). ``gradients(model)``: called before scoring when ``importance`` is
+    ``taylor`` (it must run a backward pass on training data).
     """
     tp = _tp()
     if not 0.0 < ratio < 1.0:
         raise UserError(f"a pruning step must remove a fraction in (0, 1) of the channels, got {ratio:.3f}")
+    if scope not in SCOPES:
+        raise UserError(f"prune.scope {scope!r} is not one of {', '.join(SCOPES)}")
     was_training = model.training
     model.eval()  # tracing runs a forward: BatchNorm must not update its statistics
     imp = _importance(importance)
     try:
         pruner = tp.pruner.MetaPruner(model, example, importance=imp, pruning_ratio=ratio,
+                                      global_pruning=scope == "global", max_pruning_ratio=MAX_LAYER_RATIO,
                                       ignored_layers=classifier_layers(model, num_classes), round_to=round_to)
     except Exception as exc:  # the tracer's errors come in many types
         raise UserError(f"Torch-Pruning cannot trace this model ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
@@ -142,15 +153,33 @@ def keep_zeros(model: nn.Module, skip: set[int] = frozenset()) -> list:
     return handles
 
 
+def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> int:
+    """Replace every BatchNorm's running mean and variance by the statistics of ``batches`` (in place).
+
+    Removing channels changes what each BatchNorm sees, so the statistics it kept no longer fit and a
+    just-pruned network can sit at chance although its weights are fine; re-estimating them on a few
+    training batches (adaptive BN, Li et al. 2020, "EagleEye") restores much of it without a gradient
+    step. Uses ``torch.optim.swa_utils.update_bn`` (an exact average over the batches). Returns the
+    number of BatchNorm layers updated (0: the model has none and is unchanged).
+    """
+    from torch.optim.swa_utils import update_bn
+
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in model.modules()):
+        return 0
+    with torch.no_grad():  # update_bn itself keeps autograd on
+        update_bn(batches, model)
+    return sum(1 for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats)
+
+
 def prune(model: nn.Module, amount: float, example: Tensor, num_classes: int, kind: str = "channels",
           importance: str = "l1", reference: nn.Module | None = None,
-          gradients: Callable[[nn.Module], None] | None = None) -> dict:
+          gradients: Callable[[nn.Module], None] | None = None, scope: str = "layer") -> dict:
     """Prune ``model`` in place to ``amount`` (a target relative to ``reference``, default: no earlier
     pruning). Returns what was done: kind, amount, the step's ratio and the hooks (unstructured)."""
     if kind == "channels":
         done = channel_amount(model, reference, num_classes) if reference is not None else 0.0
         ratio = step_ratio(amount, done)
-        prune_channels(model, ratio, example, num_classes, importance, gradients)
+        prune_channels(model, ratio, example, num_classes, importance, gradients, scope=scope)
         return {"kind": kind, "amount": amount, "step_ratio": ratio, "hooks": []}
     if kind == "unstructured":
         if importance not in ("l1",):

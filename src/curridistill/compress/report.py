@@ -28,16 +28,18 @@ def stages_table(rows: list[dict]) -> str:
 def steps_table(steps: list[dict]) -> str:
     """A Markdown row per pruning step: channels removed, weights gone (sparsity), costs, validation accuracy."""
     lines = ["| lesson | kind | importance | target | removed | sparsity | params | MFLOPs | latency ms | val before | "
-             "val pruned | val recovered | recovery teacher |",
-             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "val pruned | val BN re-estimated | val recovered | recovery teacher |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for s in steps:
         rec = s.get("recovered", {}).get("val_accuracy")
+        raw = s["pruned"].get("val_accuracy_raw")  # present when BatchNorm statistics were re-estimated
+        pruned, recal = (s["pruned"]["val_accuracy"], None) if raw is None else (raw, s["pruned"]["val_accuracy"])
         sparsity = f"{s['sparsity']:.3f}" if "sparsity" in s else "-"
         lines.append(f"| {s['lesson']} | {s['kind']} | {s['importance']} | {s['target']:.2f} | {s['achieved']:.3f} | {sparsity} | "
                      f"{s['before']['params']:,} -> {s['pruned']['params']:,} | "
                      f"{s['before']['flops'] / 1e6:.3g} -> {s['pruned']['flops'] / 1e6:.3g} | "
                      f"{s['before']['latency_ms']:.3f} -> {s['pruned']['latency_ms']:.3f} | "
-                     f"{s['before']['val_accuracy']:.4f} | {s['pruned']['val_accuracy']:.4f} | "
+                     f"{s['before']['val_accuracy']:.4f} | {pruned:.4f} | {'-' if recal is None else f'{recal:.4f}'} | "
                      f"{'-' if rec is None else f'{rec:.4f}'} | {s['recovery_teacher']} |")
     return "\n".join(lines)
 
@@ -45,12 +47,14 @@ def steps_table(steps: list[dict]) -> str:
 def markdown(rows: list[dict], steps: list[dict], notes: list[str] = ()) -> str:
     """compression.md: the stages table, the pruning-steps table and the notes."""
     lines = ["# Compression report", "",
-             "Accuracy on the test split; latency: median batch-1 forward on this CPU; size: serialized weights "
+             "Accuracy on the test split; latency: median batch-1 forward on this CPU (the stages timed in turn, "
+             "median of 5 rounds); size: serialized weights "
              "(state_dict for PyTorch, the file for exports); ratios against the distilled student.", "",
              stages_table(rows)]
     if steps:
         lines += ["", "## Pruning steps", "",
-                  "Validation accuracy before the step, just after pruning, and after its distillation recovery.", "",
+                  "Validation accuracy before the step, just after pruning, after re-estimating BatchNorm statistics "
+                  "on a few training batches (prune.recalibrate_bn), and after its distillation recovery.", "",
                   steps_table(steps)]
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]

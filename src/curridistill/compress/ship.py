@@ -15,7 +15,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from curridistill.compress import report as compression_report
-from curridistill.evaluate.measure import accuracy, latency_ms, logits_of, state_bytes
+from curridistill.evaluate.measure import accuracy, interleaved_latency_ms, logits_of, state_bytes
 from curridistill.compress.quantize import quantize
 from curridistill.config import Config, ShipConfig
 from curridistill.errors import UserError
@@ -53,19 +53,31 @@ def _write_samples(pipeline, out_dir: Path, n: int) -> list[tuple[Path, int]]:
     return written
 
 
+LATENCY_ROUNDS = 5  # the stages' batch-1 latencies are timed in turn, this many rounds (median per stage)
+
+
 class _Stages:
-    """Rows of the compression table, each measured on the same test tensors."""
+    """Rows of the compression table, each measured on the same test tensors; ``time_all`` then times every
+    stage's batch-1 latency, interleaved, so the speed-ups compare stages measured under the same load."""
 
     def __init__(self, x: Tensor, y: Tensor, input_shape: tuple[int, ...], runs: int):
         self.x, self.y, self.shape, self.runs = x, y, tuple(input_shape), runs
         self.rows: list[dict] = []
+        self.forwards: list = []
 
     def add(self, stage: str, forward, runtime: str, params: int, flops: int | None, size: int, **extra) -> dict:
         logits = logits_of(forward, self.x)
         row = {"stage": stage, "runtime": runtime, "accuracy": accuracy(logits, self.y), "params": params,
-               "flops": flops, "size_bytes": size, "latency_ms": latency_ms(forward, self.x[:1], runs=self.runs), **extra}
+               "flops": flops, "size_bytes": size, "latency_ms": None, **extra}
         self.rows.append(row)
+        self.forwards.append(forward)
         return row
+
+    def time_all(self, rounds: int = LATENCY_ROUNDS) -> None:
+        latencies = interleaved_latency_ms({str(i): f for i, f in enumerate(self.forwards)}, self.x[:1],
+                                           runs=self.runs, rounds=rounds)
+        for i, row in enumerate(self.rows):
+            row["latency_ms"] = latencies[str(i)]
 
     def add_model(self, stage: str, model: nn.Module, **extra) -> dict:
         model = model.cpu().eval()
@@ -110,6 +122,7 @@ def ship(cfg: Config, run_dir: str | Path, pipeline, teacher: nn.Module | None, 
         onnx_path = next((Path(e["path"]) for e in result["exports"] if e["format"] == "onnx"), None)
         if onnx_path is not None and sc.predict_samples > 0:
             result["predict"] = _predict(pipeline, onnx_path, out, sc.predict_samples)
+    stages.time_all()
     result["rows"] = stages.rows
     result["notes"] = notes
     paths = compression_report.write(out, stages.rows, steps, notes)

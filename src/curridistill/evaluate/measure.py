@@ -28,6 +28,18 @@ def latency_ms(forward: Callable[[Tensor], object], x: Tensor, runs: int = 50, w
     return statistics.median(times)
 
 
+def interleaved_latency_ms(forwards: dict[str, Callable[[Tensor], object]], x: Tensor, runs: int = 50,
+                           rounds: int = 5) -> dict[str, float]:
+    """``latency_ms`` of several predictors, timed in turn over ``rounds`` rounds; per predictor, the median
+    of its rounds. A machine that slows down for a while (another job, a frequency change) then slows
+    every predictor in that round alike, so their ratios hold where back-to-back timings would not."""
+    per_round: dict[str, list[float]] = {name: [] for name in forwards}
+    for _ in range(rounds):
+        for name, forward in forwards.items():
+            per_round[name].append(latency_ms(forward, x, runs=runs))
+    return {name: statistics.median(times) for name, times in per_round.items()}
+
+
 def state_bytes(model: nn.Module) -> int:
     """Bytes of the model's state_dict serialized: int8 weights count 1 byte, fp32 weights 4."""
     buf = io.BytesIO()

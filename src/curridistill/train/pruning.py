@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from curridistill.compress.prune import achieved, keep_zeros, prune, weight_sparsity
+from curridistill.compress.prune import achieved, keep_zeros, prune, recalibrate_batchnorm, weight_sparsity
 from curridistill.compress.quantize import fake_quantize_weights
 from curridistill.config import LessonConfig, ModelConfig
 from curridistill.errors import UserError
@@ -62,6 +62,13 @@ def _measure(model: nn.Module, pipeline, amp: bool, latency_runs: int) -> dict:
     cost = efficiency(model, pipeline.splits.input_shape, latency_runs=latency_runs, throughput_batch=64, throughput_runs=2)
     return {"val_accuracy": _val_accuracy(model, pipeline, amp), "params": cost["params"], "flops": cost["flops"],
             "weights_bytes": cost["weights_bytes"], "latency_ms": cost["latency_ms"]}
+
+
+def _train_batches(pipeline, batch_size: int, n: int):
+    """The first ``n`` training batches (fewer when the split is smaller), un-augmented, in a fixed order."""
+    total = len(pipeline.splits.train)
+    for start in range(0, min(n * batch_size, total), batch_size):
+        yield pipeline.batch("train", torch.arange(start, min(start + batch_size, total)))
 
 
 class PruneLesson:
@@ -113,23 +120,25 @@ class PruneLesson:
         example = pipeline.batch("train", torch.arange(min(2, len(pipeline.splits.train))))[0]  # traced once
 
         def gradients(m: nn.Module) -> None:  # Taylor importance: |w * dL/dw| over a few training batches
-            bs = runner.cfg.data.batch_size
-            for k in range(cfg.taylor_batches):
-                idx = torch.arange(k * bs, min((k + 1) * bs, len(pipeline.splits.train)))
-                if len(idx) == 0:
-                    break
-                x, y = pipeline.batch("train", idx)
+            for x, y in _train_batches(pipeline, runner.cfg.data.batch_size, cfg.taylor_batches):
                 nn.functional.cross_entropy(m(x), y).backward()
 
         reference = reference_model(self.spec)
         done = prune(model, cfg.amount, example, self.spec["num_classes"], kind=cfg.kind, importance=cfg.importance,
-                     reference=reference, gradients=gradients)
+                     reference=reference, gradients=gradients, scope=cfg.scope)
         self.hooks = done["hooks"]
         after = _measure(model, pipeline, runner.amp, runs)
+        if cfg.recalibrate_bn and cfg.kind == "channels":  # unstructured zeros leave the statistics nearly right
+            batches = [x for x, _ in _train_batches(pipeline, runner.cfg.data.batch_size, cfg.recalibrate_bn)]
+            if recalibrate_batchnorm(model, batches):
+                after["val_accuracy_raw"] = after["val_accuracy"]  # before the statistics were re-estimated
+                after["val_accuracy"] = _val_accuracy(model, pipeline, runner.amp)
+                after["recalibrated_batches"] = len(batches)
         # the phase's best checkpoint so far has the old widths: selection starts again after each step
         phase_state.update(best_value=-float("inf"), best=None, best_state=None)
         (self.phase_dir / "best.safetensors").unlink(missing_ok=True)
-        record = {"lesson": self.li, "kind": cfg.kind, "importance": cfg.importance, "target": cfg.amount,
+        record = {"lesson": self.li, "kind": cfg.kind, "importance": cfg.importance, "scope": cfg.scope,
+                  "target": cfg.amount,
                   "step_ratio": done["step_ratio"], "achieved": achieved(model, reference, self.spec["num_classes"], cfg.kind),
                   # fraction of the unpruned model's weights gone (channels) or zero (unstructured)
                   "sparsity": (weight_sparsity(model) if cfg.kind == "unstructured"
