@@ -12,13 +12,11 @@ from __future__ import annotations
 import argparse
 import copy
 import statistics
-import sys
-import time
 from pathlib import Path
 
 import torch
 
-from curridistill.bench.throughput import git_commit, machine
+from curridistill.bench.throughput import provenance
 from curridistill.evaluate.measure import latency_ms, state_bytes
 from curridistill.compress.prune import prune
 from curridistill.compress.quantize import quantize
@@ -66,9 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     md = ["| model | params | MFLOPs | weights KB | latency ms | speed-up |", "|---|---:|---:|---:|---:|---:|"]
     md += [f"| {args.model} {r['model']} | {r['params']:,} | {r['flops'] / 1e6:.2f} | {r['bytes'] / 1024:.1f} | "
            f"{r['latency_ms']:.3f} | {r['speedup']:.2f}x |" for r in rows]
-    record = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "git": git_commit(),
-              "machine": machine(torch.device("cpu")), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "threads": args.threads, "rounds": args.rounds, "runs": args.runs, "rows": rows}
+    record = {**provenance(), "threads": args.threads, "rounds": args.rounds, "runs": args.runs, "rows": rows}
     write_json(args.json, record)
     write_text(Path(args.json).with_suffix(".md"), "\n".join(md) + "\n")
     print("\n".join(md))

@@ -13,15 +13,13 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
-import sys
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from curridistill.api import prepare
-from curridistill.bench.throughput import git_commit, machine
+from curridistill.bench.throughput import provenance
 from curridistill.compress.prune import prune, recalibrate_batchnorm
 from curridistill.config import load_config
 from curridistill.evaluate.efficiency import count_params, flops_per_sample
@@ -80,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     md += [f"| {r['amount']:.2f} | {r['importance']} | {r['scope']} | {r['val_raw']:.4f} | "
            f"{'-' if r['val_bn'] is None else format(r['val_bn'], '.4f')} | {r['params']:,} | {r['flops'] / 1e6:.1f} |"
            for r in rows]
-    record = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "git": git_commit(),
-              "machine": machine(torch.device("cpu")), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "threads": torch.get_num_threads(), "bn_batches": args.bn_batches, "rows": rows}
+    record = {**provenance(), "threads": torch.get_num_threads(), "bn_batches": args.bn_batches, "rows": rows}
     write_json(args.json, record)
     write_text(Path(args.json).with_suffix(".md"), "\n".join(md) + "\n")
     print("\n".join(md))

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 from curridistill import api
-from curridistill.bench.throughput import git_commit, machine
+from curridistill.bench.throughput import provenance
 from curridistill.compress.report import stages_table, steps_table
 from curridistill.config import load_config
 from curridistill.io import write_json, write_text
@@ -42,12 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     comp = report["compression"]
     md = (f"Stages (`{args.config}`, test split, {report['data']['test']} samples; latency: median batch-1 "
-          f"forward; the whole path{', teacher outputs from a shared cache' if args.shared_cache else ', teacher included'}: "
+          f"forward, the stages timed in turn over 5 rounds; the whole path{', teacher outputs from a shared cache' if args.shared_cache else ', teacher included'}: "
           f"{wall:.0f} s wall, {cpu:.0f} s CPU):\n\n{stages_table(comp['rows'])}\n\n"
           f"Pruning steps (validation accuracy):\n\n{steps_table(comp['prune_steps'])}\n")
-    record = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "git": git_commit(),
-              "machine": machine(torch.device("cpu")), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-              "config": args.config, "teacher_outputs": "shared cache" if args.shared_cache else "fresh cache", "wall_seconds": wall, "cpu_seconds": cpu, "load_average_1min_at_start": load, "torch_threads": torch.get_num_threads(),
+    record = {**provenance(), "config": args.config, "teacher_outputs": "shared cache" if args.shared_cache else "fresh cache", "wall_seconds": wall, "cpu_seconds": cpu, "load_average_1min_at_start": load, "torch_threads": torch.get_num_threads(),
               "stages": comp["rows"], "prune_steps": comp["prune_steps"], "exports": comp.get("exports"),
               "predict": comp.get("predict"), "notes": comp["notes"],
               "report": {k: report[k]["accuracy"] for k in ("teacher", "baseline", "student") if k in report}}

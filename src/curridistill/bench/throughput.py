@@ -80,6 +80,12 @@ def git_commit() -> dict:
     return {"commit": None, "dirty": None}
 
 
+def provenance(device: torch.device | None = None) -> dict:
+    """What every benchmark result records: the exact command, the commit, the machine and the date."""
+    return {"command": " ".join([Path(sys.executable).name, *sys.argv]), "git": git_commit(),
+            "machine": machine(device or torch.device("cpu")), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
 def machine(device: torch.device) -> dict:
     info = {
         "cpu_model": cpu_model(),
