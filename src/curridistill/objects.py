@@ -239,6 +239,8 @@ def make_splits(train: Any, val: Any, test: Any, cfg: DataConfig) -> Splits:
     mean, std = channel_stats(train_data.x)
     info = {"train": len(train_data), "val": len(val_data), "test": len(test_data), "classes": k,
             "sha256": _content_hash(train_data, val_data, test_data)}  # in data_fingerprint: cache keys see every value
+    if cfg.label_noise:  # as load_splits records it: the report says the labels were corrupted on purpose
+        info["label_noise"] = cfg.label_noise
     return Splits(train_data, val_data, test_data, mean, std, name=IN_MEMORY, info=info)
 
 

@@ -57,3 +57,4 @@ def test_in_memory_tensors_get_the_same_noise():
     assert torch.equal(noisy.train.x, clean.train.x) and torch.equal(noisy.test.y, clean.test.y)
     assert int((noisy.train.y != clean.train.y).sum()) == round(0.2 * len(clean.train))
     assert noisy.info["sha256"] != clean.info["sha256"]  # the teacher cache never serves the clean run's outputs
+    assert noisy.info["label_noise"] == 0.2 and "label_noise" not in clean.info  # as named data record it
