@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
+import sys
 import time
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from curridistill import api
 from curridistill.bench.throughput import provenance
 from curridistill.compress.report import stages_table, steps_table
 from curridistill.config import load_config
-from curridistill.io import write_json, write_text
+from curridistill.io import read_json, write_json, write_text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="run directory (must not hold a run); its cache lives inside it")
     ap.add_argument("--json", required=True, help="result JSON; the Markdown tables go beside it (.md)")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
+    ap.add_argument("--resume", action="store_true",
+                    help="continue the killed run in --out (same config); the times add up over the invocations")
     ap.add_argument("--shared-cache", action="store_true",
                     help="use the config's run.cache_dir (teacher outputs another benchmark cached) instead of a fresh "
                          "one inside --out; the wall time then leaves out the teacher's passes")
@@ -36,15 +40,24 @@ def main(argv: list[str] | None = None) -> int:
     fresh = [] if args.shared_cache else [f"run.cache_dir={Path(args.out) / 'cache'}"]
     cfg = load_config(args.config, [*fresh, *args.overrides])
     load = os.getloadavg()[0]  # other processes on the machine stretch the wall time, not the CPU time
+    clock = Path(args.out) / "ship_table_seconds.json"  # wall and CPU seconds of earlier, killed invocations
+    before = read_json(clock) if args.resume and clock.is_file() else {"wall": 0.0, "cpu": 0.0, "invocations": 0}
     t0, c0 = time.perf_counter(), time.process_time()
-    report = api.run(cfg, out=args.out)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))  # a polite kill still records the time spent
+    try:
+        report = api.resume(args.out, overrides=args.overrides) if args.resume else api.run(cfg, out=args.out)
+    finally:
+        spent = {"wall": before["wall"] + time.perf_counter() - t0, "cpu": before["cpu"] + time.process_time() - c0,
+                 "invocations": before["invocations"] + 1}
+        if Path(args.out).is_dir():
+            write_json(clock, spent)
+    wall, cpu = spent["wall"], spent["cpu"]
     comp = report["compression"]
     md = (f"Stages (`{args.config}`, test split, {report['data']['test']} samples; latency: median batch-1 "
           f"forward, the stages timed in turn over 5 rounds; the whole path{', teacher outputs from a shared cache' if args.shared_cache else ', teacher included'}: "
           f"{wall:.0f} s wall, {cpu:.0f} s CPU):\n\n{stages_table(comp['rows'])}\n\n"
           f"Pruning steps (validation accuracy):\n\n{steps_table(comp['prune_steps'])}\n")
-    record = {**provenance(), "config": args.config, "teacher_outputs": "shared cache" if args.shared_cache else "fresh cache", "wall_seconds": wall, "cpu_seconds": cpu, "load_average_1min_at_start": load, "torch_threads": torch.get_num_threads(),
+    record = {**provenance(), "config": args.config, "teacher_outputs": "shared cache" if args.shared_cache else "fresh cache", "wall_seconds": wall, "cpu_seconds": cpu, "invocations": spent["invocations"], "load_average_1min_at_start": load, "torch_threads": torch.get_num_threads(),
               "stages": comp["rows"], "prune_steps": comp["prune_steps"], "exports": comp.get("exports"),
               "predict": comp.get("predict"), "notes": comp["notes"],
               "report": {k: report[k]["accuracy"] for k in ("teacher", "baseline", "student") if k in report}}
