@@ -1,6 +1,6 @@
 """What channel pruning buys in cost alone (no training: weights do not change latency): parameters,
 FLOPs, weight bytes and batch-1 CPU latency of a zoo model against its pruned copies, plus static int8
-of each, interleaved over rounds (the median of each model's best-of-round latency is kept).
+of each, timed in turn over rounds (per model, the median of its rounds' medians).
 
     python benchmarks/prune_latency.py --model resnet8 --amounts 0.3,0.5,0.7 --threads 1 \
         --json benchmarks/results/prune_latency_resnet8.json
@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 from pathlib import Path
 
 import torch
 
 from curridistill.bench.throughput import provenance
-from curridistill.evaluate.measure import latency_ms, state_bytes
+from curridistill.evaluate.measure import interleaved_latency_ms, state_bytes
 from curridistill.compress.prune import prune
 from curridistill.compress.quantize import quantize
 from curridistill.evaluate.efficiency import count_params, flops_per_sample
@@ -50,15 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         variants[name] = m
         variants[f"{name} int8 static"] = quantize(m, "static", calibration)
     x = torch.randn(1, *shape)
-    times: dict[str, list[float]] = {n: [] for n in variants}
-    for _ in range(args.rounds):
-        for name, m in variants.items():
-            times[name].append(latency_ms(m, x, runs=args.runs))
-    base = statistics.median(times["unpruned"])
+    latency = interleaved_latency_ms(variants, x, runs=args.runs, rounds=args.rounds)
+    base = latency["unpruned"]
     rows = []
     for name, m in variants.items():
         src = models[name.removesuffix(" int8 static")]
-        lat = statistics.median(times[name])
+        lat = latency[name]
         rows.append({"model": name, "params": count_params(src), "flops": flops_per_sample(src, shape),
                      "bytes": state_bytes(m), "latency_ms": lat, "speedup": base / lat})
     md = ["| model | params | MFLOPs | weights KB | latency ms | speed-up |", "|---|---:|---:|---:|---:|---:|"]
