@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-from pathlib import Path
 
 import torch
 
-from curridistill.bench.throughput import provenance
+from curridistill.bench.throughput import save_result
 from curridistill.evaluate.measure import interleaved_latency_ms, state_bytes
 from curridistill.compress.prune import prune
 from curridistill.compress.quantize import quantize
 from curridistill.evaluate.efficiency import count_params, flops_per_sample
-from curridistill.io import write_json, write_text
 from curridistill.models import build_model
 
 
@@ -60,10 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     md = ["| model | params | MFLOPs | weights KB | latency ms | speed-up |", "|---|---:|---:|---:|---:|---:|"]
     md += [f"| {args.model} {r['model']} | {r['params']:,} | {r['flops'] / 1e6:.2f} | {r['bytes'] / 1024:.1f} | "
            f"{r['latency_ms']:.3f} | {r['speedup']:.2f}x |" for r in rows]
-    record = {**provenance(), "threads": args.threads, "rounds": args.rounds, "runs": args.runs, "rows": rows}
-    write_json(args.json, record)
-    write_text(Path(args.json).with_suffix(".md"), "\n".join(md) + "\n")
-    print("\n".join(md))
+    save_result(args.json, {"threads": args.threads, "rounds": args.rounds, "runs": args.runs, "rows": rows}, "\n".join(md))
     return 0
 
 

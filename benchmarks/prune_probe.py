@@ -13,18 +13,16 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
-from pathlib import Path
 
 import torch
 from torch import nn
 
 from curridistill.api import prepare
-from curridistill.bench.throughput import provenance
+from curridistill.bench.throughput import save_result
 from curridistill.compress.prune import prune, recalibrate_batchnorm
 from curridistill.config import load_config
 from curridistill.evaluate.efficiency import count_params, flops_per_sample
 from curridistill.evaluate.metrics import predict_logits
-from curridistill.io import write_json, write_text
 from curridistill.models.checkpoint import load_model
 
 
@@ -78,10 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     md += [f"| {r['amount']:.2f} | {r['importance']} | {r['scope']} | {r['val_raw']:.4f} | "
            f"{'-' if r['val_bn'] is None else format(r['val_bn'], '.4f')} | {r['params']:,} | {r['flops'] / 1e6:.1f} |"
            for r in rows]
-    record = {**provenance(), "threads": torch.get_num_threads(), "bn_batches": args.bn_batches, "rows": rows}
-    write_json(args.json, record)
-    write_text(Path(args.json).with_suffix(".md"), "\n".join(md) + "\n")
-    print("\n".join(md))
+    save_result(args.json, {"threads": torch.get_num_threads(), "bn_batches": args.bn_batches, "rows": rows}, "\n".join(md))
     return 0
 
 

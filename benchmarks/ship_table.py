@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 
 from curridistill import api
-from curridistill.bench.throughput import provenance
+from curridistill.bench.throughput import save_result
 from curridistill.compress.report import stages_table, steps_table
 from curridistill.config import load_config
-from curridistill.io import read_json, write_json, write_text
+from curridistill.io import read_json, write_json
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,13 +57,11 @@ def main(argv: list[str] | None = None) -> int:
           f"forward, the stages timed in turn over 5 rounds; the whole path{', teacher outputs from a shared cache' if args.shared_cache else ', teacher included'}: "
           f"{wall:.0f} s wall, {cpu:.0f} s CPU):\n\n{stages_table(comp['rows'])}\n\n"
           f"Pruning steps (validation accuracy):\n\n{steps_table(comp['prune_steps'])}\n")
-    record = {**provenance(), "config": args.config, "teacher_outputs": "shared cache" if args.shared_cache else "fresh cache", "wall_seconds": wall, "cpu_seconds": cpu, "invocations": spent["invocations"], "load_average_1min_at_start": load, "torch_threads": torch.get_num_threads(),
+    record = {"config": args.config, "teacher_outputs": "shared cache" if args.shared_cache else "fresh cache", "wall_seconds": wall, "cpu_seconds": cpu, "invocations": spent["invocations"], "load_average_1min_at_start": load, "torch_threads": torch.get_num_threads(),
               "stages": comp["rows"], "prune_steps": comp["prune_steps"], "exports": comp.get("exports"),
               "predict": comp.get("predict"), "notes": comp["notes"],
               "report": {k: report[k]["accuracy"] for k in ("teacher", "baseline", "student") if k in report}}
-    write_json(args.json, record)
-    write_text(Path(args.json).with_suffix(".md"), md)
-    print(md)
+    save_result(args.json, record, md)
     return 0
 
 

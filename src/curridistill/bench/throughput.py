@@ -46,6 +46,7 @@ from curridistill.bench.reference import ReferenceTrainer, to_hwc_numpy
 from curridistill.config import DataConfig, LessonConfig
 from curridistill.data.pipeline import Pipeline, load_splits
 from curridistill.errors import UserError
+from curridistill.io import write_json, write_text
 from curridistill.knowledge import Clock
 from curridistill.models import build_model
 from curridistill.models.taps import FeatureTaps
@@ -84,6 +85,13 @@ def provenance(device: torch.device | None = None) -> dict:
     """What every benchmark result records: the exact command, the commit, the machine and the date."""
     return {"command": " ".join([Path(sys.executable).name, *sys.argv]), "git": git_commit(),
             "machine": machine(device or torch.device("cpu")), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def save_result(json_path: str | Path, record: dict, markdown: str) -> None:
+    """A benchmark's result: the JSON record and, beside it (.md), the Markdown the README shows verbatim."""
+    write_json(json_path, {**provenance(), **record})
+    write_text(Path(json_path).with_suffix(".md"), markdown.rstrip("\n") + "\n")
+    print(markdown)
 
 
 def machine(device: torch.device) -> dict:
