@@ -22,21 +22,8 @@ from curridistill.bench.throughput import save_result
 from curridistill.compress.prune import prune, recalibrate_batchnorm
 from curridistill.config import load_config
 from curridistill.evaluate.efficiency import count_params, flops_per_sample
-from curridistill.evaluate.metrics import predict_logits
 from curridistill.models.checkpoint import load_model
-
-
-def _val(model: nn.Module, pipeline) -> float:
-    logits = predict_logits(model, pipeline, "val")
-    return float((logits.argmax(1) == pipeline.splits.val.y).double().mean())
-
-
-def _gradients(pipeline, batch_size: int, batches: int):
-    def run(model: nn.Module) -> None:  # Taylor importance: |w * dL/dw| over the first training batches
-        for k in range(batches):
-            x, y = pipeline.batch("train", torch.arange(k * batch_size, (k + 1) * batch_size))
-            nn.functional.cross_entropy(model(x), y).backward()
-    return run
+from curridistill.train.pruning import train_batches, val_accuracy
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,20 +42,25 @@ def main(argv: list[str] | None = None) -> int:
     original, spec = load_model(args.checkpoint)
     shape = tuple(pipeline.splits.input_shape)
     bs = cfg.data.batch_size
-    bn_batches = [pipeline.batch("train", torch.arange(k * bs, (k + 1) * bs))[0] for k in range(args.bn_batches)]
+    bn_batches = [x for x, _ in train_batches(pipeline, bs, args.bn_batches)]
+
+    def gradients(model: nn.Module) -> None:  # Taylor importance, as a prune lesson computes it
+        for x, y in train_batches(pipeline, bs, 4):
+            nn.functional.cross_entropy(model(x), y).backward()
+
     x1 = torch.zeros(1, *shape)
-    rows = [{"amount": 0.0, "importance": "-", "scope": "-", "val_raw": _val(original, pipeline), "val_bn": None,
+    rows = [{"amount": 0.0, "importance": "-", "scope": "-", "val_raw": val_accuracy(original, pipeline, amp=False), "val_bn": None,
              "params": count_params(original), "flops": flops_per_sample(original, shape)}]
     for amount, importance, scope in itertools.product([float(a) for a in args.amounts.split(",")],
                                                        args.importances.split(","), args.scopes.split(",")):
         model = copy.deepcopy(original)
         reference = copy.deepcopy(original)
         prune(model, amount, x1, spec["num_classes"], importance=importance, reference=reference, scope=scope,
-              gradients=_gradients(pipeline, bs, 4))
-        raw = _val(model, pipeline)
+              gradients=gradients)
+        raw = val_accuracy(model, pipeline, amp=False)
         recalibrate_batchnorm(model, bn_batches)
         rows.append({"amount": amount, "importance": importance, "scope": scope, "val_raw": raw,
-                     "val_bn": _val(model, pipeline), "params": count_params(model),
+                     "val_bn": val_accuracy(model, pipeline, amp=False), "params": count_params(model),
                      "flops": flops_per_sample(model, shape)})
         print(rows[-1], flush=True)
     md = ["| amount | importance | scope | val just pruned | val after BN re-estimation | params | MFLOPs |",

@@ -164,11 +164,11 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> int:
     """
     from torch.optim.swa_utils import update_bn
 
-    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats for m in model.modules()):
-        return 0
-    with torch.no_grad():  # update_bn itself keeps autograd on
-        update_bn(batches, model)
-    return sum(1 for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if norms:
+        with torch.no_grad():  # update_bn itself keeps autograd on
+            update_bn(batches, model)
+    return len(norms)
 
 
 def prune(model: nn.Module, amount: float, example: Tensor, num_classes: int, kind: str = "channels",

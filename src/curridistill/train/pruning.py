@@ -53,18 +53,18 @@ def restore_structure(model: nn.Module, phase_dir: Path, lesson: int) -> None:
         apply_structure(model, steps[max(steps)], where=str(path))
 
 
-def _val_accuracy(model: nn.Module, pipeline, amp: bool) -> float:
+def val_accuracy(model: nn.Module, pipeline, amp: bool) -> float:
     logits = predict_logits(model, pipeline, "val", amp=amp)
     return float((logits.argmax(1) == pipeline.splits.val.y.to(logits.device)).double().mean())
 
 
 def _measure(model: nn.Module, pipeline, amp: bool, latency_runs: int) -> dict:
     cost = efficiency(model, pipeline.splits.input_shape, latency_runs=latency_runs, throughput_batch=64, throughput_runs=2)
-    return {"val_accuracy": _val_accuracy(model, pipeline, amp), "params": cost["params"], "flops": cost["flops"],
+    return {"val_accuracy": val_accuracy(model, pipeline, amp), "params": cost["params"], "flops": cost["flops"],
             "weights_bytes": cost["weights_bytes"], "latency_ms": cost["latency_ms"]}
 
 
-def _train_batches(pipeline, batch_size: int, n: int):
+def train_batches(pipeline, batch_size: int, n: int):
     """The first ``n`` training batches (fewer when the split is smaller), un-augmented, in a fixed order."""
     total = len(pipeline.splits.train)
     for start in range(0, min(n * batch_size, total), batch_size):
@@ -120,7 +120,7 @@ class PruneLesson:
         example = pipeline.batch("train", torch.arange(min(2, len(pipeline.splits.train))))[0]  # traced once
 
         def gradients(m: nn.Module) -> None:  # Taylor importance: |w * dL/dw| over a few training batches
-            for x, y in _train_batches(pipeline, runner.cfg.data.batch_size, cfg.taylor_batches):
+            for x, y in train_batches(pipeline, runner.cfg.data.batch_size, cfg.taylor_batches):
                 nn.functional.cross_entropy(m(x), y).backward()
 
         reference = reference_model(self.spec)
@@ -129,10 +129,10 @@ class PruneLesson:
         self.hooks = done["hooks"]
         after = _measure(model, pipeline, runner.amp, runs)
         if cfg.recalibrate_bn and cfg.kind == "channels":  # unstructured zeros leave the statistics nearly right
-            batches = [x for x, _ in _train_batches(pipeline, runner.cfg.data.batch_size, cfg.recalibrate_bn)]
+            batches = [x for x, _ in train_batches(pipeline, runner.cfg.data.batch_size, cfg.recalibrate_bn)]
             if recalibrate_batchnorm(model, batches):
                 after["val_accuracy_raw"] = after["val_accuracy"]  # before the statistics were re-estimated
-                after["val_accuracy"] = _val_accuracy(model, pipeline, runner.amp)
+                after["val_accuracy"] = val_accuracy(model, pipeline, runner.amp)
                 after["recalibrated_batches"] = len(batches)
         # the phase's best checkpoint so far has the old widths: selection starts again after each step
         phase_state.update(best_value=-float("inf"), best=None, best_state=None)
