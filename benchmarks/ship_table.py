@@ -22,6 +22,7 @@ from curridistill import api
 from curridistill.bench.throughput import save_result
 from curridistill.compress.report import stages_table, steps_table
 from curridistill.config import load_config
+from curridistill.evaluate.measure import ROUNDS
 from curridistill.io import read_json, write_json
 
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     wall, cpu = spent["wall"], spent["cpu"]
     comp = report["compression"]
     md = (f"Stages (`{args.config}`, test split, {report['data']['test']} samples; latency: median batch-1 "
-          f"forward, the stages timed in turn over 5 rounds; the whole path{', teacher outputs from a shared cache' if args.shared_cache else ', teacher included'}: "
+          f"forward, the stages timed in turn over {ROUNDS} rounds; the whole path{', teacher outputs from a shared cache' if args.shared_cache else ', teacher included'}: "
           f"{wall:.0f} s wall, {cpu:.0f} s CPU):\n\n{stages_table(comp['rows'])}\n\n"
           f"Pruning steps (validation accuracy):\n\n{steps_table(comp['prune_steps'])}\n")
     record = {"config": args.config, "teacher_outputs": "shared cache" if args.shared_cache else "fresh cache", "wall_seconds": wall, "cpu_seconds": cpu, "invocations": spent["invocations"], "load_average_1min_at_start": load, "torch_threads": torch.get_num_threads(),

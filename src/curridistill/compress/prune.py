@@ -159,7 +159,7 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> int:
     Removing channels changes what each BatchNorm sees, so the statistics it kept no longer fit and a
     just-pruned network can sit at chance although its weights are fine; re-estimating them on a few
     training batches (adaptive BN, Li et al. 2020, "EagleEye") restores much of it without a gradient
-    step. Uses ``torch.optim.swa_utils.update_bn`` (an exact average over the batches). Returns the
+    step. Uses ``torch.optim.swa_utils.update_bn`` (the average of the per-batch statistics). Returns the
     number of BatchNorm layers updated (0: the model has none and is unchanged).
     """
     from torch.optim.swa_utils import update_bn

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from curridistill.evaluate.measure import ROUNDS
 from curridistill.io import atomic_write, write_text
 
 COLUMNS = ("stage", "runtime", "accuracy", "params", "MFLOPs", "size KB", "latency ms", "speed-up", "size ratio")
@@ -48,7 +49,7 @@ def markdown(rows: list[dict], steps: list[dict], notes: list[str] = ()) -> str:
     """compression.md: the stages table, the pruning-steps table and the notes."""
     lines = ["# Compression report", "",
              "Accuracy on the test split; latency: median batch-1 forward on this CPU (the stages timed in turn, "
-             "median of 5 rounds); size: serialized weights "
+             f"median of {ROUNDS} rounds); size: serialized weights "
              "(state_dict for PyTorch, the file for exports); ratios against the distilled student.", "",
              stages_table(rows)]
     if steps:

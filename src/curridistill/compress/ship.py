@@ -53,9 +53,6 @@ def _write_samples(pipeline, out_dir: Path, n: int) -> list[tuple[Path, int]]:
     return written
 
 
-LATENCY_ROUNDS = 5  # the stages' batch-1 latencies are timed in turn, this many rounds (median per stage)
-
-
 class _Stages:
     """Rows of the compression table, each measured on the same test tensors; ``time_all`` then times every
     stage's batch-1 latency, interleaved, so the speed-ups compare stages measured under the same load."""
@@ -73,9 +70,8 @@ class _Stages:
         self.forwards.append(forward)
         return row
 
-    def time_all(self, rounds: int = LATENCY_ROUNDS) -> None:
-        latencies = interleaved_latency_ms({str(i): f for i, f in enumerate(self.forwards)}, self.x[:1],
-                                           runs=self.runs, rounds=rounds)
+    def time_all(self) -> None:
+        latencies = interleaved_latency_ms({str(i): f for i, f in enumerate(self.forwards)}, self.x[:1], runs=self.runs)
         for i, row in enumerate(self.rows):
             row["latency_ms"] = latencies[str(i)]
 

@@ -28,8 +28,11 @@ def latency_ms(forward: Callable[[Tensor], object], x: Tensor, runs: int = 50, w
     return statistics.median(times)
 
 
+ROUNDS = 5  # rounds of interleaved_latency_ms: each predictor is timed this many times, in turn
+
+
 def interleaved_latency_ms(forwards: dict[str, Callable[[Tensor], object]], x: Tensor, runs: int = 50,
-                           rounds: int = 5) -> dict[str, float]:
+                           rounds: int = ROUNDS) -> dict[str, float]:
     """``latency_ms`` of several predictors, timed in turn over ``rounds`` rounds; per predictor, the median
     of its rounds. A machine that slows down for a while (another job, a frequency change) then slows
     every predictor in that round alike, so their ratios hold where back-to-back timings would not."""
