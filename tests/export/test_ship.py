@@ -42,9 +42,14 @@ def test_ship_quickstart_runs_every_stage(tmp_path, capsys):
     steps = comp["prune_steps"]
     assert [s["recovery_teacher"] for s in steps] == ["teacher", "unpruned"]
     assert all(s["recovered"]["val_accuracy"] > s["pruned"]["val_accuracy"] for s in steps)
+    # each step's latency before -> after is the interleaved timing of the stage rows it sits between
+    timed = [rows["student"]["latency_ms"], rows["pruned 31% + recovery"]["latency_ms"],
+             rows["pruned 50% + recovery"]["latency_ms"]]
+    assert [s["latency_interleaved_ms"] for s in steps] == [timed[:2], timed[1:]]
     assert comp["predict"]["images"] == 8 and comp["predict"]["correct"] >= 6
     md = (out / "ship" / "compression.md").read_text()
     assert md.count("\n| ") >= len(stages) + len(steps) + 2 and "## Pruning steps" in md
+    assert f"| {timed[1]:.3f} -> {timed[2]:.3f} |" in md
     assert (out / "ship" / "compression.png").stat().st_size > 10_000
     # the shipped ONNX file predicts the PNG files it came with, from the command line
     assert cli.main(["predict", str(out / "ship" / "model.onnx"), str(out / "ship" / "samples"), "--top-k", "2"]) == 0

@@ -36,10 +36,12 @@ def steps_table(steps: list[dict]) -> str:
         raw = s["pruned"].get("val_accuracy_raw")  # present when BatchNorm statistics were re-estimated
         pruned, recal = (s["pruned"]["val_accuracy"], None) if raw is None else (raw, s["pruned"]["val_accuracy"])
         sparsity = f"{s['sparsity']:.3f}" if "sparsity" in s else "-"
+        # the ship stage's interleaved timings when it ran, else those taken one at a time during training
+        latency = s.get("latency_interleaved_ms") or (s["before"]["latency_ms"], s["pruned"]["latency_ms"])
         lines.append(f"| {s['lesson']} | {s['kind']} | {s['importance']} | {s['target']:.2f} | {s['achieved']:.3f} | {sparsity} | "
                      f"{s['before']['params']:,} -> {s['pruned']['params']:,} | "
                      f"{s['before']['flops'] / 1e6:.3g} -> {s['pruned']['flops'] / 1e6:.3g} | "
-                     f"{s['before']['latency_ms']:.3f} -> {s['pruned']['latency_ms']:.3f} | "
+                     f"{latency[0]:.3f} -> {latency[1]:.3f} | "
                      f"{s['before']['val_accuracy']:.4f} | {pruned:.4f} | {'-' if recal is None else f'{recal:.4f}'} | "
                      f"{'-' if rec is None else f'{rec:.4f}'} | {s['recovery_teacher']} |")
     return "\n".join(lines)
@@ -55,7 +57,9 @@ def markdown(rows: list[dict], steps: list[dict], notes: list[str] = ()) -> str:
     if steps:
         lines += ["", "## Pruning steps", "",
                   "Validation accuracy before the step, just after pruning, after re-estimating BatchNorm statistics "
-                  "on a few training batches (prune.recalibrate_bn), and after its distillation recovery.", "",
+                  "on a few training batches (prune.recalibrate_bn), and after its distillation recovery; latency "
+                  "before -> after the cut from the stage timings above (a model's latency depends on its widths, "
+                  "not its weights, so the just-pruned model times as its recovered row).", "",
                   steps_table(steps)]
     if notes:
         lines += ["", *[f"- {n}" for n in notes]]

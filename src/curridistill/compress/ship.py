@@ -119,12 +119,27 @@ def ship(cfg: Config, run_dir: str | Path, pipeline, teacher: nn.Module | None, 
         if onnx_path is not None and sc.predict_samples > 0:
             result["predict"] = _predict(pipeline, onnx_path, out, sc.predict_samples)
     stages.time_all()
+    _step_latencies(steps, stages.rows)
     result["rows"] = stages.rows
     result["notes"] = notes
     paths = compression_report.write(out, stages.rows, steps, notes)
     write_json(out / "compression.json", result)
     result["files"] = {k: str(v) for k, v in paths.items()}
     return result
+
+
+def _step_latencies(steps: list[dict], rows: list[dict]) -> None:
+    """Give each pruning step its latency before -> after from the interleaved stage timings
+    (``latency_interleaved_ms``). The timings prune.json took during training were one model at a time,
+    under whatever else ran then. A model's latency depends on its widths, not its weights, so the
+    just-pruned model times as its recovered row; "before" is the previous stage's row."""
+    after = {r["lesson"]: r["latency_ms"] for r in rows if "lesson" in r}
+    previous = next((r["latency_ms"] for r in rows if r["stage"] == "student"), None)
+    for s in steps:
+        current = after.get(s["lesson"])
+        if previous is not None and current is not None:
+            s["latency_interleaved_ms"] = [previous, current]
+        previous = current
 
 
 def _calibration(sc: ShipConfig, pipeline) -> list[Tensor]:
