@@ -89,3 +89,16 @@ def test_eval_on_a_device(tmp_path, device, capsys):
     import json
 
     assert abs(json.loads((tmp_path / "m.json").read_text())["accuracy"] - report["student"]["accuracy"]) < 1e-6
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device")])])
+@pytest.mark.parametrize("backward", [True, False])
+def test_auto_cost_model_times_steps_on_the_training_device(device, backward):
+    """auto's budget plan times a training step where the trials will train, without moving the caller's model."""
+    from curridistill.experiments.auto_space import step_seconds
+
+    model = build_model("cnn", 10, 1)
+    seconds = step_seconds(model, (1, 8, 8), 16, 10, steps=2, backward=backward, device=device)
+    assert 0.0 < seconds < 60.0
+    assert model_device(model).type == "cpu"

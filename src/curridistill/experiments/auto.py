@@ -429,9 +429,10 @@ class AutoJob:
         self.spe_full, self.spe_proxy = _steps_per_epoch(splits.info["train"], bs), _steps_per_epoch(n_proxy, bs)
         costs = self.space.costs
         biggest = max(self.space.student_choices, key=lambda c: costs[S.choice_key(c)].params)
+        device = api.resolve_device(cfg.run.device)  # timed where the trials will train
         step_s = S.step_seconds(build_model(biggest["name"], splits.num_classes, in_ch, biggest.get("kwargs")),
-                                input_shape, bs, splits.num_classes)
-        step_s += S.step_seconds(self.space.teacher, input_shape, bs, splits.num_classes, backward=False)
+                                input_shape, bs, splits.num_classes, device=device)
+        step_s += S.step_seconds(self.space.teacher, input_shape, bs, splits.num_classes, backward=False, device=device)
         per_epoch = 1.2  # the validation pass and bookkeeping of each epoch
         self.trial_est = RUN_OVERHEAD_S + step_s * self.spe_proxy * proxy.epochs * per_epoch
         self.full_est = RUN_OVERHEAD_S + step_s * self.spe_full * full.epochs * per_epoch
@@ -447,7 +448,7 @@ class AutoJob:
                 if tc.reuse and (Path(tcfg.run.cache_dir) / "teachers" / key / "model.safetensors").is_file():
                     continue  # trained earlier with identical settings: reused, nearly free
                 t_step = S.step_seconds(build_model(tc.name, splits.num_classes, in_ch, tc.kwargs), input_shape, bs,
-                                        splits.num_classes)
+                                        splits.num_classes, device=device)
                 teacher_est += RUN_OVERHEAD_S + t_step * self.spe_full * sum(l.epochs for l in tc.course) * per_epoch
         minimum = teacher_est + self.trial_est + self.full_est
         clock = self.clock

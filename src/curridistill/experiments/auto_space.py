@@ -423,12 +423,15 @@ def probe_scorers(num_classes: int, lengths: torch.Tensor | None = None) -> tupl
 
 
 def step_seconds(model: nn.Module, input_shape: tuple[int, ...], batch: int, num_classes: int, steps: int = 4,
-                 backward: bool = True) -> float:
-    """Median seconds of one training step (forward, backward, SGD) or one forward: the cost model's unit."""
+                 backward: bool = True, device: torch.device | str = "cpu") -> float:
+    """Median seconds of one training step (forward, backward, SGD) or one forward on ``device`` (where the
+    runs will train): the cost model's unit. The model is timed on a copy, so it stays where it was."""
+    model = copy.deepcopy(model).to(device)
     model = model.train() if backward else model.eval()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3) if backward else None
-    x = torch.randn(batch, *input_shape)
-    y = torch.randint(0, num_classes, (batch,))
+    x = torch.randn(batch, *input_shape, device=device)
+    y = torch.randint(0, num_classes, (batch,), device=device)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     times = []
     for i in range(steps + 1):
         t0 = time.perf_counter()
@@ -440,6 +443,7 @@ def step_seconds(model: nn.Module, input_shape: tuple[int, ...], batch: int, num
         else:
             with torch.no_grad():
                 model(x)
+        sync()  # CUDA kernels run asynchronously: wait for them before reading the clock
         if i:  # the first step warms up
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
