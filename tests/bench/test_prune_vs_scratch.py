@@ -1,0 +1,52 @@
+"""benchmarks/prune_vs_scratch.py: a row per run directory, pruned or trained from scratch, read from the runs."""
+import importlib.util
+import json
+
+import pytest
+import yaml
+
+from curridistill import cli
+from tests.helpers import REPO, tiny_config
+
+pytest.importorskip("torch_pruning")
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("prune_vs_scratch", REPO / "benchmarks" / "prune_vs_scratch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(tmp_path, name: str, course: list[dict]) -> str:
+    cfg = tiny_config(tmp_path, student={"name": "cnn", "kwargs": {"widths": [8, 16]}},
+                      teacher={"name": "cnn", "kwargs": {"widths": [16, 32]}}, baseline={"enabled": False}, course=course)
+    (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / name
+    assert cli.main(["run", str(tmp_path / f"{name}.yaml"), "--out", str(out), "--quiet", "--set", "run.tensorboard=false"]) == 0
+    return str(out)
+
+
+def test_rows_for_a_pruned_and_a_scratch_run(tmp_path, capsys):
+    lesson = {"loss": {"ce": 0.1, "kd": {"weight": 0.9, "temperature": 4}}, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}}
+    pruned = run(tmp_path, "pruned", [{"epochs": 2, **lesson}, {"epochs": 1, "prune": {"amount": 0.5}, **lesson}])
+    scratch = run(tmp_path, "scratch", [{"epochs": 3, **lesson}])
+    out = tmp_path / "pvs.json"
+    assert load_script().main([pruned, scratch, "--json", str(out)]) == 0
+    record = json.loads(out.read_text())
+    assert record["git"] and record["command"] and record["machine"]
+    first, second = record["rows"]
+    assert first["how"] == "pruned 50% from the trained model" and first["epochs_per_lesson"] == [2, 1]
+    assert second["how"] == "trained from random weights" and second["epochs"] == 3
+    assert first["params"] < second["params"]  # the same cnn, half its channels gone
+    report = json.loads((tmp_path / "pruned" / "report.json").read_text())
+    assert first["test_accuracy"] == report["student"]["accuracy"]
+    md = out.with_suffix(".md").read_text()
+    assert md.count("\n| ") == 2 and "| pruned | pruned 50% from the trained model | 3 (2+1) |" in md
+
+
+def test_an_unfinished_run_is_one_line(tmp_path, capsys):
+    (tmp_path / "half").mkdir()
+    assert load_script().main([str(tmp_path / "half"), "--json", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "has no report.json" in err and not (tmp_path / "x.json").exists()
