@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from curridistill import api
-from curridistill.bench.throughput import save_result
+from curridistill.bench.throughput import git_commit, save_result
 from curridistill.compress.report import stages_table, steps_table
 from curridistill.config import load_config
 from curridistill.evaluate.measure import ROUNDS
@@ -43,13 +43,15 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()[0]  # other processes on the machine stretch the wall time, not the CPU time
     clock = Path(args.out) / "ship_table_seconds.json"  # wall and CPU seconds of earlier, killed invocations
     before = read_json(clock) if args.resume and clock.is_file() else {"wall": 0.0, "cpu": 0.0, "invocations": 0}
+    # the commit whose code runs: taken now, since HEAD may move during an hour of training (kept over resumes)
+    started_at = before.get("git") or git_commit()
     t0, c0 = time.perf_counter(), time.process_time()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(3))  # a polite kill still records the time spent
     try:
         report = api.resume(args.out, overrides=args.overrides) if args.resume else api.run(cfg, out=args.out)
     finally:
         spent = {"wall": before["wall"] + time.perf_counter() - t0, "cpu": before["cpu"] + time.process_time() - c0,
-                 "invocations": before["invocations"] + 1}
+                 "invocations": before["invocations"] + 1, "git": started_at}
         if Path(args.out).is_dir():
             write_json(clock, spent)
     wall, cpu = spent["wall"], spent["cpu"]
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
           f"forward, the stages timed in turn over {ROUNDS} rounds; the whole path{', teacher outputs from a shared cache' if args.shared_cache else ', teacher included'}: "
           f"{wall:.0f} s wall, {cpu:.0f} s CPU):\n\n{stages_table(comp['rows'])}\n\n"
           f"Pruning steps (validation accuracy):\n\n{steps_table(comp['prune_steps'])}\n")
-    record = {"config": args.config, "teacher_outputs": "shared cache" if args.shared_cache else "fresh cache", "wall_seconds": wall, "cpu_seconds": cpu, "invocations": spent["invocations"], "load_average_1min_at_start": load, "torch_threads": torch.get_num_threads(),
+    record = {"git": started_at, "config": args.config, "teacher_outputs": "shared cache" if args.shared_cache else "fresh cache", "wall_seconds": wall, "cpu_seconds": cpu, "invocations": spent["invocations"], "load_average_1min_at_start": load, "torch_threads": torch.get_num_threads(),
               "stages": comp["rows"], "prune_steps": comp["prune_steps"], "exports": comp.get("exports"),
               "predict": comp.get("predict"), "notes": comp["notes"],
               "report": {k: report[k]["accuracy"] for k in ("teacher", "baseline", "student") if k in report}}
