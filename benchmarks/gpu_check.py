@@ -7,7 +7,9 @@ Steps (each a real CLI process, timed, its exit code and key numbers recorded):
   1. the quickstart (digits, no files needed);
   2. the CPU-scale CIFAR-10 protocol's kd row, 1 seed, with the committed resnet56 teacher checkpoint
      (the command that failed on CUDA: a teacher checkpoint probed with a CPU tensor);
-  3. `bench throughput` resnet56 -> resnet8 and resnet56 -> resnet20 (ceiling, plain, online_kd, cached_kd);
+  3. `bench throughput` resnet56 -> resnet8 and resnet56 -> resnet20 (ceiling, plain, online_kd, cached_kd, and
+     at full scale the captured ceiling and cached_kd: `--captured`, CUDA graphs);
+  3b. at full scale, the quickstart with `run.compile=step` (the captured step trains to the eager accuracy);
   4. `run --seeds 0,1` (the quickstart, short);
   5. `tune --trials 2`;
   6. the CUDA-marked tests (`pytest -m cuda`).
@@ -45,7 +47,10 @@ def steps(data: Path, work: Path, toy: bool, device: str) -> list[tuple[str, lis
         cifar += ["data.subset=300", "data.val_size=60", "course.0.epochs=1", "baseline.enabled=false",
                   "run.eval.latency_runs=2", "run.eval.throughput_runs=1", "run.eval.throughput_batch=16"]
     quick = dev + (["course.0.epochs=2"] if toy else [])
-    bench = ["--steps", "3", "--warmup", "1", "--rounds", "1", "--subset", "256"] if toy else ["--steps", "100", "--rounds", "3"]
+    # --captured compiles with inductor: minutes of C++ on a CPU, seconds of warm-up on a GPU; the CPU tests
+    # cover the captured paths on their own
+    bench = (["--steps", "3", "--warmup", "1", "--rounds", "1", "--subset", "256"] if toy else
+             ["--steps", "100", "--warmup", "10", "--rounds", "3", "--captured"])
     sets = lambda values: [a for v in values for a in ("--set", v)]  # noqa: E731
     out = []
     out.append(("quickstart", _cli("run", "configs/quickstart.yaml", "--out", str(work / "quickstart"), "--quiet",
@@ -59,6 +64,10 @@ def steps(data: Path, work: Path, toy: bool, device: str) -> list[tuple[str, lis
                     _cli("bench", "throughput", "--teacher", "resnet56", "--student", student, "--data", "cifar10",
                          "--root", str(data), "--no-verify", "--device", device, "--batch-size", "64", "--quiet", *bench,
                          "--out", str(work / f"bench_{student}.json")), work / f"bench_{student}.json"))
+    if not toy:
+        out.append(("quickstart, run.compile=step", _cli("run", "configs/quickstart.yaml", "--out", str(work / "captured"),
+                                                         "--quiet", *sets(quick + ["run.compile=step"])),
+                    work / "captured" / "report.json"))
     out.append(("run --seeds 0,1", _cli("run", "configs/quickstart.yaml", "--seeds", "0,1", "--out", str(work / "seeds"),
                                         "--quiet", *sets(quick + ["course.0.epochs=2"])), work / "seeds" / "aggregate.json"))
     out.append(("tune --trials 2", _cli("tune", "configs/tune_quickstart.yaml", "--trials", "2", "--out", str(work / "tune"),
@@ -77,6 +86,9 @@ def numbers(name: str, path: Path | None) -> dict:
         found = {f"{m}_images_per_s": round(v["images_per_s"]) for m, v in modes.items()}
         if "cached_kd" in modes and "ceiling" in modes:
             found["cached_kd/ceiling"] = round(modes["cached_kd"]["images_per_s"] / modes["ceiling"]["images_per_s"], 3)
+        if "cached_kd_captured" in modes and "ceiling_captured" in modes:
+            found["cached_kd_captured/ceiling_captured"] = round(
+                modes["cached_kd_captured"]["images_per_s"] / modes["ceiling_captured"]["images_per_s"], 3)
         return found
     found = {}
     for role in ("teacher", "baseline", "student"):

@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also time the plain-PyTorch DataLoader KD loop (benchmarks/plain_pytorch_kd.py)")
     bp.add_argument("--workers", type=int, default=2, help="DataLoader workers of the reference (default 2)")
     bp.add_argument("--channels-last", action="store_true", help="models and inputs in channels_last memory format")
+    bp.add_argument("--captured", action="store_true",
+                    help="also time the ceiling and cached_kd with the step compiled (run.compile=step; CUDA graphs on a "
+                         "GPU); compiling takes the warm-up steps (minutes on a CPU)")
     bp.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice / OMP_NUM_THREADS)")
     bp.add_argument("--cache-dir", help="teacher-output cache directory (default: a temporary one, so the build is timed)")
     bp.add_argument("--out", help="write the result JSON here, e.g. benchmarks/results/NAME.json")

@@ -309,7 +309,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, steps=args.steps, warmup=args.warmup, rounds=args.rounds,
                             subset=args.subset, device=args.device, with_reference=args.with_reference,
                             workers=args.workers, channels_last=args.channels_last, cache_dir=args.cache_dir,
-                            command=command_line(), log=log, data_options={"verify": False} if args.no_verify else None)
+                            command=command_line(), log=log, data_options={"verify": False} if args.no_verify else None,
+                            captured=args.captured)
     if args.out:
         write_json(args.out, result)
     if not args.quiet:

@@ -323,7 +323,9 @@ class RunConfig(Strict):
     teacher_cache: bool = True  # teacher logits computed once per augmentation epoch into cache_dir, then looked up
     cache_features: bool = False  # also cache teacher features (float16; large); off: feature terms run the teacher online
     channels_last: bool = False  # models and 4-D inputs in channels_last memory format
-    compile: bool = False  # torch.compile the student (in place; first steps are slow while it compiles)
+    # true: torch.compile the student in place; step: compile each training step's loss (forward + terms) and its
+    # optimizer update, as CUDA graphs on a GPU. The first steps are slow while it compiles.
+    compile: bool | Literal["step"] = False
     threads: int | None = Field(None, ge=1)  # torch CPU threads; default: torch's choice
     teacher_aggregation: Literal["mean", "weighted", "confidence", "best"] = "mean"
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -435,6 +437,9 @@ class Config(Strict):
                 raise ValueError(f"course.{i}: a prune lesson changes the parameters; drop keep_optimizer there")
             if lesson.prune is not None and self.run.compile:
                 raise ValueError(f"course.{i}.prune needs an eager model (the pruner traces it); set run.compile=false")
+            if lesson.optimizer.name == "lbfgs" and self.run.compile == "step":
+                raise ValueError(f"course.{i}: lbfgs re-evaluates the loss in a closure, which run.compile=step does not "
+                                 f"capture; use run.compile=true or another optimizer")
             if lesson.prune is not None and (self.repeat is not None or self.assistants):
                 raise ValueError(f"course.{i}.prune works in a single-round course without assistants; drop 'repeat'/'assistants'")
         return self

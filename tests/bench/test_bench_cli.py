@@ -50,3 +50,20 @@ def test_cifar10_quick_distillation_through_cli(tmp_path, shared_data):
     assert 0.0 <= report["student"]["accuracy"] <= 1.0
     entries = list((tmp_path / "cache" / "teacher_outputs").glob("*/epoch-0.safetensors"))
     assert len(entries) == 1  # the student's KD read the teacher from the cache of epoch 0's augmented stream
+
+
+def test_bench_throughput_captured_adds_the_compiled_ceiling_and_step(tmp_path, shared_data):
+    from curridistill import cli
+
+    out = tmp_path / "bench.json"
+    code = cli.main(["bench", "throughput", "--teacher", "cnn", "--student", "cnn", "--data", "cifar10",
+                     "--root", str(shared_data), "--subset", "256", "--steps", "2", "--warmup", "3", "--rounds", "1",
+                     "--captured", "--quiet", "--out", str(out)])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert set(result["modes"]) == {"ceiling", "plain", "online_kd", "cached_kd", "ceiling_captured", "cached_kd_captured"}
+    assert result["settings"]["captured"] is True
+    ratios, modes = result["ratios"], result["modes"]
+    assert ratios["cached_kd_captured/ceiling_captured"] == pytest.approx(
+        modes["cached_kd_captured"]["images_per_s"] / modes["ceiling_captured"]["images_per_s"])
+    assert "cached_kd_captured >= 0.85 x ceiling_captured" in result["targets"]

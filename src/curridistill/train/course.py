@@ -102,7 +102,7 @@ class CourseRunner:
         model = model.to(self.device)
         if self.cfg.run.channels_last and len(self.pipeline.splits.input_shape) == 3:  # speed options (run.*)
             model, self.pipeline.channels_last = model.to(memory_format=torch.channels_last), True
-        if self.cfg.run.compile and not where.startswith("teacher"):
+        if self.cfg.run.compile is True and not where.startswith("teacher"):  # "step" compiles in the lesson
             model.compile()  # in place: state_dict keys stay the same
         return model
 
@@ -229,6 +229,7 @@ class CourseRunner:
             ctx = LessonContext(phase=name, lesson_index=li, pipeline=self.pipeline, device=self.device,
                                 seed=seed, teachers=pruning.teachers if pruning else teachers, amp=self.amp, log=self._log,
                                 callbacks=self.callbacks, optimizer_state=carried, anchors=anchors,
+                                capture=self.cfg.run.compile == "step",
                                 transfer=(TransferPlan(model, mc.transfer, [c.epochs for c in course], where=f"{name}.transfer")
                                           if mc.transfer is not None else None))
             run = LessonRun(model, course[li], ctx)

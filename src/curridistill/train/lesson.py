@@ -46,6 +46,7 @@ class LessonContext:
     optimizer_state: dict | None = None  # carried over with keep_optimizer
     anchors: dict[str, dict] | None = None  # RCO: teacher checkpoints by name ("epoch_30", "final")
     transfer: object = None  # models.transfer.TransferPlan: freezing over epochs, body/head learning rates
+    capture: bool = False  # run.compile=step: the loss and the optimizer update run as compiled graphs
 
 
 @dataclass
@@ -124,6 +125,7 @@ class LessonRun:
                 self.optimizer.load_state_dict(ctx.optimizer_state)
             except (ValueError, KeyError):
                 pass  # a different optimizer or parameter set: start fresh, as without keep_optimizer
+        self.captured = CapturedStep(self, ctx.device) if ctx.capture else None  # before LRControl: tensor LRs
         self.lr = LRControl(self.optimizer, lesson, self.total_steps)
         self.forward_model = model  # DDP wraps it when several processes train together (taps stay on model)
         if distributed.info().active:
@@ -170,8 +172,15 @@ class LessonRun:
     def _inputs(self, logits: Tensor, y: Tensor, student_features: dict, x: Tensor, idx: Tensor, clock: Clock,
                 epoch: int | None) -> KnowledgeInputs:
         """``epoch`` is the augmentation epoch of ``x`` (None: un-augmented), so a cache can serve the teacher."""
+        return self._knowledge_inputs(logits, y, student_features, idx, clock, self._teacher_outputs(x, y, idx, epoch))
+
+    def _teacher_outputs(self, x: Tensor, y: Tensor, idx: Tensor, epoch: int | None):
         teachers = self.ctx.teachers
-        out = teachers(x, y, indices=idx, epoch=epoch) if teachers is not None and len(teachers) else None
+        return teachers(x, y, indices=idx, epoch=epoch) if teachers is not None and len(teachers) else None
+
+    @staticmethod
+    def _knowledge_inputs(logits: Tensor, y: Tensor, student_features: dict, idx: Tensor, clock: Clock,
+                          out) -> KnowledgeInputs:
         return KnowledgeInputs(
             student_logits=logits, targets=y,
             teacher_logits=out.logits if out else None, teachers_logits=out.each if out else [],
@@ -257,33 +266,20 @@ class LessonRun:
         """One optimizer step on batch (x, y) with sample indices idx: the weighted terms, self-paced
         weights, backward, clipping and the LR schedule. Returns (loss, per-term means, logits, mean sample
         weight or None); the loss and parts stay on the device (no host sync)."""
-        ctx = self.ctx
         weights = {n: w(clock.progress) for n, w in self.weights.items()}
         temps = {n: (t(clock.progress) if t is not None else None) for n, t in self.temps.items()}
+        # the teacher's outputs on this batch's inputs: those of its augmentation epoch, or un-augmented
+        teacher_out = self._teacher_outputs(x, y, idx, clock.epoch if self.lesson.augment else None)
+        loss_fn = self.captured.loss if self.captured is not None else self.weighted_loss
         state: dict = {}
 
         def compute() -> Tensor:
-            with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=ctx.amp and x.device.type == "cuda"):
-                logits = self.forward_model(x)
-                # the teacher's outputs on this batch's inputs: those of its augmentation epoch, or un-augmented
-                inputs = self._inputs(logits, y, taps.features, x, idx, clock,
-                                      epoch=clock.epoch if self.lesson.augment else None)
-                per_sample = torch.zeros(len(y), device=x.device)  # (B,) weighted sum of the terms
-                parts = {}
-                for name, term in self.terms.items():
-                    value = term(inputs, temps[name]).float()
-                    parts[name] = value.detach().mean()
-                    if weights[name] != 0.0:
-                        per_sample = per_sample + weights[name] * value
-                v = self.curriculum.sample_weights(per_sample, clock.progress) if self.curriculum else None
-                if v is None:
-                    total = per_sample.mean()
-                else:  # self-paced: a weighted mean keeps the gradient scale of the unweighted loss
-                    total = (v * per_sample).sum() / v.sum().clamp_min(1e-8)
-                    state["sample_weight"] = v.mean()
+            total, parts, logits, sample_weight = loss_fn(x, y, idx, clock, taps, weights, temps, teacher_out)
             if self.lesson.optimizer.name == "lbfgs" and self.lesson.optimizer.weight_decay:
                 total = total + 0.5 * self.lesson.optimizer.weight_decay * sum((p * p).sum() for p in self.model.parameters())
             state.update(loss=total, parts=parts, logits=logits)
+            if sample_weight is not None:
+                state["sample_weight"] = sample_weight
             return total
 
         def closure() -> Tensor:
@@ -302,9 +298,36 @@ class LessonRun:
             self.optimizer.step(closure)
         else:
             closure()
-            self.optimizer.step()
+            if self.captured is not None:
+                self.captured.update()
+            else:
+                self.optimizer.step()
         self.lr.after_step()
         return state["loss"], state["parts"], state["logits"], state.get("sample_weight")
+
+    def weighted_loss(self, x: Tensor, y: Tensor, idx: Tensor, clock: Clock, taps: FeatureTaps,
+                      weights: dict[str, float], temps: dict[str, float | None], teacher_out):
+        """Student forward and the weighted sum of the terms: (loss, per-term means, logits, mean sample weight
+        or None). The part of a step that ``run.compile=step`` compiles, so it takes everything as arguments."""
+        amp = self.ctx.amp and x.device.type == "cuda"
+        sample_weight = None
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp):
+            logits = self.forward_model(x)
+            inputs = self._knowledge_inputs(logits, y, taps.features, idx, clock, teacher_out)
+            per_sample = torch.zeros(len(y), device=x.device)  # (B,) weighted sum of the terms
+            parts = {}
+            for name, term in self.terms.items():
+                value = term(inputs, temps[name]).float()
+                parts[name] = value.detach().mean()
+                if weights[name] != 0.0:
+                    per_sample = per_sample + weights[name] * value
+            v = self.curriculum.sample_weights(per_sample, clock.progress) if self.curriculum else None
+            if v is None:
+                total = per_sample.mean()
+            else:  # self-paced: a weighted mean keeps the gradient scale of the unweighted loss
+                total = (v * per_sample).sum() / v.sum().clamp_min(1e-8)
+                sample_weight = v.mean()
+        return total, parts, logits, sample_weight
 
     def _non_finite(self, epoch: int, step: int, parts: dict[str, float]) -> None:
         terms = ", ".join(f"{n}={v:.4g}" for n, v in parts.items())
@@ -356,6 +379,8 @@ class LessonRun:
     def load_state_dict(self, state: dict, best_state: dict | None) -> None:
         self.epoch = int(state["epoch"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if self.captured is not None:  # a checkpoint of an eager run holds float LRs
+            self.captured.tensor_lrs()
         self.lr.load_state_dict(state["lr"])
         self.sampler.load_state_dict(state["sampler"])
         self.terms.load_state_dict(state["terms"])
@@ -370,6 +395,42 @@ class LessonRun:
 
     def carried_optimizer_state(self) -> dict:
         return copy.deepcopy(self.optimizer.state_dict())
+
+
+class CapturedStep:
+    """``run.compile=step``: the lesson's loss (student forward, every term, sample weights) and its optimizer
+    update as compiled graphs; on CUDA the loss graph and its backward are replayed as CUDA graphs
+    (``mode="reduce-overhead"``), so a step launches a few graphs instead of hundreds of kernels.
+
+    What varies from step to step must not recompile: loss weights, temperatures and the clock are Python
+    floats, which torch.compile treats as symbolic after their first change; the learning rates become
+    0-dim tensors on the model's device that the LR schedule fills in place. The teacher's outputs are
+    looked up (or computed) eagerly before the graph: the cache is Python state."""
+
+    def __init__(self, run: LessonRun, device: torch.device):
+        if distributed.info().active:
+            raise UserError("run.compile=step runs in one process; under torchrun use run.compile=true "
+                            "(the model compiled, DDP's hooks around it)")
+        self.optimizer, self.device = run.optimizer, device
+        self.tensor_lrs()
+        self._loss = torch.compile(run.weighted_loss, mode="reduce-overhead" if device.type == "cuda" else None)
+        self._update = torch.compile(self.optimizer.step)
+
+    def loss(self, *args):
+        if self.device.type == "cuda":  # the previous step's outputs (read by the metrics) may be overwritten now
+            torch.compiler.cudagraph_mark_step_begin()
+        return self._loss(*args)
+
+    def update(self) -> None:
+        self._update()
+        # the LR scheduler warns of "scheduler.step() before optimizer.step()" unless its wrapper around
+        # optimizer.step saw a call; the compiled step calls the unwrapped method
+        self.optimizer._opt_called = True
+
+    def tensor_lrs(self) -> None:
+        for group in self.optimizer.param_groups:
+            if not isinstance(group["lr"], Tensor):
+                group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
 
 
 def _on_device(indices: Tensor, device: torch.device) -> Tensor:
