@@ -25,6 +25,7 @@ from curridistill.models.taps import FeatureTaps
 from curridistill.schedules import build_schedule
 from curridistill.train import distributed
 from curridistill.train.callbacks import Callbacks
+from curridistill.train.captured import CapturedStep
 from curridistill.train.optim import LRControl, build_optimizer, current_lr
 from curridistill.train.teachers import TeacherBank
 
@@ -125,7 +126,7 @@ class LessonRun:
                 self.optimizer.load_state_dict(ctx.optimizer_state)
             except (ValueError, KeyError):
                 pass  # a different optimizer or parameter set: start fresh, as without keep_optimizer
-        self.captured = CapturedStep(self, ctx.device) if ctx.capture else None  # before LRControl: tensor LRs
+        self.captured = CapturedStep(self.weighted_loss, self.optimizer, ctx.device) if ctx.capture else None  # before LRControl: tensor LRs
         self.lr = LRControl(self.optimizer, lesson, self.total_steps)
         self.forward_model = model  # DDP wraps it when several processes train together (taps stay on model)
         if distributed.info().active:
@@ -395,42 +396,6 @@ class LessonRun:
 
     def carried_optimizer_state(self) -> dict:
         return copy.deepcopy(self.optimizer.state_dict())
-
-
-class CapturedStep:
-    """``run.compile=step``: the lesson's loss (student forward, every term, sample weights) and its optimizer
-    update as compiled graphs; on CUDA the loss graph and its backward are replayed as CUDA graphs
-    (``mode="reduce-overhead"``), so a step launches a few graphs instead of hundreds of kernels.
-
-    What varies from step to step must not recompile: loss weights, temperatures and the clock are Python
-    floats, which torch.compile treats as symbolic after their first change; the learning rates become
-    0-dim tensors on the model's device that the LR schedule fills in place. The teacher's outputs are
-    looked up (or computed) eagerly before the graph: the cache is Python state."""
-
-    def __init__(self, run: LessonRun, device: torch.device):
-        if distributed.info().active:
-            raise UserError("run.compile=step runs in one process; under torchrun use run.compile=true "
-                            "(the model compiled, DDP's hooks around it)")
-        self.optimizer, self.device = run.optimizer, device
-        self.tensor_lrs()
-        self._loss = torch.compile(run.weighted_loss, mode="reduce-overhead" if device.type == "cuda" else None)
-        self._update = torch.compile(self.optimizer.step)
-
-    def loss(self, *args):
-        if self.device.type == "cuda":  # the previous step's outputs (read by the metrics) may be overwritten now
-            torch.compiler.cudagraph_mark_step_begin()
-        return self._loss(*args)
-
-    def update(self) -> None:
-        self._update()
-        # the LR scheduler warns of "scheduler.step() before optimizer.step()" unless its wrapper around
-        # optimizer.step saw a call; the compiled step calls the unwrapped method
-        self.optimizer._opt_called = True
-
-    def tensor_lrs(self) -> None:
-        for group in self.optimizer.param_groups:
-            if not isinstance(group["lr"], Tensor):
-                group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
 
 
 def _on_device(indices: Tensor, device: torch.device) -> Tensor:

@@ -1,0 +1,46 @@
+"""``run.compile=step``: a lesson's training step as compiled graphs (CUDA graphs on a GPU)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from curridistill.errors import UserError
+from curridistill.train import distributed
+
+
+class CapturedStep:
+    """``run.compile=step``: a lesson's loss (student forward, every term, sample weights) and its optimizer
+    update as compiled graphs; on CUDA the loss graph and its backward are replayed as CUDA graphs
+    (``mode="reduce-overhead"``), so a step launches a few graphs instead of hundreds of kernels.
+
+    What varies from step to step must not recompile: loss weights, temperatures and the clock are Python
+    floats, which torch.compile treats as symbolic after their first change; the learning rates become
+    0-dim tensors on the model's device that the LR schedule fills in place. The teacher's outputs are
+    looked up (or computed) eagerly before the graph: the cache is Python state."""
+
+    def __init__(self, loss: Callable, optimizer: torch.optim.Optimizer, device: torch.device):
+        if distributed.info().active:
+            raise UserError("run.compile=step runs in one process; under torchrun use run.compile=true "
+                            "(the model compiled, DDP's hooks around it)")
+        self.optimizer, self.device = optimizer, device
+        self.tensor_lrs()
+        self._loss = torch.compile(loss, mode="reduce-overhead" if device.type == "cuda" else None)
+        self._update = torch.compile(self.optimizer.step)
+
+    def loss(self, *args):
+        if self.device.type == "cuda":  # the previous step's outputs (read by the metrics) may be overwritten now
+            torch.compiler.cudagraph_mark_step_begin()
+        return self._loss(*args)
+
+    def update(self) -> None:
+        self._update()
+        # the LR scheduler warns of "scheduler.step() before optimizer.step()" unless its wrapper around
+        # optimizer.step saw a call; the compiled step calls the unwrapped method
+        self.optimizer._opt_called = True
+
+    def tensor_lrs(self) -> None:
+        for group in self.optimizer.param_groups:
+            if not isinstance(group["lr"], Tensor):
+                group["lr"] = torch.tensor(float(group["lr"]), device=self.device)
