@@ -9,22 +9,13 @@ import sys
 import yaml
 
 from curridistill.config import load_config
-from tests.helpers import REPO, tiny_config
+from tests.helpers import REPO, load_benchmark, tiny_config
 
 SCRIPT = REPO / "benchmarks" / "accuracy_table.py"
 
 
-def load_script():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("accuracy_table", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_every_row_of_the_cpu_scale_protocol_is_a_valid_config():
-    table = load_script()
+    table = load_benchmark("accuracy_table")
     base = yaml.safe_load((REPO / "configs" / "protocol" / "cifar10_cpu_scale.yaml").read_text())
     rows = table.rows(base)
     assert {"kd", "dkd", "dist", "kd+ls", "fitnet", "at", "ctkd", "curriculum+kd", "self-paced kd",
@@ -36,7 +27,7 @@ def test_every_row_of_the_cpu_scale_protocol_is_a_valid_config():
 
 
 def test_takd_assistant_sits_between_teacher_and_student():
-    table = load_script()
+    table = load_benchmark("accuracy_table")
     base = yaml.safe_load((REPO / "configs" / "protocol" / "cifar10_cpu_scale.yaml").read_text())
     assert "takd (resnet14)" in table.rows(base)
     assert "takd (resnet32)" in table.rows({**base, "student": {"name": "resnet20"}})

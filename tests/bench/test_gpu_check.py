@@ -1,20 +1,12 @@
 """benchmarks/gpu_check.py at toy scale on the CPU: every step runs, and the JSON/Markdown say so."""
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import numpy as np
 import pytest
 
-from tests.helpers import REPO
-
-
-def _gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.helpers import load_benchmark
 
 
 def _npz_pair(folder, train: int = 300, test: int = 60):
@@ -27,8 +19,8 @@ def _npz_pair(folder, train: int = 300, test: int = 60):
 
 def test_toy_check_runs_every_step(tmp_path):
     _npz_pair(tmp_path)
-    rc = _gpu_check().main(["--data", str(tmp_path), "--toy", "--device", "cpu", "--work", str(tmp_path / "work"),
-                            "--results", str(tmp_path / "results")])
+    rc = load_benchmark("gpu_check").main(["--data", str(tmp_path), "--toy", "--device", "cpu",
+                                           "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results")])
     record = json.loads((tmp_path / "results" / "gpu_check_cpu-toy.json").read_text())
     failed = {s["step"]: s["tail"] for s in record["steps"] if s["exit_code"] != 0}
     assert rc == 0 and not failed, failed
@@ -40,5 +32,5 @@ def test_toy_check_runs_every_step(tmp_path):
 
 
 def test_missing_npz_is_one_line(tmp_path, capsys):
-    assert _gpu_check().main(["--data", str(tmp_path), "--toy"]) == 2
+    assert load_benchmark("gpu_check").main(["--data", str(tmp_path), "--toy"]) == 2
     assert "lacks cifar10-train.npz" in capsys.readouterr().err

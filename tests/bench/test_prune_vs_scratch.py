@@ -1,21 +1,13 @@
 """benchmarks/prune_vs_scratch.py: a row per run directory, pruned or trained from scratch, read from the runs."""
-import importlib.util
 import json
 
 import pytest
 import yaml
 
 from curridistill import cli
-from tests.helpers import REPO, tiny_config
+from tests.helpers import load_benchmark, tiny_config
 
 pytest.importorskip("torch_pruning")
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("prune_vs_scratch", REPO / "benchmarks" / "prune_vs_scratch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run(tmp_path, name: str, course: list[dict]) -> str:
@@ -32,7 +24,7 @@ def test_rows_for_a_pruned_and_a_scratch_run(tmp_path, capsys):
     pruned = run(tmp_path, "pruned", [{"epochs": 2, **lesson}, {"epochs": 1, "prune": {"amount": 0.5}, **lesson}])
     scratch = run(tmp_path, "scratch", [{"epochs": 3, **lesson}])
     out = tmp_path / "pvs.json"
-    assert load_script().main([pruned, scratch, "--json", str(out)]) == 0
+    assert load_benchmark("prune_vs_scratch").main([pruned, scratch, "--json", str(out)]) == 0
     record = json.loads(out.read_text())
     assert record["git"] and record["command"] and record["machine"]
     first, second = record["rows"]
@@ -47,6 +39,6 @@ def test_rows_for_a_pruned_and_a_scratch_run(tmp_path, capsys):
 
 def test_an_unfinished_run_is_one_line(tmp_path, capsys):
     (tmp_path / "half").mkdir()
-    assert load_script().main([str(tmp_path / "half"), "--json", str(tmp_path / "x.json")]) == 2
+    assert load_benchmark("prune_vs_scratch").main([str(tmp_path / "half"), "--json", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "has no report.json" in err and not (tmp_path / "x.json").exists()

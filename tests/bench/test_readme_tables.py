@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, load_benchmark
 
 RESULTS = REPO / "benchmarks" / "results"
 TABLES = sorted(RESULTS.glob("*.md"))
@@ -36,23 +36,14 @@ def test_each_table_has_its_json_with_the_command(table):
         assert record["command"] and record["git"]["commit"] and record["machine"] and record["date"], path.name
 
 
-def _paste_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("paste_tables", REPO / "benchmarks" / "paste_tables.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_paste_tables_replaces_only_the_marked_block(tmp_path):
     (tmp_path / "t.md").write_text("| a |\n|---|\n| 2 |\n")
     readme = "intro\n<!-- table: t.md -->\n| a |\n|---|\n| 1 |\n<!-- /table -->\n| other | table |\n"
-    text, pasted = _paste_module().paste(readme, tmp_path)
+    text, pasted = load_benchmark("paste_tables").paste(readme, tmp_path)
     assert pasted == ["t.md"]
     assert text == "intro\n<!-- table: t.md -->\n| a |\n|---|\n| 2 |\n<!-- /table -->\n| other | table |\n"
 
 
 def test_paste_tables_refuses_a_marker_without_its_table(tmp_path):
     with pytest.raises(SystemExit, match="missing.md"):
-        _paste_module().paste("<!-- table: missing.md -->\n<!-- /table -->\n", tmp_path)
+        load_benchmark("paste_tables").paste("<!-- table: missing.md -->\n<!-- /table -->\n", tmp_path)

@@ -1,21 +1,13 @@
 """benchmarks/ship_table.py: runs a shipping config and records its stages, with the commit whose code ran."""
-import importlib.util
 import json
 
 import pytest
 import yaml
 
 from curridistill.bench import throughput
-from tests.helpers import REPO, tiny_config
+from tests.helpers import load_benchmark, tiny_config
 
 pytest.importorskip("torch_pruning")
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("ship_table", REPO / "benchmarks" / "ship_table.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_records_the_stages_and_the_commit_taken_when_the_run_started(tmp_path, monkeypatch):
@@ -25,7 +17,7 @@ def test_records_the_stages_and_the_commit_taken_when_the_run_started(tmp_path, 
                       ship={"quantize": ["dynamic"], "export": [], "predict_samples": 0})
     config = tmp_path / "ship.yaml"
     config.write_text(yaml.safe_dump(cfg))
-    script = load_script()
+    script = load_benchmark("ship_table")
     # HEAD moves while an hour-long run trains: the record names the commit taken at the start, not at the end
     monkeypatch.setattr(script, "git_commit", lambda: {"commit": "at-start", "dirty": False})
     monkeypatch.setattr(throughput, "git_commit", lambda: {"commit": "at-end", "dirty": False})
