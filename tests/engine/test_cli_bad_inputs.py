@@ -124,3 +124,12 @@ def test_the_process_exits_2_with_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: checkpoint not found: {tmp_path / 'nope.safetensors'}")
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_captured_step_under_torchrun_is_refused_before_joining(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; the check runs before the process group is joined
+    code, out, err = run_main(["run", config(tmp_path, run={"compile": "step"}), "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "run.compile: step runs in one process; under torchrun use run.compile: true" in err
+    assert not (tmp_path / "r").exists()
