@@ -1,4 +1,5 @@
-"""The CLI in subprocesses: the quickstart end to end, eval/predict/list/validate, run directories.
+"""The CLI: the quickstart end to end, eval/predict/validate and run directories in subprocesses; list and --help
+in-process (one case per command).
 
 Bad input is tested in-process in test_cli_bad_inputs.py (and tests/trust/test_bad_inputs.py)."""
 import json
@@ -47,17 +48,22 @@ def test_validate_print_shows_defaults():
     assert resolved["run"]["selection"] == "best_val" and resolved["data"]["augment"]["flip"] is False
 
 
-def test_list_commands():
-    for what in ("models", "datasets", "knowledge", "schedules"):
-        proc = run_cli("list", what, "--input-size", "1,8,8")
-        assert proc.returncode == 0, proc.stderr
-    assert "cnn" in run_cli("list", "models", "--input-size", "1,8,8").stdout
+@pytest.mark.parametrize("what", ["models", "datasets", "knowledge", "schedules"])
+def test_list_commands(what, capsys):
+    from curridistill import cli
+
+    assert cli.main(["list", what, "--input-size", "1,8,8"]) == 0
+    if what == "models":
+        assert "cnn" in capsys.readouterr().out
 
 
-def test_help_has_examples():
-    for cmd in ("run", "validate", "eval", "predict", "list", "report"):
-        proc = run_cli(cmd, "--help")
-        assert proc.returncode == 0 and "example:" in proc.stdout, cmd
+@pytest.mark.parametrize("cmd", ["run", "validate", "eval", "predict", "list", "report"])
+def test_help_has_examples(cmd, capsys):
+    from curridistill import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main([cmd, "--help"])
+    assert exc.value.code == 0 and "example:" in capsys.readouterr().out
 
 
 def _write(tmp_path, raw, name="c.yaml"):
