@@ -269,13 +269,14 @@ class LessonRun:
         weight or None); the loss and parts stay on the device (no host sync)."""
         weights = {n: w(clock.progress) for n, w in self.weights.items()}
         temps = {n: (t(clock.progress) if t is not None else None) for n, t in self.temps.items()}
+        active = frozenset(n for n, w in weights.items() if w != 0.0)  # decided here, so a graph never branches on it
         # the teacher's outputs on this batch's inputs: those of its augmentation epoch, or un-augmented
         teacher_out = self._teacher_outputs(x, y, idx, clock.epoch if self.lesson.augment else None)
         loss_fn = self.captured.loss if self.captured is not None else self.weighted_loss
         state: dict = {}
 
         def compute() -> Tensor:
-            total, parts, logits, sample_weight = loss_fn(x, y, idx, clock, taps, weights, temps, teacher_out)
+            total, parts, logits, sample_weight = loss_fn(x, y, idx, clock, taps, weights, temps, teacher_out, active)
             if self.lesson.optimizer.name == "lbfgs" and self.lesson.optimizer.weight_decay:
                 total = total + 0.5 * self.lesson.optimizer.weight_decay * sum((p * p).sum() for p in self.model.parameters())
             state.update(loss=total, parts=parts, logits=logits)
@@ -307,7 +308,8 @@ class LessonRun:
         return state["loss"], state["parts"], state["logits"], state.get("sample_weight")
 
     def weighted_loss(self, x: Tensor, y: Tensor, idx: Tensor, clock: Clock, taps: FeatureTaps,
-                      weights: dict[str, float], temps: dict[str, float | None], teacher_out):
+                      weights: dict[str, float | Tensor], temps: dict[str, float | Tensor | None], teacher_out,
+                      active: frozenset[str]):
         """Student forward and the weighted sum of the terms: (loss, per-term means, logits, mean sample weight
         or None). The part of a step that ``run.compile=step`` compiles, so it takes everything as arguments."""
         amp = self.ctx.amp and x.device.type == "cuda"
@@ -320,7 +322,7 @@ class LessonRun:
             for name, term in self.terms.items():
                 value = term(inputs, temps[name]).float()
                 parts[name] = value.detach().mean()
-                if weights[name] != 0.0:
+                if name in active:
                     per_sample = per_sample + weights[name] * value
             v = self.curriculum.sample_weights(per_sample, clock.progress) if self.curriculum else None
             if v is None:
