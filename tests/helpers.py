@@ -30,6 +30,14 @@ def tiny_config(tmp_path: Path, epochs: int = 2, **overrides) -> dict:
     return cfg
 
 
+def needs_cuda(test):
+    """Marks a test ``cuda`` (gpu_check runs ``pytest -m cuda``) and skips it where no CUDA device is present:
+    CI and this suite's machines have none, and a CPU cannot stand in for CUDA graphs or device placement."""
+    import pytest
+
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")(test))
+
+
 def load_benchmark(name: str):
     """The script benchmarks/<name>.py as a module (the benchmarks are scripts, not a package)."""
     import importlib.util

@@ -15,10 +15,7 @@ from curridistill.evaluate.efficiency import flops_per_sample, latency_ms, throu
 from curridistill.models import build_model
 from curridistill.models.placement import model_device, model_dtype, probe_input
 from curridistill.train.course import CourseRunner
-from tests.helpers import tiny_config
-
-def cuda(test):
-    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")(test))
+from tests.helpers import needs_cuda, tiny_config
 
 
 def _cnn(dtype: torch.dtype = torch.float32) -> nn.Module:
@@ -55,7 +52,7 @@ def test_efficiency_measures_on_the_model_placement(measure):
     assert measure(model, (1, 8, 8), **kwargs) > 0
 
 
-@cuda
+@needs_cuda
 def test_cuda_run_with_teacher_checkpoint(tmp_path):
     """The first command a GPU user types: a run that loads a teacher checkpoint."""
     first = api.run(load_config(tiny_config(tmp_path, epochs=1, run={**tiny_config(tmp_path)["run"], "device": "cuda"})),
@@ -69,7 +66,7 @@ def test_cuda_run_with_teacher_checkpoint(tmp_path):
     assert report["student"]["accuracy"] > 0.3
 
 
-@cuda
+@needs_cuda
 @pytest.mark.parametrize("amp", [False, True])
 def test_cuda_epoch_without_per_step_sync_matches_shapes(tmp_path, amp):
     cfg = tiny_config(tmp_path, epochs=1)
