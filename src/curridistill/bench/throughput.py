@@ -54,6 +54,7 @@ from curridistill.io import write_json, write_text
 from curridistill.knowledge import Clock
 from curridistill.models import build_model
 from curridistill.models.taps import FeatureTaps
+from curridistill.train.captured import CapturedStep
 from curridistill.train.lesson import LessonContext, LessonRun
 from curridistill.train.teachers import TeacherBank
 
@@ -188,8 +189,7 @@ def ceiling_mode(student: str, pipeline, device, batch_size: int, lr: float, cha
     """Resident pre-normalized batches (un-augmented), CE + SGD: no pipeline, no teacher. ``captured``: the
     loss and the update compiled as ``run.compile=step`` compiles them (CUDA graphs on a GPU)."""
     model = _student(student, pipeline, device, channels_last)
-    opt = torch.optim.SGD(model.parameters(), lr=torch.tensor(lr, device=device) if captured else lr, momentum=0.9,
-                          weight_decay=5e-4)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     n = len(pipeline.splits.train)
     resident = []
     for k in range(min(batches, max(1, n // batch_size))):
@@ -203,15 +203,13 @@ def ceiling_mode(student: str, pipeline, device, batch_size: int, lr: float, cha
     update = opt.step
     if captured:
         torch._dynamo.reset()  # a fresh model per round: start from an empty compile cache, not a recompile
-        loss = torch.compile(loss, mode="reduce-overhead" if device.type == "cuda" else None)
-        update = torch.compile(opt.step)
+        compiled = CapturedStep(loss, opt, device)
+        loss, update = compiled.loss, compiled.update
 
     def step() -> int:
         x, y = resident[state["k"] % len(resident)]
         state["k"] += 1
         opt.zero_grad(set_to_none=True)
-        if captured and device.type == "cuda":
-            torch.compiler.cudagraph_mark_step_begin()
         loss(x, y).backward()
         update()
         return len(y)

@@ -272,7 +272,10 @@ class LessonRun:
         active = frozenset(n for n, w in weights.items() if w != 0.0)  # decided here, so a graph never branches on it
         # the teacher's outputs on this batch's inputs: those of its augmentation epoch, or un-augmented
         teacher_out = self._teacher_outputs(x, y, idx, clock.epoch if self.lesson.augment else None)
-        loss_fn = self.captured.loss if self.captured is not None else self.weighted_loss
+        loss_fn = self.weighted_loss
+        if self.captured is not None:  # the varying scalars as device tensors: no recompile, nothing baked in
+            loss_fn = self.captured.loss
+            weights, temps = self.captured.held("weight", weights), self.captured.held("temperature", temps)
         state: dict = {}
 
         def compute() -> Tensor:
