@@ -435,8 +435,9 @@ class Config(Strict):
                 raise ValueError(f"course.{i}.teacher (a route) needs exactly one teacher")
             if lesson.prune is not None and lesson.keep_optimizer:
                 raise ValueError(f"course.{i}: a prune lesson changes the parameters; drop keep_optimizer there")
-            if lesson.prune is not None and self.run.compile:
-                raise ValueError(f"course.{i}.prune needs an eager model (the pruner traces it); set run.compile=false")
+            if lesson.prune is not None and self.run.compile is True:  # "step" compiles the step after the cut: fine
+                raise ValueError(f"course.{i}.prune needs an eager model (the pruner traces it); set run.compile=step "
+                                 f"(compiles each step of the pruned model) or false")
             if lesson.optimizer.name == "lbfgs" and self.run.compile == "step":
                 raise ValueError(f"course.{i}: lbfgs re-evaluates the loss in a closure, which run.compile=step does not "
                                  f"capture; use run.compile=true or another optimizer")

@@ -129,22 +129,25 @@ def test_unstructured_zeros_stay_zero_while_training():
     assert keep_zeros(nn.Linear(2, 2)) == []  # nothing zero, nothing hooked
 
 
-def _prune_config(tmp_path, teacher="teacher"):
+def _prune_config(tmp_path, teacher="teacher", compile=False):
     lesson = {"loss": {"ce": 0.1, "kd": {"weight": 0.9, "temperature": 4}},
               "optimizer": {"name": "sgd", "lr": 0.02, "momentum": 0.9}}
-    return tiny_config(
+    cfg = tiny_config(
         tmp_path, epochs=4, student={"name": "cnn", "kwargs": {"widths": [8, 16]}},
         teacher={"name": "cnn", "kwargs": {"widths": [16, 32]}},
         baseline={"enabled": False},
         course=[{"name": "distill", "epochs": 4, **lesson, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}},
                 {"name": "prune", "epochs": 3, "prune": {"amount": 0.5, "teacher": teacher}, **lesson}])
+    cfg["run"]["compile"] = compile
+    return cfg
 
 
-@pytest.mark.parametrize("teacher", ["teacher", "unpruned"])
-def test_course_prunes_and_recovers_by_distillation(tmp_path, teacher):
+# the second case also compiles each step (run.compile=step): the step is compiled after the cut, on the pruned model
+@pytest.mark.parametrize("teacher,compile", [("teacher", False), ("unpruned", "step")])
+def test_course_prunes_and_recovers_by_distillation(tmp_path, teacher, compile):
     import yaml
 
-    cfg = _prune_config(tmp_path, teacher)
+    cfg = _prune_config(tmp_path, teacher, compile)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"
     assert cli.main(["run", str(tmp_path / "c.yaml"), "--out", str(out), "--quiet", "--set", "run.tensorboard=false"]) == 0
@@ -185,20 +188,22 @@ def test_prune_lesson_resumes_exactly(tmp_path):
         torch.testing.assert_close(va, vb, msg=k)
 
 
-@pytest.mark.parametrize("lesson,match", [
-    ({"prune": {"amount": 1.5}}, "course.0.prune.amount"),
-    ({"prune": {"amount": 0.5, "kind": "filters"}}, "course.0.prune.kind"),
-    ({"prune": {"amount": 0.5, "importance": "l3"}}, "course.0.prune.importance"),
-    ({"prune": {"amount": 0.5}, "keep_optimizer": True}, "drop keep_optimizer"),
-    ({"prune": {"amont": 0.5}}, "'amount'"),
-    ({"prune": {"amount": 0.5, "scope": "all"}}, "course.0.prune.scope"),
-    ({"prune": {"amount": 0.5, "recalibrate_bn": -1}}, "course.0.prune.recalibrate_bn"),
+@pytest.mark.parametrize("lesson,match,run", [
+    ({"prune": {"amount": 1.5}}, "course.0.prune.amount", {}),
+    ({"prune": {"amount": 0.5, "kind": "filters"}}, "course.0.prune.kind", {}),
+    ({"prune": {"amount": 0.5, "importance": "l3"}}, "course.0.prune.importance", {}),
+    ({"prune": {"amount": 0.5}, "keep_optimizer": True}, "drop keep_optimizer", {}),
+    ({"prune": {"amont": 0.5}}, "'amount'", {}),
+    ({"prune": {"amount": 0.5, "scope": "all"}}, "course.0.prune.scope", {}),
+    ({"prune": {"amount": 0.5, "recalibrate_bn": -1}}, "course.0.prune.recalibrate_bn", {}),
+    ({"prune": {"amount": 0.5}}, "set run.compile=step", {"compile": True}),  # the pruner traces an eager model
 ])
-def test_bad_prune_config_is_one_line_exit_2(tmp_path, capsys, lesson, match):
+def test_bad_prune_config_is_one_line_exit_2(tmp_path, capsys, lesson, match, run):
     import yaml
 
     cfg = tiny_config(tmp_path)
     cfg["course"][0].update(lesson)
+    cfg["run"].update(run)
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     assert cli.main(["validate", str(tmp_path / "c.yaml"), "--static"]) == 2
     err = capsys.readouterr().err
