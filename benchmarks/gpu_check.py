@@ -72,7 +72,7 @@ def steps(data: Path, work: Path, toy: bool, device: str) -> list[tuple[str, lis
                                         "--quiet", *sets(quick + ["course.0.epochs=2"])), work / "seeds" / "aggregate.json"))
     out.append(("tune --trials 2", _cli("tune", "configs/tune_quickstart.yaml", "--trials", "2", "--out", str(work / "tune"),
                                         "--quiet", *sets(dev + ["course.0.epochs=2"])), None))
-    out.append(("CUDA-marked tests", [sys.executable, "-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider", "tests"], None))
+    out.append(("CUDA-marked tests", [sys.executable, "-m", "pytest", "-q", "-n", "0", "-m", "cuda", "-p", "no:cacheprovider", "tests"], None))
     return out
 
 

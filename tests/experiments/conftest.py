@@ -29,8 +29,11 @@ def exp_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def seed_run(exp_root) -> dict:
-    """`curridistill run CONFIG --seeds 0,1,2` through the CLI: {dir, stdout, aggregate, config}."""
-    cfg = write_config(exp_root / "tiny.yaml", small(exp_root))
+    """`curridistill run CONFIG --seeds 0,1,2` through the CLI: {dir, stdout, aggregate, config}. Its own cache:
+    seed-0 trains the teacher whichever session fixture ran first (the tensorboard test reads its training)."""
+    raw = small(exp_root)
+    raw["run"]["cache_dir"] = str(exp_root / "seed-run-cache")
+    cfg = write_config(exp_root / "tiny.yaml", raw)
     out = exp_root / "seeds"
     proc = run_cli("run", str(cfg), "--seeds", "0,1,2", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
