@@ -6,7 +6,7 @@ the unpruned model in the same runtime, which is what pruning buys where the mod
 
     python benchmarks/prune_latency.py --model resnet8 --amounts 0.3,0.5,0.7 --threads 1 \
         --json benchmarks/results/prune_latency_resnet8.json
-    python benchmarks/prune_latency.py --model resnet20 --amounts 0.3,0.4,0.5 --threads 1 --onnx \
+    python benchmarks/prune_latency.py --model resnet20 --amounts 0.3,0.4,0.5 --round-to 0,8 --threads 1 --onnx \
         --json benchmarks/results/prune_latency_resnet20.json
 
 Accuracy after pruning needs training: see configs/ship_cifar10_resnet8.yaml.
@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--runs", type=int, default=200, help="timed forwards per model and round")
+    ap.add_argument("--round-to", default="0", help="comma-separated: pruned layers keep a multiple of this many "
+                    "channels (0: no rounding); each amount is pruned once per value")
     ap.add_argument("--onnx", action="store_true", help="also time each model exported to ONNX (ONNX Runtime)")
     ap.add_argument("--json", required=True)
     args = ap.parse_args(argv)
@@ -46,9 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     reference = build_model(args.model, 10, shape[0]).eval()
     models = {"unpruned": reference}
     for amount in (float(a) for a in args.amounts.split(",")):
-        pruned = copy.deepcopy(reference)
-        prune(pruned, amount, torch.randn(1, *shape), 10, reference=reference)
-        models[f"{amount:.0%} channels"] = pruned.eval()
+        for multiple in (int(r) for r in args.round_to.split(",")):
+            pruned = copy.deepcopy(reference)
+            prune(pruned, amount, torch.randn(1, *shape), 10, reference=reference, round_to=multiple or None)
+            models[f"{amount:.0%} channels" + (f" (x{multiple})" if multiple else "")] = pruned.eval()
     calibration = [torch.randn(32, *shape) for _ in range(4)]
     variants = {}  # name -> (forward, source model, runtime, bytes)
     with tempfile.TemporaryDirectory() as tmp:

@@ -194,6 +194,15 @@ class PruneConfig(Strict):
     scope: Literal["layer", "global"] = "layer"  # layer: every layer loses `amount`; global: channels ranked across layers
     # training batches that re-estimate BatchNorm's running statistics right after the step (adaptive BN); 0 keeps them
     recalibrate_bn: int = Field(32, ge=0)
+    # channels: each pruned layer keeps a multiple of this many channels (rounded down). 8 suits CPU kernels:
+    # ONNX Runtime pads channels to blocks of 8, so 11 channels cost as much as 16 (benchmarks/prune_latency.py)
+    round_to: int | None = Field(None, ge=2)
+
+    @model_validator(mode="after")
+    def _round_channels_only(self) -> "PruneConfig":
+        if self.round_to is not None and self.kind != "channels":
+            raise ValueError("round_to rounds channel counts; unstructured pruning keeps every channel: drop round_to")
+        return self
 
 
 class QuantAwareConfig(Strict):

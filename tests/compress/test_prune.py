@@ -76,6 +76,18 @@ def test_other_importances(importance):
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_round_to_keeps_multiples_of_the_block_and_may_remove_more():
+    reference = build_model("resnet20", 10, 3, {})
+    widths = {}
+    for multiple in (None, 8):
+        model = build_model("resnet20", 10, 3, {})
+        prune(model, 0.3, torch.randn(1, 3, 32, 32), 10, reference=reference, round_to=multiple)
+        widths[multiple] = sorted({m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)})
+        assert model.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert widths[None] == [11, 22, 44]  # 70% of 16, 32, 64 channels, rounded down
+    assert widths[8] == [8, 16, 40]  # each rounded down to a multiple of 8
+
+
 def test_global_scope_prunes_layers_unevenly_to_the_same_total():
     torch.manual_seed(0)
     model = build_model("resnet8", 10, 3, {})
@@ -219,6 +231,8 @@ def test_prune_lesson_resumes_exactly(tmp_path):
     ({"prune": {"amont": 0.5}}, "'amount'", {}),
     ({"prune": {"amount": 0.5, "scope": "all"}}, "course.0.prune.scope", {}),
     ({"prune": {"amount": 0.5, "recalibrate_bn": -1}}, "course.0.prune.recalibrate_bn", {}),
+    ({"prune": {"amount": 0.5, "round_to": 1}}, "course.0.prune.round_to", {}),
+    ({"prune": {"amount": 0.5, "kind": "unstructured", "round_to": 8}}, "drop round_to", {}),
     ({"prune": {"amount": 0.5}}, "set run.compile=step", {"compile": True}),  # the pruner traces an eager model
 ])
 def test_bad_prune_config_is_one_line_exit_2(tmp_path, capsys, lesson, match, run):

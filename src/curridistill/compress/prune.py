@@ -173,13 +173,15 @@ def recalibrate_batchnorm(model: nn.Module, batches: Iterable[Tensor]) -> int:
 
 def prune(model: nn.Module, amount: float, example: Tensor, num_classes: int, kind: str = "channels",
           importance: str = "l1", reference: nn.Module | None = None,
-          gradients: Callable[[nn.Module], None] | None = None, scope: str = "layer") -> dict:
+          gradients: Callable[[nn.Module], None] | None = None, scope: str = "layer", round_to: int | None = None) -> dict:
     """Prune ``model`` in place to ``amount`` (a target relative to ``reference``, default: no earlier
-    pruning). Returns what was done: kind, amount, the step's ratio and the hooks (unstructured)."""
+    pruning). Returns what was done: kind, amount, the step's ratio and the hooks (unstructured).
+    ``round_to`` (channels): each pruned layer keeps a multiple of this many channels (rounded down, so the
+    step may remove more than ``amount``; ``achieved`` says how much)."""
     if kind == "channels":
         done = channel_amount(model, reference, num_classes) if reference is not None else 0.0
         ratio = step_ratio(amount, done)
-        prune_channels(model, ratio, example, num_classes, importance, gradients, scope=scope)
+        prune_channels(model, ratio, example, num_classes, importance, gradients, round_to=round_to, scope=scope)
         return {"kind": kind, "amount": amount, "step_ratio": ratio, "hooks": []}
     if kind == "unstructured":
         if importance not in ("l1",):

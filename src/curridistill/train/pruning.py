@@ -125,7 +125,7 @@ class PruneLesson:
 
         reference = reference_model(self.spec)
         done = prune(model, cfg.amount, example, self.spec["num_classes"], kind=cfg.kind, importance=cfg.importance,
-                     reference=reference, gradients=gradients, scope=cfg.scope)
+                     reference=reference, gradients=gradients, scope=cfg.scope, round_to=cfg.round_to)
         self.hooks = done["hooks"]
         after = _measure(model, pipeline, runner.amp, runs)
         if cfg.recalibrate_bn and cfg.kind == "channels":  # unstructured zeros leave the statistics nearly right
@@ -138,7 +138,7 @@ class PruneLesson:
         phase_state.update(best_value=-float("inf"), best=None, best_state=None)
         (self.phase_dir / "best.safetensors").unlink(missing_ok=True)
         record = {"lesson": self.li, "kind": cfg.kind, "importance": cfg.importance, "scope": cfg.scope,
-                  "target": cfg.amount,
+                  "target": cfg.amount, "round_to": cfg.round_to,
                   "step_ratio": done["step_ratio"], "achieved": achieved(model, reference, self.spec["num_classes"], cfg.kind),
                   # fraction of the unpruned model's weights gone (channels) or zero (unstructured)
                   "sparsity": (weight_sparsity(model) if cfg.kind == "unstructured"
