@@ -4,8 +4,9 @@ prune lessons) or trained from random weights (a plain distillation run), one ro
     python benchmarks/prune_vs_scratch.py runs/ship-cifar10-resnet20-long runs/resnet20-half-scratch \
         --json benchmarks/results/prune_vs_scratch_resnet20.json
 
-A row: how the student was made, the epochs it trained (recovery epochs after each cut, or from scratch), its test
-accuracy, parameters and MFLOPs, from each run's report.json and metrics.jsonl (the runs are not re-evaluated).
+A row: how the student was made, its seed, the peak learning rate of its last lesson, the epochs it trained
+(recovery epochs after each cut, or from scratch), its test accuracy, parameters and MFLOPs, from each run's
+config.yaml, report.json and metrics.jsonl (the runs are not re-evaluated).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 from curridistill.bench.throughput import save_result
+from curridistill.config import load_config
 from curridistill.errors import UserError
 from curridistill.io import read_json, read_jsonl
 
@@ -35,18 +37,20 @@ def describe(run_dir: Path) -> dict:
     else:
         how = "trained from random weights"
     student, teacher = report["student"], report.get("teacher") or {}
-    return {"run": str(run_dir), "how": how, "epochs": len(epochs),
+    cfg = load_config(run_dir / "config.yaml")
+    return {"run": str(run_dir), "how": how, "seed": cfg.run.seed, "lr": cfg.course[-1].optimizer.lr, "epochs": len(epochs),
             "epochs_per_lesson": [per_lesson[k] for k in sorted(per_lesson)],
             "test_accuracy": student["accuracy"], "params": student["params"], "flops": student["flops"],
             "teacher_accuracy": teacher.get("accuracy"), "test_samples": report["data"]["test"]}
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| run | how the student was made | student epochs | test accuracy | params | MFLOPs |",
-             "|---|---|---:|---:|---:|---:|"]
+    lines = ["| run | how the student was made | seed | peak lr | student epochs | test accuracy | params | MFLOPs |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         split = "+".join(str(e) for e in r["epochs_per_lesson"])
-        lines.append(f"| {Path(r['run']).name} | {r['how']} | {r['epochs']} ({split}) | {r['test_accuracy']:.4f} | "
+        lines.append(f"| {Path(r['run']).name} | {r['how']} | {r['seed']} | {r['lr']:g} | {r['epochs']} ({split}) | "
+                     f"{r['test_accuracy']:.4f} | "
                      f"{r['params']:,} | {r['flops'] / 1e6:.3g} |")
     return "\n".join(lines)
 

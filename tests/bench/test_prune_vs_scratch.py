@@ -34,7 +34,8 @@ def test_rows_for_a_pruned_and_a_scratch_run(tmp_path, capsys):
     report = json.loads((tmp_path / "pruned" / "report.json").read_text())
     assert first["test_accuracy"] == report["student"]["accuracy"]
     md = out.with_suffix(".md").read_text()
-    assert md.count("\n| ") == 2 and "| pruned | pruned 50% from the trained model | 3 (2+1) |" in md
+    assert first["seed"] == 0 and first["lr"] == 0.05
+    assert md.count("\n| ") == 2 and "| pruned | pruned 50% from the trained model | 0 | 0.05 | 3 (2+1) |" in md
 
 
 def test_an_unfinished_run_is_one_line(tmp_path, capsys):
