@@ -39,6 +39,13 @@ def test_ship_quickstart_runs_every_stage(tmp_path, capsys):
     assert onnx_row["max_abs_diff"] < 1e-4 and onnx_row["top1_agreement"] == 1.0
     assert onnx_row["accuracy"] == pytest.approx(rows["pruned 50% + recovery"]["accuracy"], abs=0.003)
     assert rows["exported onnx-int8"]["top1_agreement"] >= 0.98
+    # the unpruned student under ONNX Runtime too: the pruning gain where the model is deployed
+    unpruned_onnx = rows["student exported onnx (unpruned)"]
+    assert unpruned_onnx["runtime"] == "onnxruntime" and unpruned_onnx["params"] == rows["student"]["params"]
+    assert unpruned_onnx["accuracy"] == pytest.approx(rows["student"]["accuracy"], abs=0.003)
+    gain = rows["student exported onnx (unpruned)"]["latency_ms"] / onnx_row["latency_ms"]
+    assert f"pruning under ONNX Runtime: {unpruned_onnx['latency_ms']:.3f} -> {onnx_row['latency_ms']:.3f} ms at batch 1 " \
+           f"({gain:.2f}x faster" in " ".join(comp["notes"])
     steps = comp["prune_steps"]
     assert [s["recovery_teacher"] for s in steps] == ["teacher", "unpruned"]
     assert all(s["recovered"]["val_accuracy"] > s["pruned"]["val_accuracy"] for s in steps)
