@@ -43,6 +43,7 @@ def test_ship_quickstart_runs_every_stage(tmp_path, capsys):
     unpruned_onnx = rows["student exported onnx (unpruned)"]
     assert unpruned_onnx["runtime"] == "onnxruntime" and unpruned_onnx["params"] == rows["student"]["params"]
     assert unpruned_onnx["accuracy"] == pytest.approx(rows["student"]["accuracy"], abs=0.003)
+    assert comp["reference_exports"][0]["check"]["ok"] and unpruned_onnx["max_abs_diff"] < 1e-4  # checked like the shipped file
     gain = rows["student exported onnx (unpruned)"]["latency_ms"] / onnx_row["latency_ms"]
     assert f"pruning under ONNX Runtime: {unpruned_onnx['latency_ms']:.3f} -> {onnx_row['latency_ms']:.3f} ms at batch 1 " \
            f"({gain:.2f}x faster" in " ".join(comp["notes"])

@@ -115,9 +115,11 @@ def ship(cfg: Config, run_dir: str | Path, pipeline, teacher: nn.Module | None, 
 
     if sc is not None:
         _quantize(sc, stages, student, pipeline, notes)
+        unpruned = []
         if before is not None and "onnx" in sc.export:  # its row sits just above the pruned file's
-            _export_unpruned(sc, stages, before, spec, out)
+            unpruned = [_export_unpruned(sc, stages, before, spec, out, x, notes)]
         result["exports"] = _export(sc, stages, student, spec, out, x, _calibration(sc, pipeline), final_name, notes)
+        result["reference_exports"] = unpruned
         onnx_path = next((Path(e["path"]) for e in result["exports"] if e["format"] == "onnx"), None)
         if onnx_path is not None and sc.predict_samples > 0:
             result["predict"] = _predict(pipeline, onnx_path, out, sc.predict_samples)
@@ -173,42 +175,47 @@ def _quantize(sc: ShipConfig, stages: _Stages, student: nn.Module, pipeline, not
 
 def _export(sc: ShipConfig, stages: _Stages, student: nn.Module, spec: dict, out: Path, x: Tensor,
             calibration: list[Tensor], final_name: str, notes: list[str]) -> list[dict]:
-    exports = []
     flops = next(r["flops"] for r in stages.rows if r["stage"] == final_name)
-    for fmt in sc.export:
-        path = export(student, spec, fmt, out / f"model{SUFFIX[fmt]}", sc.opset, calibration)
-        entry = {"format": fmt, "path": str(path), "bytes": path.stat().st_size}
-        runner = exported_runner(fmt, path)
-        if runner is not None:
-            check = check_parity(student, runner, x[:sc.check_samples], runs=stages.runs)
-            check["ok"] = parity_ok(fmt, check)
-            entry["check"] = check
-            if not check["ok"] and fmt == "onnx-int8":  # int8 may be worse; the report says by how much
-                notes.append(f"onnx-int8 agrees with the fp32 model on {check['top1_agreement']:.1%} of "
-                             f"{check['samples']} test samples only")
-            elif not check["ok"]:
-                raise UserError(f"{path}: the exported model differs from PyTorch on {check['samples']} test samples "
-                                f"(max |logit diff| {check['max_abs_diff']:.2e}, top-1 agreement "
-                                f"{check['top1_agreement']:.4f}); try another ship.opset, or drop {fmt}")
-            runtime = {"onnx": "onnxruntime", "onnx-int8": "onnxruntime int8"}.get(fmt, "torchscript")
-            stages.add(f"exported {fmt}", runner, runtime, count_params(student), flops, entry["bytes"],
-                       max_abs_diff=check["max_abs_diff"], top1_agreement=check["top1_agreement"])
-        exports.append(entry)
-    return exports
+    return [_export_checked(sc, stages, student, spec, fmt, out / f"model{SUFFIX[fmt]}", f"exported {fmt}", flops, x,
+                            calibration, notes) for fmt in sc.export]
+
+
+def _export_checked(sc: ShipConfig, stages: _Stages, model: nn.Module, spec: dict, fmt: str, path: Path, stage: str,
+                    flops: int | None, x: Tensor, calibration: list[Tensor], notes: list[str]) -> dict:
+    """Export ``model`` as ``fmt``, check it against PyTorch on test samples, and add its stage row (formats
+    that another runtime runs); returns the export's entry for compression.json."""
+    path = export(model, spec, fmt, path, sc.opset, calibration)
+    entry = {"format": fmt, "path": str(path), "bytes": path.stat().st_size}
+    runner = exported_runner(fmt, path)
+    if runner is None:
+        return entry
+    check = check_parity(model, runner, x[:sc.check_samples], runs=stages.runs)
+    check["ok"] = parity_ok(fmt, check)
+    entry["check"] = check
+    if not check["ok"] and fmt == "onnx-int8":  # int8 may be worse; the report says by how much
+        notes.append(f"onnx-int8 agrees with the fp32 model on {check['top1_agreement']:.1%} of "
+                     f"{check['samples']} test samples only")
+    elif not check["ok"]:
+        raise UserError(f"{path}: the exported model differs from PyTorch on {check['samples']} test samples "
+                        f"(max |logit diff| {check['max_abs_diff']:.2e}, top-1 agreement "
+                        f"{check['top1_agreement']:.4f}); try another ship.opset, or drop {fmt}")
+    runtime = {"onnx": "onnxruntime", "onnx-int8": "onnxruntime int8"}.get(fmt, "torchscript")
+    stages.add(stage, runner, runtime, count_params(model), flops, entry["bytes"],
+               max_abs_diff=check["max_abs_diff"], top1_agreement=check["top1_agreement"])
+    return entry
 
 
 UNPRUNED_ONNX = "student exported onnx (unpruned)"
 
 
-def _export_unpruned(sc: ShipConfig, stages: _Stages, before: nn.Module, spec: dict, out: Path) -> None:
-    """The student before pruning, exported to ONNX too: what pruning buys where the model is deployed is the
-    pruned file's latency against this one's, both under ONNX Runtime (PyTorch's per-layer overhead hides
-    part of the gain at batch 1). Its spec is the student's without the pruned layer table."""
+def _export_unpruned(sc: ShipConfig, stages: _Stages, before: nn.Module, spec: dict, out: Path, x: Tensor,
+                     notes: list[str]) -> dict:
+    """The student before pruning, exported to ONNX and checked like the shipped file: what pruning buys where
+    the model is deployed is the pruned file's latency against this one's, both under ONNX Runtime (PyTorch's
+    per-layer overhead hides part of the gain at batch 1). The export drops the spec's pruned layer table."""
     before = before.cpu().eval()
-    unpruned_spec = {k: v for k, v in spec.items() if k != "structure"}
-    path = export(before, unpruned_spec, "onnx", out / "student-unpruned.onnx", sc.opset)
-    stages.add(UNPRUNED_ONNX, exported_runner("onnx", path), "onnxruntime", count_params(before),
-               flops_per_sample(before, stages.shape), path.stat().st_size)
+    return _export_checked(sc, stages, before, spec, "onnx", out / "student-unpruned.onnx", UNPRUNED_ONNX,
+                           flops_per_sample(before, stages.shape), x, [], notes)
 
 
 def _onnx_pruning_note(rows: list[dict], notes: list[str]) -> None:
