@@ -54,13 +54,13 @@ def main(argv: list[str] | None = None) -> int:
             models[f"{amount:.0%} channels" + (f" (x{multiple})" if multiple else "")] = pruned.eval()
     calibration = [torch.randn(32, *shape) for _ in range(4)]
     variants = {}  # name -> (forward, source model, runtime, bytes)
+    spec = {"name": args.model, "num_classes": 10, "in_channels": shape[0], "input_shape": list(shape)}  # for export
     with tempfile.TemporaryDirectory() as tmp:
         for name, m in models.items():
             q = quantize(m, "static", calibration)
             variants[name] = (m, m, "pytorch", state_bytes(m))
             variants[f"{name} int8 static"] = (q, m, "pytorch int8", state_bytes(q))
             if args.onnx:
-                spec = {"name": args.model, "num_classes": 10, "in_channels": shape[0], "input_shape": list(shape)}
                 path = export_onnx(m, spec, Path(tmp) / f"{len(variants)}.onnx")
                 variants[f"{name} onnx"] = (OnnxModel(path, threads=args.threads), m, "onnxruntime", path.stat().st_size)
         latency = interleaved_latency_ms({name: v[0] for name, v in variants.items()}, torch.randn(1, *shape),

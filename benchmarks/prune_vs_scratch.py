@@ -6,7 +6,8 @@ prune lessons) or trained from random weights (a plain distillation run), one ro
 
 A row: how the student was made, its seed, the peak learning rate of its last lesson, the epochs it trained
 (recovery epochs after each cut, or from scratch), its test accuracy, parameters and MFLOPs, from each run's
-config.yaml, report.json and metrics.jsonl (the runs are not re-evaluated).
+config.yaml, report.json and metrics.jsonl (the runs are not re-evaluated). The JSON also keeps each run's
+training and validation accuracy per epoch, so the runs' curves compare epoch by epoch.
 """
 from __future__ import annotations
 
@@ -41,7 +42,9 @@ def describe(run_dir: Path) -> dict:
     return {"run": str(run_dir), "how": how, "seed": cfg.run.seed, "lr": cfg.course[-1].optimizer.lr, "epochs": len(epochs),
             "epochs_per_lesson": [per_lesson[k] for k in sorted(per_lesson)],
             "test_accuracy": student["accuracy"], "params": student["params"], "flops": student["flops"],
-            "teacher_accuracy": teacher.get("accuracy"), "test_samples": report["data"]["test"]}
+            "teacher_accuracy": teacher.get("accuracy"), "test_samples": report["data"]["test"],
+            "train_accuracy_by_epoch": [r.get("train_accuracy") for r in epochs],
+            "val_accuracy_by_epoch": [r.get("val_accuracy") for r in epochs]}
 
 
 def markdown(rows: list[dict]) -> str:

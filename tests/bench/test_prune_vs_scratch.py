@@ -35,6 +35,7 @@ def test_rows_for_a_pruned_and_a_scratch_run(tmp_path, capsys):
     assert first["test_accuracy"] == report["student"]["accuracy"]
     md = out.with_suffix(".md").read_text()
     assert first["seed"] == 0 and first["lr"] == 0.05
+    assert len(first["train_accuracy_by_epoch"]) == 3 and len(second["val_accuracy_by_epoch"]) == 3
     assert md.count("\n| ") == 2 and "| pruned | pruned 50% from the trained model | 0 | 0.05 | 3 (2+1) |" in md
 
 
