@@ -141,7 +141,7 @@ def test_unstructured_zeros_stay_zero_while_training():
     assert keep_zeros(nn.Linear(2, 2)) == []  # nothing zero, nothing hooked
 
 
-def _prune_config(tmp_path, teacher="teacher", compile=False):
+def _prune_config(tmp_path, teacher="teacher", compile_mode=False):
     lesson = {"loss": {"ce": 0.1, "kd": {"weight": 0.9, "temperature": 4}},
               "optimizer": {"name": "sgd", "lr": 0.02, "momentum": 0.9}}
     cfg = tiny_config(
@@ -150,7 +150,7 @@ def _prune_config(tmp_path, teacher="teacher", compile=False):
         baseline={"enabled": False},
         course=[{"name": "distill", "epochs": 4, **lesson, "optimizer": {"name": "sgd", "lr": 0.05, "momentum": 0.9}},
                 {"name": "prune", "epochs": 3, "prune": {"amount": 0.5, "teacher": teacher}, **lesson}])
-    cfg["run"]["compile"] = compile
+    cfg["run"]["compile"] = compile_mode
     return cfg
 
 
@@ -188,15 +188,15 @@ def test_prune_lesson_with_the_step_compiled_trains_like_eager(tmp_path):
     import yaml
 
     runs = {}
-    for compile in (False, "step"):
-        cfg = _prune_config(tmp_path, compile=compile)
+    for mode in (False, "step"):
+        cfg = _prune_config(tmp_path, compile_mode=mode)
         cfg["course"] = [{**cfg["course"][1], "epochs": 2, "optimizer": {"name": "sgd", "lr": 0.1, "momentum": 0.9}}]
         # ^ the prune lesson alone, from the initial weights
         (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
-        out = tmp_path / str(compile)
+        out = tmp_path / str(mode)
         assert cli.main(["run", str(tmp_path / "c.yaml"), "--out", str(out), "--quiet", "--set", "run.tensorboard=false"]) == 0
         epochs = [r for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines()) if r["model"] == "student"]
-        runs[compile] = (json.loads((out / "report.json").read_text())["student"], epochs)
+        runs[mode] = (json.loads((out / "report.json").read_text())["student"], epochs)
     (eager, eager_epochs), (step, step_epochs) = runs[False], runs["step"]
     unpruned = sum(p.numel() for p in build_model("cnn", 10, 1, {"widths": [8, 16]}).parameters())
     assert step["params"] == eager["params"] < unpruned / 2
