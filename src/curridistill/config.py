@@ -194,8 +194,9 @@ class PruneConfig(Strict):
     scope: Literal["layer", "global"] = "layer"  # layer: every layer loses `amount`; global: channels ranked across layers
     # training batches that re-estimate BatchNorm's running statistics right after the step (adaptive BN); 0 keeps them
     recalibrate_bn: int = Field(32, ge=0)
-    # channels: each pruned layer keeps a multiple of this many channels (rounded down). 8 suits CPU kernels:
-    # ONNX Runtime pads channels to blocks of 8, so 11 channels cost as much as 16 (benchmarks/prune_latency.py)
+    # channels: each pruned layer keeps a multiple of this many channels (rounded down). 8 suits CPU kernels: a
+    # resnet20 cut to 11-22-44 channels ran 1.19x faster under ONNX Runtime, cut to 8-16-40 2.00x
+    # (benchmarks/results/prune_latency_resnet20.json)
     round_to: int | None = Field(None, ge=2)
 
     @model_validator(mode="after")
