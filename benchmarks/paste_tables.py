@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-BLOCK = re.compile(r"(<!-- table: (?P<name>[\w.\-]+\.md) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+BLOCK = re.compile(r"(<!-- table: (?P<name>[\w.\-/]+\.md) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 
 
 def paste(readme: str, results: Path) -> tuple[str, list[str]]:

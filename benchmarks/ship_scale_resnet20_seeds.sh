@@ -14,7 +14,7 @@ for seed in 0 1 2; do
     [ $kind = control ] && extra="--set course.1.prune=null --set course.1.name=continue"
     resume=""; [ -d $out ] && resume="--resume"
     .venv/bin/python benchmarks/ship_table.py configs/ship_cifar10_scale_resnet20.yaml --out $out $resume \
-      --json benchmarks/results/ship_cifar10_scale_resnet20_${kind}_seed$seed.json $common --set run.seed=$seed $extra \
+      --json benchmarks/results/ship_cifar10_scale_resnet20/${kind}_seed$seed.json $common --set run.seed=$seed $extra \
       > logs/scale-$kind-s$seed.log 2>&1
     echo "$(date -u +%H:%M:%S) $kind seed $seed rc=$?" >> logs/scale_runs.done
   done

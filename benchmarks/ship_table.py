@@ -58,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     comp = report["compression"]
     md = (f"Stages (`{args.config}`, test split, {report['data']['test']} samples; latency: median batch-1 "
           f"forward, the stages timed in turn over {ROUNDS} rounds; the whole path{', teacher outputs from a shared cache' if args.shared_cache else ', teacher included'}: "
-          f"{wall:.0f} s wall, {cpu:.0f} s CPU):\n\n{stages_table(comp['rows'])}\n\n"
-          f"Pruning steps (validation accuracy):\n\n{steps_table(comp['prune_steps'])}\n")
+          f"{wall:.0f} s wall, {cpu:.0f} s CPU):\n\n{stages_table(comp['rows'])}\n")
+    if comp["prune_steps"]:  # a run without prune lessons (e.g. the unpruned control) has no steps to show
+        md += f"\nPruning steps (validation accuracy):\n\n{steps_table(comp['prune_steps'])}\n"
     record = {"git": started_at, "config": args.config, "teacher_outputs": "shared cache" if args.shared_cache else "fresh cache", "wall_seconds": wall, "cpu_seconds": cpu, "invocations": spent["invocations"], "load_average_1min_at_start": load, "torch_threads": torch.get_num_threads(),
               "stages": comp["rows"], "prune_steps": comp["prune_steps"], "exports": comp.get("exports"),
               "predict": comp.get("predict"), "notes": comp["notes"],

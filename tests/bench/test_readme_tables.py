@@ -47,3 +47,11 @@ def test_paste_tables_replaces_only_the_marked_block(tmp_path):
 def test_paste_tables_refuses_a_marker_without_its_table(tmp_path):
     with pytest.raises(SystemExit, match="missing.md"):
         load_benchmark("paste_tables").paste("<!-- table: missing.md -->\n<!-- /table -->\n", tmp_path)
+
+
+def test_paste_tables_reaches_a_table_in_a_results_subfolder(tmp_path):
+    (tmp_path / "seeds").mkdir()
+    (tmp_path / "seeds" / "pruned_seed0.md").write_text("| acc |\n|---|\n| 0.7 |\n")
+    readme = "<!-- table: seeds/pruned_seed0.md -->\nold\n<!-- /table -->\n"
+    text, pasted = load_benchmark("paste_tables").paste(readme, tmp_path)
+    assert pasted == ["seeds/pruned_seed0.md"] and "| 0.7 |" in text and "old" not in text
