@@ -47,6 +47,18 @@ def test_onnx_int8_is_calibrated_on_training_data_and_agrees(tmp_path, digits_ch
     assert any(n.op_type == "QuantizeLinear" for n in onnx.load(str(out)).graph.node)
 
 
+def test_onnx_int8_weights_use_seven_bits_so_cpus_without_vnni_do_not_saturate(tmp_path, digits_checkpoint):
+    from onnx import numpy_helper
+
+    ckpt, _ = digits_checkpoint
+    out = tmp_path / "m.int8.onnx"
+    assert cli.main(["export", str(ckpt), "--format", "onnx-int8", "--out", str(out)]) == 0
+    weights = [numpy_helper.to_array(t) for t in onnx.load(str(out)).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and t.dims]
+    assert weights, "no int8 weight tensors in the quantized file"
+    assert max(int(abs(w.astype("int16")).max()) for w in weights) <= 64  # [-64, 64]: 7 bits, not [-127, 127]
+
+
 @pytest.mark.parametrize("fmt,suffix", [("torchscript", ".pt"), ("safetensors", ".safetensors")])
 def test_other_formats(tmp_path, digits_checkpoint, fmt, suffix):
     ckpt, _ = digits_checkpoint

@@ -76,11 +76,14 @@ def export_onnx(model: nn.Module, spec: dict, path: str | Path, opset: int = 18)
     return path
 
 
-def quantize_onnx(src: str | Path, dst: str | Path, calibration: list[Tensor]) -> Path:
+def quantize_onnx(src: str | Path, dst: str | Path, calibration: list[Tensor], seven_bit_weights: bool = True) -> Path:
     """int8 of an exported fp32 ONNX file with ONNX Runtime's quantizer; keeps the metadata. Pixel models: static
-    (QDQ, per-channel int8 weights, uint8 activations), activation ranges calibrated on ``calibration`` batches.
+    (QDQ, per-channel int8 weights in 7 bits, uint8 activations), activation ranges calibrated on ``calibration``
+    batches.
     Text models (int64 token ids in): dynamic (int8 weights, activations quantized per batch at run time), which
-    ONNX Runtime recommends for transformer and RNN models; the calibration batches are not needed."""
+    ONNX Runtime recommends for transformer and RNN models; the calibration batches are not needed.
+    ``seven_bit_weights=False`` uses all 8 bits for pixel models' weights (benchmarks/onnx_int8_weight_bits.py
+    measures what that costs on a CPU without VNNI)."""
     onnx = _need("onnx")
     _need("onnxruntime")
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
@@ -109,8 +112,13 @@ def quantize_onnx(src: str | Path, dst: str | Path, calibration: list[Tensor]) -
                 quantize_dynamic(str(pre), str(int8), per_channel=True, weight_type=QuantType.QInt8,
                                  op_types_to_quantize=["Conv", "MatMul", "Gemm"])
             else:
-                quantize_static(str(pre), str(int8), Batches(), quant_format=QuantFormat.QDQ,
-                                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                # reduce_range: 7-bit weights. On x86 CPUs without VNNI (AVX2 only, like the 2-core machine
+                # here) ONNX Runtime multiplies uint8 activations by int8 weights with vpmaddubsw, whose int16
+                # pair sums saturate with 8-bit weights: a pruned CIFAR resnet20 lost 1.7 points of test
+                # accuracy that way, 0.0-0.1 with 7-bit weights (README "Shipping a model"). The file is
+                # shipped to CPUs we do not know, so it is made safe for both kinds.
+                quantize_static(str(pre), str(int8), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                                reduce_range=seven_bit_weights, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         except Exception as exc:
             raise UserError(f"ONNX Runtime could not quantize {src} ({type(exc).__name__}: "
                             f"{str(exc).strip().splitlines()[0][:160]}); ship the fp32 ONNX file") from None
