@@ -7,8 +7,8 @@ onnx-int8` writes).
 
 Why it matters: on x86 CPUs without VNNI (AVX2 only) ONNX Runtime multiplies uint8 activations by int8 weights
 with an instruction whose int16 pair sums saturate when the weights use all 8 bits. The JSON says whether this
-CPU has VNNI. Calibration as in the ship stages: the first 16 un-augmented training batches of 64; accuracy
-on the whole test split of the data each checkpoint was trained on.
+CPU has VNNI. Calibration as in the ship stages: the first 16 un-augmented training batches; accuracy on the
+whole test split of the data each checkpoint was trained on.
 """
 from __future__ import annotations
 
@@ -19,53 +19,32 @@ from pathlib import Path
 
 import torch
 
-from curridistill.bench.throughput import save_result
-from curridistill.config import DataConfig
-from curridistill.data.pipeline import Pipeline, load_splits
+from curridistill.bench.throughput import cpu_flags, save_result
+from curridistill.compress.ship import calibration_batches
 from curridistill.errors import UserError
+from curridistill.evaluate.measure import accuracy, logits_of
+from curridistill.export import spec_pipeline
 from curridistill.export.onnx import OnnxModel, export_onnx, quantize_onnx
 from curridistill.models.checkpoint import load_model
 
-CALIBRATION_BATCHES, BATCH = 16, 64
-
-
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    line = next((ln for ln in text.splitlines() if ln.startswith("flags")), "")
-    return set(line.split(":", 1)[-1].split())
-
-
-def accuracy(runner, pipeline: Pipeline) -> float:
-    n = len(pipeline.split("test"))
-    correct = 0
-    for start in range(0, n, 500):
-        x, y = pipeline.batch("test", torch.arange(start, min(start + 500, n)))
-        correct += int((runner(x.float()).argmax(1) == y).sum())
-    return correct / n
+CALIBRATION_BATCHES = 16  # ship.calibration_batches' default
 
 
 def measure(checkpoint: Path, root: str | None) -> dict:
     model, spec = load_model(checkpoint)
-    raw = dict(spec.get("data") or {})
-    if not raw:
+    if not spec.get("data"):
         raise UserError(f"{checkpoint} does not say which data trained it (model.json has no data section)")
-    if root:
-        raw["root"] = root
-    cfg = DataConfig(**raw)
-    pipeline = Pipeline(load_splits(cfg), cfg, torch.device("cpu"))
-    n_train = len(pipeline.split("train"))
-    calibration = [pipeline.batch("train", torch.arange(i * BATCH, min((i + 1) * BATCH, n_train)))[0].float()
-                   for i in range(min(CALIBRATION_BATCHES, -(-n_train // BATCH)))]
-    row = {"checkpoint": str(checkpoint), "test_samples": len(pipeline.split("test"))}
+    pipeline = spec_pipeline(spec, root)
+    calibration = calibration_batches(pipeline, CALIBRATION_BATCHES)
+    test = pipeline.split("test")
+    x, y = pipeline.batch("test", torch.arange(len(test)))
+    row = {"checkpoint": str(checkpoint), "test_samples": len(test)}
     with tempfile.TemporaryDirectory() as tmp:
         fp32 = export_onnx(model.eval(), spec, Path(tmp) / "fp32.onnx")
-        row["fp32"] = accuracy(OnnxModel(fp32), pipeline)
+        row["fp32"] = accuracy(logits_of(OnnxModel(fp32), x.float()), y)
         for bits, seven in ((8, False), (7, True)):
             path = quantize_onnx(fp32, Path(tmp) / f"int8-{bits}.onnx", calibration, seven_bit_weights=seven)
-            row[f"int8_{bits}bit_weights"] = accuracy(OnnxModel(path), pipeline)
+            row[f"int8_{bits}bit_weights"] = accuracy(logits_of(OnnxModel(path), x.float()), y)
     return row
 
 
@@ -93,8 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    flags = cpu_flags()
-    vnni = bool(flags & {"avx512_vnni", "avx_vnni", "amx_int8"})
+    vnni = bool(cpu_flags() & {"avx512_vnni", "avx_vnni", "amx_int8"})
     save_result(args.json, {"rows": rows, "cpu_vnni": vnni, "threads": torch.get_num_threads()}, markdown(rows, vnni))
     return 0
 

@@ -73,6 +73,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (avx2, avx512_vnni, ...) from /proc/cpuinfo; empty where it cannot be read."""
+    try:
+        line = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+    except OSError:
+        return set()
+    return set(line.split(":", 1)[-1].split())
+
+
 def git_commit() -> dict:
     root = Path(__file__).resolve().parents[3]
     try:

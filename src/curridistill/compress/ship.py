@@ -149,11 +149,16 @@ def _step_latencies(steps: list[dict], rows: list[dict]) -> None:
 
 
 def _calibration(sc: ShipConfig, pipeline) -> list[Tensor]:
-    """The first ``calibration_batches`` training batches (un-augmented, normalized, on the CPU)."""
+    return calibration_batches(pipeline, sc.calibration_batches)
+
+
+def calibration_batches(pipeline, count: int) -> list[Tensor]:
+    """The first ``count`` training batches of the pipeline's batch size (un-augmented, normalized, on the CPU):
+    what int8 calibrates activation ranges on, in the ship stages and in benchmarks that redo them."""
     n = len(pipeline.splits.train)
     bs = pipeline.cfg.batch_size
     return [pipeline.batch("train", torch.arange(i * bs, min((i + 1) * bs, n)))[0].float().cpu()
-            for i in range(min(sc.calibration_batches, -(-n // bs)))]
+            for i in range(min(count, -(-n // bs)))]
 
 
 def _quantize(sc: ShipConfig, stages: _Stages, student: nn.Module, pipeline, notes: list[str]) -> None:

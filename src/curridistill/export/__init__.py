@@ -27,18 +27,25 @@ MAX_ABS_DIFF = 1e-4  # fp32 logits of the exported model vs PyTorch's, on held-o
 MIN_INT8_AGREEMENT = 0.98  # int8 ONNX: top-1 agreement with the fp32 model (its logits differ by design)
 
 __all__ = ["FORMATS", "MAX_ABS_DIFF", "OnnxModel", "check_parity", "parity_ok", "export", "export_model", "held_out_samples",
-           "public_spec"]
+           "public_spec", "spec_pipeline"]
+
+
+def spec_pipeline(spec: dict, root: str | None = None) -> Pipeline:
+    """The CPU data pipeline of the data a checkpoint was trained on (its spec's ``data``; digits when it has
+    none), read from ``root`` when given."""
+    raw = dict(spec.get("data") or {"name": "digits"})
+    if root:
+        raw["root"] = root
+    cfg = DataConfig(**raw)
+    return Pipeline(load_splits(cfg), cfg, torch.device("cpu"))
 
 
 def held_out_samples(spec: dict, n: int, root: str | None = None, split: str = "test") -> tuple[Tensor, str]:
     """Up to ``n`` normalized samples of ``split`` of the data the model was trained on, and where they came
     from. Falls back to standard-normal inputs (said so in the second value) when that data is not available."""
     try:
-        raw = dict(spec.get("data") or {"name": "digits"})
-        if root:
-            raw["root"] = root
-        cfg = DataConfig(**raw)
-        pipeline = Pipeline(load_splits(cfg), cfg, torch.device("cpu"))
+        pipeline = spec_pipeline(spec, root)
+        cfg = pipeline.cfg
         idx = torch.arange(min(n, len(pipeline.split(split))))
         x = pipeline.batch(split, idx)[0]
         if is_text_spec(spec):  # token ids, trimmed to the longest text as a training batch is
