@@ -114,8 +114,8 @@ def quantize_onnx(src: str | Path, dst: str | Path, calibration: list[Tensor], s
             else:
                 # reduce_range: 7-bit weights. On x86 CPUs without VNNI (AVX2 only, like the 2-core machine
                 # here) ONNX Runtime multiplies uint8 activations by int8 weights with vpmaddubsw, whose int16
-                # pair sums saturate with 8-bit weights: a pruned CIFAR resnet20 lost 1.7 points of test
-                # accuracy that way, 0.0-0.1 with 7-bit weights (README "Shipping a model"). The file is
+                # pair sums saturate with 8-bit weights: six CIFAR resnet20s lost 0.6-2.0 points of test
+                # accuracy that way, at most 0.24 with 7-bit weights (benchmarks/results/onnx_int8_weight_bits.json). The file is
                 # shipped to CPUs we do not know, so it is made safe for both kinds.
                 quantize_static(str(pre), str(int8), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                                 reduce_range=seven_bit_weights, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
