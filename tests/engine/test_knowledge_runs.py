@@ -1,9 +1,8 @@
 """Knowledge terms through real runs: two teachers + fitnet on digits, and every registered term at
-once on CIFAR-sized zoo models (a small CIFAR-shaped .npz through the `tensors` loader)."""
+once on CIFAR-sized zoo models (the ``cifar_shaped`` .npz of conftest through the `tensors` loader)."""
 import json
 
 import numpy as np
-import pytest
 
 from curridistill import api
 from curridistill.config import load_config
@@ -26,18 +25,6 @@ def test_two_teachers_and_a_fitnet_term_end_to_end(tmp_path):
     student = [r for r in records if r["model"] == "student"]
     assert set(student[0]["losses"]) == {"ce", "kd", "fitnet"}
     assert all(np.isfinite(v) for r in student for v in r["losses"].values())
-
-
-@pytest.fixture
-def cifar_shaped(tmp_path):
-    rng = np.random.default_rng(0)
-    y = np.repeat(np.arange(10), 24)  # 240 images, 24 per class, class-dependent colour so it is learnable
-    x = rng.integers(0, 256, size=(240, 32, 32, 3)).astype(np.uint8)
-    x[..., 0] = (x[..., 0] // 4 + y[:, None, None] * 20).astype(np.uint8)
-    path = tmp_path / "cifar_shaped.npz"
-    train = np.arange(240) % 24 < 20  # 20 training and 4 test images of every class
-    np.savez(path, x_train=x[train], y_train=y[train], x_test=x[~train], y_test=y[~train])
-    return path
 
 
 def test_every_registered_term_at_once_on_cifar_sized_zoo_models(tmp_path, cifar_shaped):

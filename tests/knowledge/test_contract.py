@@ -49,16 +49,18 @@ def teacher_net(wide: int = 0) -> TinyCNN:
     return TinyCNN((6 + wide, 10 + wide, 12 + wide), (1, 1, 4))  # 8x8, 8x8, 2x2
 
 
-def make_setup(name: str, teacher_index: int = 0):
+def make_setup(name: str, teacher_index: int = 0, device: str = "cpu"):
+    """``device``: where models, batch and term live, moved the way the runner moves them (``.to`` before
+    and after ``build``)."""
     torch.manual_seed(0)
     cls = load_all().get(name)
-    term: KnowledgeTerm = cls(cls.Params(), teacher_index=teacher_index)
-    student = student_net()
-    teachers = [teacher_net(), teacher_net(wide=2)]
+    term: KnowledgeTerm = cls(cls.Params(), teacher_index=teacher_index).to(device)
+    student = student_net().to(device)
+    teachers = [teacher_net().to(device), teacher_net(wide=2).to(device)]
     for t in teachers:
         t.eval()
-    x = torch.randn(B, 3, SIZE, SIZE)
-    y = torch.arange(B) % C
+    x = torch.randn(B, 3, SIZE, SIZE, device=device)
+    y = (torch.arange(B) % C).to(device)
     paths = term.feature_paths()
     teacher_paths = [paths["teacher"] if i == teacher_index else [] for i in range(len(teachers))]
 
@@ -74,11 +76,12 @@ def make_setup(name: str, teacher_index: int = 0):
             sfeats = dict(taps.features)
         return KnowledgeInputs(student_logits=logits, targets=y, teacher_logits=aggregate_teachers(each, y, "mean"),
                                teachers_logits=each, student_features=sfeats, teacher_features=feats,
-                               indices=torch.arange(100, 100 + B), clock=Clock(progress=0.5, epoch=1, epochs=2, step=3))
+                               indices=torch.arange(100, 100 + B, device=device), clock=Clock(progress=0.5, epoch=1, epochs=2, step=3))
 
     student.eval()
     with torch.no_grad():
         term.build(inputs_for(grad=False))
+    term.to(device)
     student.train()
     return term, student, teachers, inputs_for
 
@@ -128,6 +131,22 @@ def test_forward_backward(name):
     for t in teachers:
         assert all(p.grad is None for p in t.parameters()), f"{name}: a gradient reached a teacher"
         assert not t.training, f"{name} put a teacher in training mode"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_runs_where_its_inputs_live(name):
+    """Issue 13's class of bugs, seen without a GPU: on the ``meta`` device (shapes, no data) a tensor a term
+    creates on the CPU fails on first use, as it would on CUDA; so do ops whose output size depends on
+    the data (boolean-mask indexing) and ``.item()``, which would make the host wait for the GPU every step."""
+    term, student, teachers, inputs_for = make_setup(name, device="meta")
+    term.train()
+    loss = term(inputs_for(grad=True), temperature_of(term))
+    assert loss.shape == (B,) and loss.device.type == "meta"
+    loss.mean().backward()
+    grads = [p.grad for p in student.parameters() if p.grad is not None]
+    assert grads and all(g.device.type == "meta" for g in grads)
+    placed = list(term.parameters()) + list(term.buffers())
+    assert all(t.device.type == "meta" for t in placed), f"{name} keeps state off the inputs' device"
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -36,6 +36,7 @@ from curridistill.registry import Registry
 from curridistill.schedules import ScheduleSpec, build_schedule, parse_schedule
 
 WeightFn = Callable[..., Tensor]  # (losses, lam, power=2.0, lower=0.5) -> weights
+Threshold = float | Tensor  # a quantile threshold stays a device tensor: reading it would sync the host each step
 
 SELF_PACED: Registry[WeightFn] = Registry("self-paced weighting")
 SELF_PACED_HELP: dict[str, str] = {}
@@ -53,57 +54,60 @@ def _losses(losses: Tensor) -> Tensor:
     return losses.detach().float().clamp_min(0.0)
 
 
+def _lam(lam: Threshold, losses: Tensor) -> Tensor:
+    """The threshold as a 0-d float tensor beside the losses, so every weighting is tensor maths only."""
+    return torch.as_tensor(lam, dtype=torch.float32, device=losses.device)
+
+
+def _below_positive(lam: Tensor, weights: Tensor) -> Tensor:
+    """``weights`` where lam > 0, else 0 (a threshold of 0 or less lets no sample in)."""
+    return torch.where(lam > 0, weights, torch.zeros_like(weights))
+
+
 @_weighting("hard", "1 if loss < lam else 0 (Kumar et al. 2010)")
-def hard(losses: Tensor, lam: float, power: float = 2.0, lower: float = 0.5) -> Tensor:
-    return (_losses(losses) < lam).float()
+def hard(losses: Tensor, lam: Threshold, power: float = 2.0, lower: float = 0.5) -> Tensor:
+    return (_losses(losses) < _lam(lam, losses)).float()
 
 
 @_weighting("linear", "max(0, 1 - loss / lam) (Jiang et al. 2014)")
-def linear(losses: Tensor, lam: float, power: float = 2.0, lower: float = 0.5) -> Tensor:
-    l = _losses(losses)
-    if lam <= 0:
-        return torch.zeros_like(l)
-    return (1.0 - l / lam).clamp(0.0, 1.0)
+def linear(losses: Tensor, lam: Threshold, power: float = 2.0, lower: float = 0.5) -> Tensor:
+    l, lam = _losses(losses), _lam(lam, losses)
+    return _below_positive(lam, (1.0 - l / lam.clamp_min(1e-12)).clamp(0.0, 1.0))
 
 
 @_weighting("logarithmic", "log(loss + 1 - lam) / log(1 - lam) below lam, else 0; lam clamped into (0, 1) "
             "(Jiang et al. 2014)")
-def logarithmic(losses: Tensor, lam: float, power: float = 2.0, lower: float = 0.5) -> Tensor:
+def logarithmic(losses: Tensor, lam: Threshold, power: float = 2.0, lower: float = 0.5) -> Tensor:
     l = _losses(losses)
-    lam = min(max(float(lam), 1e-6), 1.0 - 1e-6)
+    lam = _lam(lam, losses).clamp(1e-6, 1.0 - 1e-6)
     zeta = 1.0 - lam
-    w = torch.log(l + zeta) / math.log(zeta)
+    w = torch.log(l + zeta) / torch.log(zeta)
     return torch.where(l < lam, w, torch.zeros_like(w)).clamp(0.0, 1.0)
 
 
 @_weighting("mixture", "1 below lower*lam, 0 above lam, zeta/loss - zeta/lam between (Jiang et al. 2014)")
-def mixture(losses: Tensor, lam: float, power: float = 2.0, lower: float = 0.5) -> Tensor:
-    l = _losses(losses)
-    if lam <= 0:
-        return torch.zeros_like(l)
-    lam_low = lower * lam
-    zeta = lam * lam_low / (lam - lam_low)
-    w = zeta / l.clamp_min(1e-12) - zeta / lam
+def mixture(losses: Tensor, lam: Threshold, power: float = 2.0, lower: float = 0.5) -> Tensor:
+    l, lam = _losses(losses), _lam(lam, losses)
+    safe = lam.clamp_min(1e-12)
+    lam_low = lower * safe
+    zeta = safe * lam_low / (safe - lam_low)
+    w = zeta / l.clamp_min(1e-12) - zeta / safe
     w = torch.where(l <= lam_low, torch.ones_like(w), w)
-    return torch.where(l >= lam, torch.zeros_like(w), w).clamp(0.0, 1.0)
+    return _below_positive(lam, torch.where(l >= lam, torch.zeros_like(w), w).clamp(0.0, 1.0))
 
 
 @_weighting("logistic", "(1 + exp(-lam)) / (1 + exp(loss - lam)): a soft step at lam, never exactly 0")
-def logistic(losses: Tensor, lam: float, power: float = 2.0, lower: float = 0.5) -> Tensor:
-    l = _losses(losses)
+def logistic(losses: Tensor, lam: Threshold, power: float = 2.0, lower: float = 0.5) -> Tensor:
+    l, lam = _losses(losses), _lam(lam, losses)
     # (1 + e^-lam) / (1 + e^(l - lam)) = exp(softplus(-lam) - softplus(l - lam)), stable for any lam
-    lam = float(lam)
-    softplus_neg_lam = max(-lam, 0.0) + math.log1p(math.exp(-abs(lam)))
-    w = torch.exp(softplus_neg_lam - torch.nn.functional.softplus(l - lam))
-    return w.clamp(0.0, 1.0)
+    softplus = torch.nn.functional.softplus
+    return torch.exp(softplus(-lam) - softplus(l - lam)).clamp(0.0, 1.0)
 
 
 @_weighting("polynomial", "(1 - loss / lam)^(1 / (t - 1)) below lam, else 0; t = power > 1")
-def polynomial(losses: Tensor, lam: float, power: float = 2.0, lower: float = 0.5) -> Tensor:
-    l = _losses(losses)
-    if lam <= 0:
-        return torch.zeros_like(l)
-    return (1.0 - l / lam).clamp(0.0, 1.0) ** (1.0 / (power - 1.0))
+def polynomial(losses: Tensor, lam: Threshold, power: float = 2.0, lower: float = 0.5) -> Tensor:
+    l, lam = _losses(losses), _lam(lam, losses)
+    return _below_positive(lam, (1.0 - l / lam.clamp_min(1e-12)).clamp(0.0, 1.0) ** (1.0 / (power - 1.0)))
 
 
 class SelfPacedSpec(BaseModel):
@@ -151,8 +155,9 @@ class SelfPacedWeights:
             raise UserError(f"{where}.lower must be in (0, 1) for mixture weighting, got {spec.lower}")
         self.threshold_at: Callable[[float], float] = build_schedule(spec.threshold, epochs, where=f"{where}.threshold")
 
-    def threshold(self, losses: Tensor, progress: float) -> float:
-        """The absolute loss threshold lam at ``progress`` (inf when every sample is in)."""
+    def threshold(self, losses: Tensor, progress: float) -> Threshold:
+        """The absolute loss threshold lam at ``progress`` (inf when every sample is in); a quantile of the
+        batch's losses is a 0-d tensor on their device."""
         value = float(self.threshold_at(progress))
         if not self.spec.quantile:
             return value
@@ -160,12 +165,12 @@ class SelfPacedWeights:
             return math.inf
         if losses.numel() == 0:
             return 0.0
-        return float(torch.quantile(losses.detach().float().flatten(), max(value, 0.0)))
+        return torch.quantile(losses.detach().float().flatten(), max(value, 0.0))
 
     def __call__(self, losses: Tensor, progress: float) -> Tensor:
         with torch.no_grad():
             lam = self.threshold(losses, progress)
-            if math.isinf(lam):
+            if isinstance(lam, float) and math.isinf(lam):
                 return torch.ones_like(losses, dtype=torch.float32)
             w = self.fn(losses, lam, power=self.spec.power, lower=self.spec.lower)
         return w.to(losses.device)

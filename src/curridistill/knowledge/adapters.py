@@ -19,6 +19,7 @@ average-pooled, everything else is flattened.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Sequence
 
@@ -66,6 +67,8 @@ def make_adapter(student_shape: Sequence[int] | torch.Size, teacher_shape: Seque
 def full_precision(device: torch.device):
     """A context that turns autocast off, for batch-relational maths (pairwise distances, Gram
     matrices) that bfloat16 would cancel away; call ``.float()`` on the inputs inside it."""
+    if not torch.amp.is_autocast_available(device.type):
+        return contextlib.nullcontext()  # no autocast exists there (the meta device), so nothing to turn off
     return torch.autocast(device_type=device.type, enabled=False)
 
 

@@ -86,7 +86,8 @@ def aggregate_teachers(logits: Sequence[Tensor], targets: Tensor, mode: str = "m
     if weights is not None:
         if len(weights) != len(logits):
             raise UserError(f"{len(weights)} teacher weight(s) for {len(logits)} teachers; give one weight per teacher")
-        w = torch.as_tensor([float(x) for x in weights], dtype=stacked.dtype, device=stacked.device)
-        if bool((w < 0).any()) or float(w.sum()) <= 0:
+        values = [float(x) for x in weights]  # checked on the host: this runs every step
+        if min(values) < 0 or sum(values) <= 0:
             raise UserError(f"teacher weights must be >= 0 with a positive sum, got {list(weights)}")
+        w = torch.as_tensor(values, dtype=stacked.dtype, device=stacked.device)
     return fn(stacked, targets, w, float(temperature))

@@ -63,7 +63,10 @@ class CTKD(KnowledgeTerm):
     def __init__(self, params: BaseModel | None = None, teacher_index: int = 0):
         super().__init__(params, teacher_index)
         self.theta = nn.Parameter(torch.full((1,), float(self.params.init)))
-        self._used: list[float] = []
+        # the temperatures used since the last epoch log, summed on the device: reading ``tau`` every step
+        # would synchronize the host with the GPU each step
+        self._used_sum: Tensor | None = None
+        self._used_steps = 0
 
     def temperature(self) -> Tensor:
         return self.params.t_min + self.params.t_range * torch.sigmoid(self.theta)
@@ -74,10 +77,13 @@ class CTKD(KnowledgeTerm):
         lam = grl_lambda(epoch, self.params.ramp_epochs, self.params.lambda_max)
         tau = _GradientReversal.apply(self.temperature(), lam)[0]
         if self.training:
-            self._used.append(float(tau.detach()))
+            used = tau.detach()
+            self._used_sum = used if self._used_sum is None else self._used_sum + used
+            self._used_steps += 1
         return kd_loss(inputs.student_logits, self.teacher_logits(inputs), tau)
 
     def learned_temperature(self) -> float | None:
         """Mean temperature used since the last call (the runner logs it once per epoch)."""
-        used, self._used = self._used, []
-        return sum(used) / len(used) if used else float(self.temperature().detach())
+        total, steps = self._used_sum, self._used_steps
+        self._used_sum, self._used_steps = None, 0
+        return float(total) / steps if total is not None else float(self.temperature().detach())

@@ -42,12 +42,19 @@ class DKDParams(BaseModel):
     ls: bool = False  # logit standardization before the softmax
 
 
+def non_target_columns(targets: Tensor, num_classes: int) -> Tensor:
+    """(B,) class indices -> (B, C-1) the other columns of each row, in order.
+
+    A gather index instead of boolean-mask indexing (``z[~one_hot]``): the mask form asks the device how
+    many elements it kept (a host sync on CUDA every step) and has no static shape for a captured step."""
+    columns = torch.arange(num_classes - 1, device=targets.device).unsqueeze(0)
+    return columns + (columns >= targets.unsqueeze(1)).long()
+
+
 def _split(logits: Tensor, targets: Tensor, temperature: Tensor | float) -> tuple[Tensor, Tensor]:
     """(B, C) logits -> binary log-probs (B, 2) [log p_t, log(1 - p_t)] and non-target log-probs (B, C-1)."""
     z = logits / temperature
-    b, c = z.shape
-    gt = F.one_hot(targets, c).bool()
-    others = z[~gt].view(b, c - 1)
+    others = z.gather(1, non_target_columns(targets, z.shape[1]))
     log_z = torch.logsumexp(z, dim=1, keepdim=True)
     log_pt = z.gather(1, targets.view(-1, 1)) - log_z
     log_rest = torch.logsumexp(others, dim=1, keepdim=True) - log_z
