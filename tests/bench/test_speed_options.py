@@ -110,3 +110,35 @@ def test_compile_step_on_cuda_replays_graphs_and_reports_the_eager_metrics(tmp_p
     for a, b in zip(step_losses, eager_losses):
         assert a == pytest.approx(b, rel=0.05)
     assert abs(step["student"]["accuracy"] - eager["student"]["accuracy"]) <= 0.03
+
+
+@pytest.mark.parametrize("terms, graphs", [(["ce", "kd"], True), (["kd", "dkd", "fitnet"], True),
+                                           (["kd", "crd"], False), (["ctkd"], False)])
+def test_cuda_graphs_only_for_steps_that_carry_no_tensors(terms, graphs):
+    """CRD's queue and CTKD's running sum live past a step; a CUDA graph replay would overwrite them."""
+    from curridistill.knowledge import load_all
+    from curridistill.train.captured import uses_cuda_graphs
+
+    assert uses_cuda_graphs([load_all().get(name)() for name in terms]) is graphs
+
+
+@needs_cuda
+@pytest.mark.parametrize("term", ["crd", "ctkd"])
+def test_compile_step_on_cuda_with_a_term_that_carries_state(tmp_path, term):
+    """Compiled without CUDA graphs, the step keeps CRD's queue / CTKD's temperature sum across steps."""
+    import json
+
+    def run(name, mode):
+        raw = tiny_config(tmp_path / name, epochs=2, baseline={"enabled": False})
+        raw["teacher"]["name"] = raw["student"]["name"] = "cnn"
+        raw["student"]["kwargs"] = {"widths": [4, 8]}
+        extra = {"student_layer": "stage2", "teacher_layer": "stage2", "num_negatives": 64} if term == "crd" else {}
+        raw["course"][0]["loss"] = {"ce": 0.5, term: {"weight": 0.5, **extra}}
+        raw["run"].update(device="cuda", compile=mode)
+        api.run(load_config(raw), out=tmp_path / name / "r")
+        rows = [json.loads(line) for line in (tmp_path / name / "r" / "metrics.jsonl").read_text().splitlines()]
+        return [r["losses"][term] for r in rows if r.get("model") == "student" and "losses" in r]
+
+    eager, step = run("eager", False), run("step", "step")
+    assert len(step) == len(eager) == 2
+    assert step == pytest.approx(eager, rel=0.05)

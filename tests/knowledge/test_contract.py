@@ -149,6 +149,29 @@ def test_runs_where_its_inputs_live(name):
     assert all(t.device.type == "meta" for t in placed), f"{name} keeps state off the inputs' device"
 
 
+def _held_tensors(term: KnowledgeTerm) -> dict[str, int]:
+    """The storage of every buffer and tensor-valued plain attribute of a term."""
+    held = {f"buffer {k}": v.untyped_storage().data_ptr() for k, v in term.named_buffers()}
+    held.update({f"attribute {k}": v.untyped_storage().data_ptr() for k, v in vars(term).items() if isinstance(v, torch.Tensor)})
+    return held
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_declares_state_it_carries_across_steps(name):
+    """A captured CUDA-graph step overwrites its outputs on the next replay, so a term whose forward puts a new
+    tensor in its state for the next step (CRD's queue, CTKD's running sum) must say so (``carries_state``) and
+    its lessons compile without CUDA graphs. Updates in place (a BatchNorm adapter's running stats) keep their
+    own storage and are safe."""
+    term, _, _, inputs_for = make_setup(name)
+    term.train()
+    before = _held_tensors(term)
+    term(inputs_for(grad=True), temperature_of(term))
+    after = _held_tensors(term)
+    replaced = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert bool(replaced) == type(term).carries_state, (
+        f"{name}: forward replaced {replaced}, carries_state is {type(term).carries_state}")
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_permuting_the_batch_permutes_the_loss(name):
     """Per-sample losses belong to their samples, relational terms included; and mean == batch loss

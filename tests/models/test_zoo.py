@@ -114,6 +114,17 @@ def test_train_mode_backward(name):
     assert all(p.grad is not None for p in model.parameters())
 
 
+@pytest.mark.parametrize("name", ZOO_MODELS)
+def test_trains_where_it_is_placed(name):
+    """Issue 13's class of bugs for the zoo: on the ``meta`` device (shapes, no data) a tensor a model builds on
+    the CPU in its forward, or a value it reads back to the host, fails as it would on CUDA; cheap for every model."""
+    model = build_model(name, num_classes=10).to("meta").train()
+    logits = model(torch.randn(2, 3, 32, 32, device="meta"))
+    assert logits.shape == (2, 10) and logits.device.type == "meta"
+    logits.logsumexp(1).mean().backward()
+    assert all(p.grad is not None and p.grad.device.type == "meta" for p in model.parameters())
+
+
 def test_weight_init_follows_reference():
     model = build_model("resnet8x4", num_classes=10)
     conv = model.stage3[0].conv1  # 128 -> 256, 3x3: kaiming normal, fan_out, relu gain

@@ -89,6 +89,7 @@ class CRD(KnowledgeTerm):
     paper = "Tian, Krishnan, Isola. Contrastive Representation Distillation. ICLR 2020"
     summary = "contrastive (InfoNCE) match of student/teacher embeddings against a bounded negative queue"
     default_weight = 0.8
+    carries_state = True
 
     def __init__(self, params: BaseModel | None = None, teacher_index: int = 0):
         super().__init__(params, teacher_index)

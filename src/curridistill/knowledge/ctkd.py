@@ -59,6 +59,7 @@ class CTKD(KnowledgeTerm):
     paper = "Li et al. Curriculum Temperature for Knowledge Distillation. AAAI 2023"
     summary = "KD with a learnable temperature trained adversarially through gradient reversal"
     default_weight = 0.9
+    carries_state = True
 
     def __init__(self, params: BaseModel | None = None, teacher_index: int = 0):
         super().__init__(params, teacher_index)

@@ -1,10 +1,17 @@
 """``run.compile=step``: a training step as compiled graphs (CUDA graphs on a GPU)."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch import Tensor
+
+
+def uses_cuda_graphs(terms: Iterable) -> bool:
+    """Whether a step over these knowledge terms may replay as CUDA graphs: not when a term carries tensors
+    from one step to the next (``carries_state``), since a replay overwrites the previous replay's outputs.
+    Such a step is still compiled (fused kernels), only launched kernel by kernel."""
+    return not any(getattr(term, "carries_state", False) for term in terms)
 
 
 class CapturedStep:
@@ -17,15 +24,18 @@ class CapturedStep:
     go in as 0-dim device tensors filled in place (``held``), and the learning rates become such tensors,
     which the LR schedule fills in place."""
 
-    def __init__(self, loss: Callable, optimizer: torch.optim.Optimizer, device: torch.device):
+    def __init__(self, loss: Callable, optimizer: torch.optim.Optimizer, device: torch.device,
+                 cuda_graphs: bool = True):
+        """``cuda_graphs``: False when the loss keeps tensors past the step (see ``uses_cuda_graphs``)."""
         self.optimizer, self.device = optimizer, device
+        self.cuda_graphs = cuda_graphs and device.type == "cuda"
         self._held: dict[tuple[str, str], Tensor] = {}  # (kind, name) -> its device tensor
         self.tensor_lrs()
-        self._loss = torch.compile(loss, mode="reduce-overhead" if device.type == "cuda" else None)
+        self._loss = torch.compile(loss, mode="reduce-overhead" if self.cuda_graphs else None)
         self._update = torch.compile(self.optimizer.step)
 
     def loss(self, *args):
-        if self.device.type == "cuda":  # the previous step's outputs (read by the metrics) may be overwritten now
+        if self.cuda_graphs:  # the previous step's outputs (read by the metrics) may be overwritten now
             torch.compiler.cudagraph_mark_step_begin()
         return self._loss(*args)
 

@@ -25,7 +25,7 @@ from curridistill.models.taps import FeatureTaps
 from curridistill.schedules import build_schedule
 from curridistill.train import distributed
 from curridistill.train.callbacks import Callbacks
-from curridistill.train.captured import CapturedStep
+from curridistill.train.captured import CapturedStep, uses_cuda_graphs
 from curridistill.train.optim import LRControl, build_optimizer, current_lr
 from curridistill.train.teachers import TeacherBank
 
@@ -126,7 +126,8 @@ class LessonRun:
                 self.optimizer.load_state_dict(ctx.optimizer_state)
             except (ValueError, KeyError):
                 pass  # a different optimizer or parameter set: start fresh, as without keep_optimizer
-        self.captured = CapturedStep(self.weighted_loss, self.optimizer, ctx.device) if ctx.capture else None  # before LRControl: tensor LRs
+        self.captured = (CapturedStep(self.weighted_loss, self.optimizer, ctx.device, uses_cuda_graphs(self.terms.values()))
+                         if ctx.capture else None)  # before LRControl: tensor LRs
         self.lr = LRControl(self.optimizer, lesson, self.total_steps)
         self.forward_model = model  # DDP wraps it when several processes train together (taps stay on model)
         if distributed.info().active:
