@@ -13,6 +13,14 @@ Steps (each a real CLI process, timed, its exit code and key numbers recorded):
   4. `run --seeds 0,1` (the quickstart, short);
   5. `tune --trials 2`;
   6. the CUDA-marked tests (`pytest -m cuda`).
+``--part targets`` (run as a second call where one call may last only 10 minutes; ``--part all`` runs both)
+measures what the issue's targets need beyond the check:
+  7. the 240-epoch resnet56 -> resnet20 protocol, 3 epochs of each model on the subset: its median epoch seconds
+     (training, validation and the teacher-cache builds included) give an estimate of the full protocol on
+     the full 45,000-image training split (240 epochs x the three models x 45,000 / the subset's training size);
+  8. `--parallel 4`: the CPU-scale kd row with the committed teacher, one seed alone and then four seeds side
+     by side; the speed-up is the four runs' summed images/s over the lone run's (from each run's student
+     training seconds, so process start-up is left out; wall-clock seconds are recorded beside).
 It needs only the project and the two npz files (``data.options.verify: false``: your own subset files
 have no reference checksum). Results: ``benchmarks/results/gpu_check_<device>.json`` (device name, date,
 commit, per-step seconds, exit codes, accuracies, images/s) and the Markdown table beside it. A failed
@@ -70,14 +78,75 @@ def steps(data: Path, work: Path, toy: bool, device: str) -> list[tuple[str, lis
                     work / "captured" / "report.json"))
     out.append(("run --seeds 0,1", _cli("run", "configs/quickstart.yaml", "--seeds", "0,1", "--out", str(work / "seeds"),
                                         "--quiet", *sets(quick + ["course.0.epochs=2"])), work / "seeds" / "aggregate.json"))
+    # a journal file: the study needs no SQLAlchemy, which a GPU machine's image may lack
     out.append(("tune --trials 2", _cli("tune", "configs/tune_quickstart.yaml", "--trials", "2", "--out", str(work / "tune"),
-                                        "--quiet", *sets(dev + ["course.0.epochs=2"])), None))
+                                        "--storage", f"journal:{work / 'tune-study.log'}", "--quiet",
+                                        *sets(dev + ["course.0.epochs=2"])), None))
     out.append(("CUDA-marked tests", [sys.executable, "-m", "pytest", "-q", "-n", "0", "-m", "cuda", "-p", "no:cacheprovider", "tests"], None))
     return out
 
 
+def target_steps(data: Path, work: Path, toy: bool, device: str) -> list[tuple[str, list[str], Path | None]]:
+    """The issue's GPU targets that the check alone does not measure (see the module docstring, 7 and 8)."""
+    sets = lambda values: [a for v in values for a in ("--set", v)]  # noqa: E731
+    data_sets = ["data.root=" + str(data), "data.options.verify=false", f"run.device={device}"]
+    epochs = 1 if toy else 3
+    subset = ["data.subset=300", "data.val_size=60"] if toy else ["data.val_size=1000"]
+    small_eval = ["run.eval.latency_runs=2", "run.eval.throughput_runs=1", "run.eval.throughput_batch=16"]
+    protocol = _cli("run", "configs/cifar10_resnet56_resnet20.yaml", "--out", str(work / "protocol240"), "--quiet",
+                    *sets(data_sets + subset + small_eval + [f"course.0.epochs={epochs}", f"run.cache_dir={work / 'cache240'}"]))
+    kd_row = data_sets + (subset if toy else []) + small_eval + [
+        f"teacher.checkpoint={TEACHER}", "baseline.enabled=false", f"course.0.epochs={1 if toy else 4}",
+        f"run.cache_dir={work / 'cache'}"]
+    alone = _cli("run", "configs/protocol/cifar10_cpu_scale.yaml", "--seeds", "0", "--out", str(work / "alone"),
+                 "--quiet", *sets(kd_row))
+    side_by_side = _cli("run", "configs/protocol/cifar10_cpu_scale.yaml", "--seeds", "1,2,3,4", "--parallel", "4",
+                        "--out", str(work / "parallel"), "--quiet", *sets(kd_row))
+    return [("protocol 240 epochs, timed on 3", protocol, work / "protocol240"),
+            ("one run alone", alone, work / "alone"),
+            ("four runs, --parallel 4", side_by_side, work / "parallel")]
+
+
+def epoch_seconds(run_dir: Path) -> dict[str, float]:
+    """Median seconds of an epoch per model (teacher, baseline, student), the first epoch (warm-up) left out."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    out = {}
+    for model in sorted({r.get("model") for r in rows if "epoch_seconds" in r}):
+        secs = sorted(r["epoch_seconds"] for r in rows if r.get("model") == model and "epoch_seconds" in r)
+        kept = secs[1:] if len(secs) > 1 else secs
+        out[model] = kept[len(kept) // 2] if len(kept) % 2 else (kept[len(kept) // 2 - 1] + kept[len(kept) // 2]) / 2
+    return out
+
+
+def protocol_estimate(run_dir: Path, full_train: int = 45_000, epochs: int = 240) -> dict:
+    """Epoch medians of the short protocol run and the full protocol's minutes they imply."""
+    medians = epoch_seconds(run_dir)
+    trained = json.loads((run_dir / "report.json").read_text()).get("data", {}).get("train")
+    found = {f"{m}_epoch_s": round(v, 2) for m, v in medians.items()}
+    if trained:
+        found["estimate_240_epochs_full_data_min"] = round(epochs * sum(medians.values()) * full_train / trained / 60, 1)
+    return found
+
+
+def student_images_per_s(run_dir: Path) -> list[float]:
+    """Images/s of the student's epochs (training split, validation included) in each seed directory."""
+    rates = []
+    for report in sorted(run_dir.glob("seed-*/report.json")):
+        train = json.loads(report.read_text()).get("data", {}).get("train", 0)
+        rows = [json.loads(line) for line in (report.parent / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        seconds = [r["epoch_seconds"] for r in rows if r.get("model") == "student" and "epoch_seconds" in r]
+        if train and seconds:
+            rates.append(train * len(seconds) / sum(seconds))
+    return rates
+
+
 def numbers(name: str, path: Path | None) -> dict:
     """The few numbers a reader wants from a step's output file."""
+    if path is not None and path.is_dir():  # the targets' run directories
+        if name.startswith("protocol"):
+            return protocol_estimate(path)
+        rates = student_images_per_s(path)
+        return {"runs": len(rates), "student_images_per_s_total": round(sum(rates))} if rates else {}
     if path is None or not path.is_file():
         return {}
     rec = json.loads(path.read_text())
@@ -119,6 +188,13 @@ def device_name(device: str) -> str:
     return "cpu"
 
 
+def parallel_speedup(results: list[dict]) -> float | None:
+    """Four runs side by side: their summed student images/s over one run's alone."""
+    found = {r["step"]: r.get("numbers", {}).get("student_images_per_s_total") for r in results}
+    alone, four = found.get("one run alone"), found.get("four runs, --parallel 4")
+    return round(four / alone, 2) if alone and four else None
+
+
 def markdown(record: dict) -> str:
     lines = [f"GPU check on **{record['device_name']}** ({record['date']}, commit `{str(record['git'].get('commit', '?'))[:10]}`, "
              f"{'toy scale' if record['toy'] else 'full scale'}): {record['passed']}/{len(record['steps'])} steps passed "
@@ -127,6 +203,8 @@ def markdown(record: dict) -> str:
     for s in record["steps"]:
         nums = ", ".join(f"{k} {v}" for k, v in s.get("numbers", {}).items() if v is not None)
         lines.append(f"| {s['step']} | {s['exit_code']} | {s['seconds']:.1f} | {nums} |")
+    if "parallel_4_speedup" in record:
+        lines += ["", f"`--parallel 4`: four runs side by side train {record['parallel_4_speedup']}x the images/s of one run alone."]
     return "\n".join(lines) + "\n"
 
 
@@ -138,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", help="scratch folder for the runs (default runs/gpu_check)")
     p.add_argument("--results", help="folder for the JSON and Markdown (default benchmarks/results)")
     p.add_argument("--step-timeout", type=float, default=300.0, help="seconds before a step is stopped (default 300)")
+    p.add_argument("--part", choices=["check", "targets", "all"], default="check",
+                   help="check: steps 1-6 (about 8 minutes); targets: steps 7-8 (about 3 minutes); all: both")
     args = p.parse_args(argv)
     data = Path(args.data).resolve()
     missing = [n for n in ("cifar10-train.npz", "cifar10-test.npz") if not (data / n).is_file()]
@@ -153,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()
     results = []
-    for name, cmd, out in steps(data, work, args.toy, args.device):
+    planned = ((steps(data, work, args.toy, args.device) if args.part != "targets" else [])
+               + (target_steps(data, work, args.toy, args.device) if args.part != "check" else []))
+    for name, cmd, out in planned:
         res = run_step(name, cmd, env, args.step_timeout)
         res["numbers"] = numbers(name, out) if res["exit_code"] == 0 else {}
         results.append(res)
@@ -164,13 +246,17 @@ def main(argv: list[str] | None = None) -> int:
     record = {"device_name": dev, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "git": git_commit(), "toy": args.toy,
               "command": shlex.join([sys.executable, *sys.argv]), "seconds": round(time.perf_counter() - t0, 1),
               "passed": sum(r["exit_code"] == 0 for r in results), "steps": results}
+    speedup = parallel_speedup(results)
+    if speedup is not None:
+        record["parallel_4_speedup"] = speedup
     slug = re.sub(r"[^a-z0-9]+", "-", dev.lower()).strip("-") + ("-toy" if args.toy else "")
     results_dir = Path(args.results or RESULTS)
     results_dir.mkdir(parents=True, exist_ok=True)
     from curridistill.io import write_json, write_text
 
-    write_json(results_dir / f"gpu_check_{slug}.json", record)
-    write_text(results_dir / f"gpu_check_{slug}.md", markdown(record))
+    stem = "gpu_targets" if args.part == "targets" else "gpu_check"
+    write_json(results_dir / f"{stem}_{slug}.json", record)
+    write_text(results_dir / f"{stem}_{slug}.md", markdown(record))
     print(markdown(record))
     return 0 if record["passed"] == len(results) else 1
 

@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--parallel", type=int, default=1, metavar="N",
                     help="N worker processes on the same study side by side (one GPU, or the CPU cores split)")
     tu.add_argument("--sampler", choices=["tpe", "random", "grid"], help="default: tune.sampler (tpe)")
-    tu.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db; PostgreSQL/MySQL to share)")
+    tu.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db; journal:PATH needs no database; "
+                    "PostgreSQL/MySQL to share)")
     tu.add_argument("--study-name", help="default: curridistill-<run.name>")
     tu.add_argument("--out", help="directory of the study (default: run.out/tune-<run.name>-TIMESTAMP)")
     tu.add_argument("--resume", action="store_true", help="continue the study in --out / --storage")
@@ -154,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--max-params", type=int, metavar="N", help="reject students with more than N parameters before training")
     au.add_argument("--out", help="directory of the search (default: run.out/auto-<run.name>-TIMESTAMP)")
     au.add_argument("--resume", action="store_true", help="continue the search in --out (same study, same budget)")
-    au.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db; PostgreSQL/MySQL for several workers)")
+    au.add_argument("--storage", help="Optuna storage URL (default sqlite:///OUT/study.db; journal:PATH needs no database; "
+                    "PostgreSQL/MySQL for several workers)")
     au.add_argument("--trials-parallel", type=int, default=1, metavar="N", help="trials side by side in N processes")
     au.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     au.add_argument("--quiet", action="store_true", help="print only the output directory")

@@ -34,3 +34,42 @@ def test_toy_check_runs_every_step(tmp_path):
 def test_missing_npz_is_one_line(tmp_path, capsys):
     assert load_benchmark("gpu_check").main(["--data", str(tmp_path), "--toy"]) == 2
     assert "lacks cifar10-train.npz" in capsys.readouterr().err
+
+
+def test_toy_targets_time_the_protocol_and_the_parallel_runs(tmp_path):
+    _npz_pair(tmp_path)
+    rc = load_benchmark("gpu_check").main(["--data", str(tmp_path), "--toy", "--device", "cpu", "--part", "targets",
+                                           "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results")])
+    record = json.loads((tmp_path / "results" / "gpu_targets_cpu-toy.json").read_text())
+    failed = {s["step"]: s["tail"] for s in record["steps"] if s["exit_code"] != 0}
+    assert rc == 0 and not failed, failed
+    by_step = {s["step"]: s["numbers"] for s in record["steps"]}
+    protocol = by_step["protocol 240 epochs, timed on 3"]
+    assert {"teacher_epoch_s", "baseline_epoch_s", "student_epoch_s"} <= set(protocol)
+    # 240 epochs of the three models, scaled from the toy's 240 training images to 45,000
+    expected = 240 * sum(protocol[f"{m}_epoch_s"] for m in ("teacher", "baseline", "student")) * 45_000 / 240 / 60
+    assert protocol["estimate_240_epochs_full_data_min"] == pytest.approx(expected, rel=0.01)
+    assert by_step["one run alone"]["runs"] == 1 and by_step["four runs, --parallel 4"]["runs"] == 4
+    assert record["parallel_4_speedup"] > 0
+    assert "`--parallel 4`" in (tmp_path / "results" / "gpu_targets_cpu-toy.md").read_text()
+
+
+def test_prepared_subset_is_the_protocol_training_data(tmp_path, shared_data, monkeypatch):
+    """gpu_prepare's 10k file gives the CPU-scale protocol the same train/val split as the full file does."""
+    import torch
+
+    from curridistill.config import load_config
+    from curridistill.data.pipeline import load_splits
+
+    prepare = load_benchmark("gpu_prepare")
+    monkeypatch.setattr(prepare, "ignore_in_git", lambda folder: None)  # leave the checkout's git files alone
+    monkeypatch.setattr(prepare, "REPO", tmp_path)  # .gpu/ lands in tmp_path
+    assert prepare.main(["--root", str(shared_data), "--dest", "gpu", "--no-wheels"]) == 0
+    assert (tmp_path / "gpu" / "data" / "cifar10-test.npz").is_file() and (tmp_path / "gpu" / "COMMIT").is_file()
+    protocol = load_benchmark("gpu_check").REPO / "configs" / "protocol" / "cifar10_cpu_scale.yaml"
+    full = load_splits(load_config(protocol, [f"data.root={shared_data}"]).data)
+    copied = load_splits(load_config(protocol, [f"data.root={tmp_path / 'gpu' / 'data'}", "data.options.verify=false"]).data)
+    for split in ("train", "val"):
+        a, b = getattr(full, split), getattr(copied, split)
+        assert torch.equal(a.y, b.y) and torch.equal(a.x, b.x), split
+    assert full.mean == copied.mean

@@ -101,6 +101,20 @@ def test_bad_storage_is_one_line(exp_root):
             tune(raw, 1, out=exp_root / "bad-storage", storage=url)
 
 
+def test_journal_storage_needs_no_database_and_resumes(exp_root):
+    """journal:PATH: Optuna's journal file (no SQLAlchemy, e.g. on a GPU machine without it); --resume goes on."""
+    raw = small(exp_root, epochs=1)
+    raw["tune"] = {"space": {"course.0.optimizer.lr": {"float": [0.01, 0.2], "log": True}}}
+    journal = exp_root / "journal" / "study.log"
+    journal.parent.mkdir()
+    first = tune(raw, 1, out=exp_root / "journal" / "t", storage=f"journal:{journal}")
+    assert journal.is_file() and first["n_trials"] == 1 and not (exp_root / "journal" / "t" / "study.db").exists()
+    again = tune(raw, 2, out=exp_root / "journal" / "t", storage=f"journal:{journal}", resume=True)
+    assert again["n_trials"] == 2
+    with pytest.raises(UserError, match="journal: needs a file path"):
+        tune(raw, 1, out=exp_root / "journal-bad", storage="journal:")
+
+
 def test_help_has_examples():
     for cmd in ("tune", "compare"):
         proc = run_cli(cmd, "--help")

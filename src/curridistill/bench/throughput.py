@@ -83,7 +83,12 @@ def cpu_flags() -> set[str]:
 
 
 def git_commit() -> dict:
+    """The checkout's commit and whether tracked files differ from it; a copy without ``.git`` (a working tree
+    sent to a GPU machine) names its commit in ``CURRIDISTILL_COMMIT``, set by whoever sent it."""
     root = Path(__file__).resolve().parents[3]
+    sent = os.environ.get("CURRIDISTILL_COMMIT")
+    if sent and not (root / ".git").exists():
+        return {"commit": sent, "dirty": None, "from": "CURRIDISTILL_COMMIT"}
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,

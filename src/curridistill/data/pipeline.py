@@ -36,9 +36,7 @@ def load_splits(cfg: DataConfig) -> Splits:
     if cfg.classes is not None:
         train_full, test = keep_classes(train_full, cfg.classes), keep_classes(test, cfg.classes)
     check_labels(train_full, cfg.name)  # one class, or label indices with no sample: refused before any work
-    if cfg.subset is not None and cfg.subset < len(train_full):
-        keep, _ = stratified_split(train_full.y, len(train_full) - cfg.subset, seed=cfg.split_seed)
-        train_full = train_full.subset(keep)
+    train_full = training_subset(train_full, cfg.subset, cfg.split_seed)
     train, val = split_validation(train_full, cfg.val_size, cfg.split_seed)
     train, val = with_noisy_splits(train, val, cfg.label_noise, cfg.split_seed)
     mean, std = channel_stats(train.x)
@@ -46,6 +44,15 @@ def load_splits(cfg: DataConfig) -> Splits:
     if cfg.label_noise:
         info["label_noise"] = cfg.label_noise
     return Splits(train, val, test, mean, std, name=cfg.name, info=info)
+
+
+def training_subset(train_full: ArrayData, subset: int | None, seed: int) -> ArrayData:
+    """``data.subset``: a stratified draw of ``subset`` training samples (all of them when None or more).
+    A file holding exactly this draw, in this order, reproduces the same run with no ``data.subset``."""
+    if subset is None or subset >= len(train_full):
+        return train_full
+    keep, _ = stratified_split(train_full.y, len(train_full) - subset, seed=seed)
+    return train_full.subset(keep)
 
 
 def keep_classes(data: ArrayData, names: list[str]) -> ArrayData:

@@ -125,17 +125,35 @@ def open_study(name: str, storage_url: str, sampler, pruner, directions: list[st
     except ImportError:  # pragma: no cover  (optuna's RDB storage needs it; a journal URL does not)
         SQLAlchemyError = RuntimeError  # noqa: N806
     try:
-        storage = storage_url
-        if storage_url.startswith("sqlite:"):  # parallel workers share the file: wait for its lock, do not fail
-            storage = optuna.storages.RDBStorage(storage_url, engine_kwargs={"connect_args": {"timeout": 60}})
-        return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+        return optuna.create_study(study_name=name, storage=storage_of(storage_url), sampler=sampler, pruner=pruner,
                                    directions=directions, load_if_exists=load)
     except optuna.exceptions.DuplicatedStudyError:
         raise UserError(f"study {name!r} already exists in {mask_url(storage_url)}; continue it with --resume "
                         f"or {again}") from None
-    except (ImportError, ValueError, RuntimeError, SQLAlchemyError) as exc:
+    except (ImportError, ValueError, RuntimeError, OSError, SQLAlchemyError) as exc:
         raise UserError(f"--storage {mask_url(storage_url)}: cannot open it ({str(exc).splitlines()[0]}); give an Optuna "
-                        f"storage URL such as sqlite:///study.db or postgresql://user:pass@host/db") from None
+                        f"storage URL such as sqlite:///study.db, journal:study.log or postgresql://user:pass@host/db") from None
+
+
+JOURNAL = "journal:"
+
+
+def storage_of(url: str):
+    """The Optuna storage a URL names. ``journal:PATH`` is Optuna's append-only journal file: no database
+    and no SQLAlchemy, safe for several processes on one file system (workers, NFS). ``sqlite:`` waits for
+    the file's lock instead of failing when parallel workers write at once. Others go to Optuna as they are."""
+    import optuna
+
+    if url.startswith(JOURNAL):
+        path = url[len(JOURNAL):]
+        if not path:
+            raise ValueError("journal: needs a file path, e.g. journal:out/study.log")
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(path))
+    if url.startswith("sqlite:"):
+        return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}})
+    return url
 
 
 def _make_sampler(name: str, params: dict[str, Param], tc):
