@@ -2,7 +2,8 @@
 
     python benchmarks/gpu_prepare.py --root ../shared/datasets          # writes .gpu/ (git-ignored)
 
-Then, on the GPU machine (the checkout with ``.gpu/`` beside it, nothing else needed):
+Then, on the GPU machine (the checkout with ``.gpu/`` in it, nothing else needed; ``.gpu/`` is git-ignored, so a
+tool that copies the working tree must be told to take it, e.g. ``carry: [".gpu"]``):
 
     bash benchmarks/gpu_device_run.sh check      # steps 1-6 of gpu_check.py, about 8 minutes
     bash benchmarks/gpu_device_run.sh targets    # steps 7-8, about 3 minutes
