@@ -99,3 +99,53 @@ def test_auto_cost_model_times_steps_on_the_training_device(device, backward):
     seconds = step_seconds(model, (1, 8, 8), 16, 10, steps=2, backward=backward, device=device)
     assert 0.0 < seconds < 60.0
     assert model_device(model).type == "cpu"
+
+
+@needs_cuda
+def test_cuda_resume_after_a_stop_matches_the_whole_run(tmp_path):
+    """--stop-after-epochs then --resume on the GPU: the CUDA RNG state and the device-resident state come back
+    (up to the GPU's non-deterministic kernels, so accuracies within 2 points, not bit for bit)."""
+    import json
+
+    from curridistill.train.callbacks import StopAfterEpochs, StopRequested
+
+    raw = tiny_config(tmp_path, epochs=3)
+    raw["run"]["device"] = "cuda"
+    cfg = load_config(raw)
+    full = api.run(cfg, out=tmp_path / "full")
+    with pytest.raises(StopRequested):
+        api.run(cfg, out=tmp_path / "cut", callbacks=[StopAfterEpochs(5)])
+    resumed = api.resume(tmp_path / "cut")
+    for model in ("baseline", "student"):
+        assert resumed[model]["accuracy"] == pytest.approx(full[model]["accuracy"], abs=0.02)
+    epochs = [(r["model"], r["epoch"]) for r in map(json.loads, (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines())
+              if r["model"] != "teacher"]
+    assert epochs == [("baseline", 0), ("baseline", 1), ("baseline", 2), ("student", 0), ("student", 1), ("student", 2)]
+
+
+@needs_cuda
+def test_cuda_training_step_never_waits_for_the_gpu(tmp_path, monkeypatch):
+    """CUDA's own sync check (``set_sync_debug_mode("error")``) around every step but each lesson's first (which
+    builds the teacher cache once): KD, DKD, CTKD and self-paced quantile weights without a host sync."""
+    from curridistill.train.lesson import LessonRun
+
+    step, started = LessonRun.step, set()
+
+    def checked(self, *args, **kwargs):
+        if id(self) not in started:
+            started.add(id(self))
+            return step(self, *args, **kwargs)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return step(self, *args, **kwargs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    monkeypatch.setattr(LessonRun, "step", checked)
+    raw = tiny_config(tmp_path, epochs=2)
+    raw["run"]["device"] = "cuda"
+    raw["course"][0]["loss"] = {"ce": 0.1, "kd": 0.5, "dkd": 0.2, "ctkd": 0.2}
+    raw["course"][0]["curriculum"] = {"self_paced": {"weighting": "linear", "quantile": True,
+                                                     "threshold": {"kind": "linear", "start": 0.5, "end": 1.0}}}
+    report = api.run(load_config(raw), out=tmp_path / "r")
+    assert 0.0 <= report["student"]["accuracy"] <= 1.0
