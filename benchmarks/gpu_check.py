@@ -12,7 +12,7 @@ Steps (each a real CLI process, timed, its exit code and key numbers recorded):
   3b. at full scale, the quickstart with `run.compile=step` (the captured step trains to the eager accuracy);
   4. `run --seeds 0,1` (the quickstart, short);
   5. `tune --trials 2`;
-  6. the CUDA-marked tests (`pytest -m cuda`).
+  6. the CUDA-marked tests (`pytest -m cuda`), run third: correctness before speed when a budget cuts the check.
 ``--part targets`` (run as a second call where one call may last only 10 minutes; ``--part all`` runs both)
 measures what the issue's targets need beyond the check:
   7. the 240-epoch resnet56 -> resnet20 protocol, 3 epochs of each model on the subset: its median epoch seconds
@@ -67,6 +67,8 @@ def steps(data: Path, work: Path, toy: bool, device: str) -> list[tuple[str, lis
                 _cli("run", "configs/protocol/cifar10_cpu_scale.yaml", "--out", str(work / "protocol"), "--quiet",
                      *sets(cifar + [f"teacher.checkpoint={TEACHER}", f"run.cache_dir={work / 'cache'}"])),
                 work / "protocol" / "report.json"))
+    # correctness before speed: a check cut short by its budget has run these
+    out.append(("CUDA-marked tests", [sys.executable, "-m", "pytest", "-q", "-n", "0", "-m", "cuda", "-p", "no:cacheprovider", "tests"], None))
     for student in ("resnet8", "resnet20"):
         out.append((f"bench resnet56 -> {student}",
                     _cli("bench", "throughput", "--teacher", "resnet56", "--student", student, "--data", "cifar10",
@@ -82,7 +84,6 @@ def steps(data: Path, work: Path, toy: bool, device: str) -> list[tuple[str, lis
     out.append(("tune --trials 2", _cli("tune", "configs/tune_quickstart.yaml", "--trials", "2", "--out", str(work / "tune"),
                                         "--storage", f"journal:{work / 'tune-study.log'}", "--quiet",
                                         *sets(dev + ["course.0.epochs=2"])), None))
-    out.append(("CUDA-marked tests", [sys.executable, "-m", "pytest", "-q", "-n", "0", "-m", "cuda", "-p", "no:cacheprovider", "tests"], None))
     return out
 
 
@@ -196,13 +197,15 @@ def parallel_speedup(results: list[dict]) -> float | None:
 
 
 def markdown(record: dict) -> str:
+    status = "" if record.get("complete", True) else " (stopped early: the steps below are all that ran)"
     lines = [f"GPU check on **{record['device_name']}** ({record['date']}, commit `{str(record['git'].get('commit', '?'))[:10]}`, "
              f"{'toy scale' if record['toy'] else 'full scale'}): {record['passed']}/{len(record['steps'])} steps passed "
-             f"in {record['seconds']:.0f} s.", "",
+             f"in {record['seconds']:.0f} s{status}.", "",
              "| step | exit | seconds | numbers |", "|---|---:|---:|---|"]
     for s in record["steps"]:
         nums = ", ".join(f"{k} {v}" for k, v in s.get("numbers", {}).items() if v is not None)
-        lines.append(f"| {s['step']} | {s['exit_code']} | {s['seconds']:.1f} | {nums} |")
+        exit_code = "skipped" if s["exit_code"] is None else s["exit_code"]
+        lines.append(f"| {s['step']} | {exit_code} | {s['seconds']:.1f} | {nums} |")
     if "parallel_4_speedup" in record:
         lines += ["", f"`--parallel 4`: four runs side by side train {record['parallel_4_speedup']}x the images/s of one run alone."]
     return "\n".join(lines) + "\n"
@@ -216,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--work", help="scratch folder for the runs (default runs/gpu_check)")
     p.add_argument("--results", help="folder for the JSON and Markdown (default benchmarks/results)")
     p.add_argument("--step-timeout", type=float, default=300.0, help="seconds before a step is stopped (default 300)")
+    p.add_argument("--budget", type=float, help="seconds for the whole check: a step gets at most what is left, and "
+                   "steps with less than 10 s left are recorded as skipped (a machine lent for a fixed time)")
     p.add_argument("--part", choices=["check", "targets", "all"], default="check",
                    help="check: steps 1-6 (about 8 minutes); targets: steps 7-8 (about 3 minutes); all: both")
     args = p.parse_args(argv)
@@ -232,33 +237,44 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     t0 = time.perf_counter()
-    results = []
     planned = ((steps(data, work, args.toy, args.device) if args.part != "targets" else [])
                + (target_steps(data, work, args.toy, args.device) if args.part != "check" else []))
+    stem = "gpu_targets" if args.part == "targets" else "gpu_check"
+    results: list[dict] = []
+    record = {}
     for name, cmd, out in planned:
-        res = run_step(name, cmd, env, args.step_timeout)
-        res["numbers"] = numbers(name, out) if res["exit_code"] == 0 else {}
+        left = args.step_timeout if args.budget is None else min(args.step_timeout, args.budget - (time.perf_counter() - t0))
+        if left < 10:
+            res = {"step": name, "command": shlex.join(cmd), "exit_code": None, "seconds": 0.0, "tail": ["skipped: budget spent"]}
+        else:
+            res = run_step(name, cmd, env, left)
+            res["numbers"] = numbers(name, out) if res["exit_code"] == 0 else {}
         results.append(res)
-        print(f"{name}: exit {res['exit_code']} in {res['seconds']:.1f} s {res['numbers'] or ''}", flush=True)
+        print(f"{name}: exit {res['exit_code']} in {res['seconds']:.1f} s {res.get('numbers') or ''}", flush=True)
+        # after every step: a check stopped from outside (a lease that ends) leaves what it measured
+        record = write_record(args, stem, results, len(planned), time.perf_counter() - t0)
+    print(markdown(record))
+    return 0 if record["passed"] == len(planned) else 1
+
+
+def write_record(args, stem: str, results: list[dict], planned: int, seconds: float) -> dict:
+    """The JSON and Markdown of the steps run so far (``complete`` once every planned step has run)."""
     from curridistill.bench.throughput import git_commit
+    from curridistill.io import write_json, write_text
 
     dev = device_name(args.device)
     record = {"device_name": dev, "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "git": git_commit(), "toy": args.toy,
-              "command": shlex.join([sys.executable, *sys.argv]), "seconds": round(time.perf_counter() - t0, 1),
-              "passed": sum(r["exit_code"] == 0 for r in results), "steps": results}
+              "command": shlex.join([sys.executable, *sys.argv]), "seconds": round(seconds, 1),
+              "complete": len(results) == planned, "passed": sum(r["exit_code"] == 0 for r in results), "steps": results}
     speedup = parallel_speedup(results)
     if speedup is not None:
         record["parallel_4_speedup"] = speedup
     slug = re.sub(r"[^a-z0-9]+", "-", dev.lower()).strip("-") + ("-toy" if args.toy else "")
     results_dir = Path(args.results or RESULTS)
     results_dir.mkdir(parents=True, exist_ok=True)
-    from curridistill.io import write_json, write_text
-
-    stem = "gpu_targets" if args.part == "targets" else "gpu_check"
     write_json(results_dir / f"{stem}_{slug}.json", record)
     write_text(results_dir / f"{stem}_{slug}.md", markdown(record))
-    print(markdown(record))
-    return 0 if record["passed"] == len(results) else 1
+    return record
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@
 # on .gpu/data, and writes its JSON and Markdown to RESULTS_DIR (default $OUT where set, else
 # benchmarks/results). Quiet: the step lines and the table are all it prints. PYTHON picks the interpreter
 # (default python3, the image's); SKIP_WHEELS=1 uses the interpreter's own packages (a dry run elsewhere).
+# BUDGET (default 540) caps the seconds of the whole check, inside a 10-minute call; results are written after
+# every step, so a call cut short still returns what ran.
 set -u
 part="${1:-check}"
 results="${2:-${OUT:-benchmarks/results}}"
@@ -23,4 +25,4 @@ export PYTHONUNBUFFERED=1
 [ -f .gpu/COMMIT ] && export CURRIDISTILL_COMMIT="$(cat .gpu/COMMIT)"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
 "$python" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.is_available())"
-exec "$python" benchmarks/gpu_check.py --data .gpu/data --part "$part" --results "$results" "$@"
+exec "$python" benchmarks/gpu_check.py --data .gpu/data --part "$part" --results "$results" --budget "${BUDGET:-540}" "$@"

@@ -73,3 +73,13 @@ def test_prepared_subset_is_the_protocol_training_data(tmp_path, shared_data, mo
         a, b = getattr(full, split), getattr(copied, split)
         assert torch.equal(a.y, b.y) and torch.equal(a.x, b.x), split
     assert full.mean == copied.mean
+
+
+def test_spent_budget_skips_steps_and_still_writes_the_record(tmp_path):
+    _npz_pair(tmp_path)
+    rc = load_benchmark("gpu_check").main(["--data", str(tmp_path), "--toy", "--device", "cpu", "--budget", "5",
+                                           "--work", str(tmp_path / "work"), "--results", str(tmp_path / "results")])
+    record = json.loads((tmp_path / "results" / "gpu_check_cpu-toy.json").read_text())
+    assert rc == 1 and record["complete"] and record["passed"] == 0
+    assert all(s["exit_code"] is None and s["tail"] == ["skipped: budget spent"] for s in record["steps"])
+    assert "| quickstart | skipped |" in (tmp_path / "results" / "gpu_check_cpu-toy.md").read_text()
