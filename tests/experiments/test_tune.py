@@ -96,9 +96,10 @@ def test_tune_quickstart_config_is_valid():
 def test_bad_storage_is_one_line(exp_root):
     raw = small(exp_root)
     raw["tune"] = {"space": {"course.0.epochs": {"int": [1, 2]}}}
-    for url in ("nosuchdb://x", "sqlite:////nonexistent-dir/x/study.db"):
+    for url in ("nosuchdb://x", "sqlite:////nonexistent-dir/x/study.db", "journal:/nonexistent-dir/x/study.log"):
         with pytest.raises(UserError, match="cannot open it"):
             tune(raw, 1, out=exp_root / "bad-storage", storage=url)
+        assert not (exp_root / "bad-storage").exists()  # nothing half-made is left
 
 
 def test_journal_storage_needs_no_database_and_resumes(exp_root):

@@ -35,6 +35,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -355,11 +356,17 @@ def tune(config: str | Path | dict, trials: int, out: str | Path | None = None, 
     out = Path(out)
     if not resume and not _worker and ((out / "study.db").exists() or (out / "trials.csv").exists()):
         raise UserError(f"{out} already holds a study; continue it with --resume or choose another --out")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     storage_url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     name = study_name or f"curridistill-{cfg.run.name}"
-    study = open_study(name, storage_url, optuna_sampler, _make_pruner(tc), [tc.direction], load=resume or _worker,
-                       again="choose another --study-name")
+    try:
+        study = open_study(name, storage_url, optuna_sampler, _make_pruner(tc), [tc.direction], load=resume or _worker,
+                           again="choose another --study-name")
+    except UserError:
+        if created:  # a storage that cannot be opened leaves no empty study directory behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     _check_same_study(study, tc, sampler_name)
     if resume and not _worker:  # a worker must not fail the trials its siblings are running
         interrupted = recover_interrupted(study, out)
