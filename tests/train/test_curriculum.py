@@ -99,9 +99,11 @@ def test_self_paced_only_keeps_random_batches_and_gives_weights():
                            EPOCHS, where="c")
     assert not cur.paced and isinstance(cur.make_sampler(N, BATCH, STEPS, seed=0, drop_last=False), RandomBatches)
     losses = torch.tensor([0.0, 1.0, 2.0, 3.0], requires_grad=True)
-    w = cur.sample_weights(losses, progress=0.0)
+    w = cur.sample_weights(losses, cur.self_paced_level(0.0))
     assert torch.allclose(w, torch.tensor([1.0, 0.5, 0.0, 0.0])) and not w.requires_grad  # max(0, 1 - l / 2)
-    assert paced("linear").sample_weights(losses, 0.0) is None
+    # a captured step hands the level in as a 0-d device tensor: the same weights
+    assert torch.equal(cur.sample_weights(losses, torch.tensor(cur.self_paced_level(0.0))), w)
+    assert paced("linear").self_paced_level(0.0) is None and paced("linear").sample_weights(losses, None) is None
 
 
 def test_state_round_trip_resumes_the_same_order_and_scoring():

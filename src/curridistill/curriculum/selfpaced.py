@@ -155,22 +155,35 @@ class SelfPacedWeights:
             raise UserError(f"{where}.lower must be in (0, 1) for mixture weighting, got {spec.lower}")
         self.threshold_at: Callable[[float], float] = build_schedule(spec.threshold, epochs, where=f"{where}.threshold")
 
+    def level(self, progress: float) -> float | None:
+        """The threshold schedule at ``progress``: an absolute loss threshold, or with ``quantile`` a quantile
+        level; None once every sample is in (a quantile >= 1). Host maths only, so a captured training step
+        takes it as an input instead of baking each step's value into its graph."""
+        value = float(self.threshold_at(progress))
+        return None if self.spec.quantile and value >= 1.0 else value
+
     def threshold(self, losses: Tensor, progress: float) -> Threshold:
         """The absolute loss threshold lam at ``progress`` (inf when every sample is in); a quantile of the
         batch's losses is a 0-d tensor on their device."""
-        value = float(self.threshold_at(progress))
+        level = self.level(progress)
+        return math.inf if level is None else self._lam(losses, level)
+
+    def _lam(self, losses: Tensor, level: float | Tensor) -> Threshold:
         if not self.spec.quantile:
-            return value
-        if value >= 1.0:
-            return math.inf
+            return level
         if losses.numel() == 0:
             return 0.0
-        return torch.quantile(losses.detach().float().flatten(), max(value, 0.0))
+        flat = losses.detach().float().flatten()
+        q = level.clamp_min(0.0).to(flat) if isinstance(level, Tensor) else max(level, 0.0)
+        return torch.quantile(flat, q)
+
+    def at_level(self, losses: Tensor, level: float | Tensor | None) -> Tensor:
+        """(B,) weights of a batch for a value of ``level`` (a 0-d device tensor inside a captured step)."""
+        with torch.no_grad():
+            if level is None:
+                return torch.ones_like(losses, dtype=torch.float32)
+            w = self.fn(losses, self._lam(losses, level), power=self.spec.power, lower=self.spec.lower)
+        return w.to(losses.device)
 
     def __call__(self, losses: Tensor, progress: float) -> Tensor:
-        with torch.no_grad():
-            lam = self.threshold(losses, progress)
-            if isinstance(lam, float) and math.isinf(lam):
-                return torch.ones_like(losses, dtype=torch.float32)
-            w = self.fn(losses, lam, power=self.spec.power, lower=self.spec.lower)
-        return w.to(losses.device)
+        return self.at_level(losses, self.level(progress))

@@ -68,6 +68,12 @@ class KnowledgeTerm(nn.Module, abc.ABC):
     def build(self, inputs: KnowledgeInputs) -> None:
         """Called once on a first batch (no grad) before the optimizer exists: create adapters here."""
 
+    def before_step(self, clock: Clock) -> None:
+        """Called by the runner on the host before each training step's forward: per-step numbers derived from
+        ``clock`` (a ramp, a schedule) are computed here and written in place into the term's own device
+        buffers, so that a compiled step reads them as inputs instead of baking each step's value into its
+        graph. A term called directly, without the runner, computes them from ``inputs.clock`` instead."""
+
     @abc.abstractmethod
     def forward(self, inputs: KnowledgeInputs, temperature: Tensor | float | None = None) -> Tensor:
         """Per-sample loss, shape (B,). ``temperature``: this step's value of the lesson's schedule (None:

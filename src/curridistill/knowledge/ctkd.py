@@ -22,7 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from curridistill.knowledge.base import KnowledgeInputs, KnowledgeTerm
+from curridistill.knowledge.base import Clock, KnowledgeInputs, KnowledgeTerm
 from curridistill.knowledge.kd import kd_loss
 from curridistill.knowledge.registry import KNOWLEDGE
 
@@ -59,32 +59,41 @@ class CTKD(KnowledgeTerm):
     paper = "Li et al. Curriculum Temperature for Knowledge Distillation. AAAI 2023"
     summary = "KD with a learnable temperature trained adversarially through gradient reversal"
     default_weight = 0.9
-    carries_state = True
 
     def __init__(self, params: BaseModel | None = None, teacher_index: int = 0):
         super().__init__(params, teacher_index)
         self.theta = nn.Parameter(torch.full((1,), float(self.params.init)))
-        # the temperatures used since the last epoch log, summed on the device: reading ``tau`` every step
-        # would synchronize the host with the GPU each step
-        self._used_sum: Tensor | None = None
-        self._used_steps = 0
+        # device buffers changed in place, never replaced: this step's GRL lambda (set by before_step), and the
+        # temperatures used since the last epoch log, summed and counted on the device (reading ``tau`` every
+        # step would make the host wait for the GPU); not part of the checkpoint
+        self.register_buffer("step_lambda", torch.zeros(()), persistent=False)
+        self.register_buffer("used_sum", torch.zeros(()), persistent=False)
+        self.register_buffer("used_steps", torch.zeros(()), persistent=False)
+        self._lambda_set = False
+
+    def before_step(self, clock: Clock) -> None:
+        self.step_lambda.fill_(grl_lambda(clock.progress * clock.epochs, self.params.ramp_epochs, self.params.lambda_max))
+        self._lambda_set = True
 
     def temperature(self) -> Tensor:
         return self.params.t_min + self.params.t_range * torch.sigmoid(self.theta)
 
     def forward(self, inputs: KnowledgeInputs, temperature: Tensor | float = 1.0) -> Tensor:
-        clock = inputs.clock
-        epoch = clock.progress * clock.epochs  # fractional epochs into the lesson
-        lam = grl_lambda(epoch, self.params.ramp_epochs, self.params.lambda_max)
+        if self._lambda_set:
+            lam: Tensor | float = self.step_lambda
+        else:  # called directly: the ramp from the inputs' clock (fractional epochs into the lesson)
+            clock = inputs.clock
+            lam = grl_lambda(clock.progress * clock.epochs, self.params.ramp_epochs, self.params.lambda_max)
         tau = _GradientReversal.apply(self.temperature(), lam)[0]
         if self.training:
-            used = tau.detach()
-            self._used_sum = used if self._used_sum is None else self._used_sum + used
-            self._used_steps += 1
+            self.used_sum.add_(tau.detach())
+            self.used_steps.add_(1.0)
         return kd_loss(inputs.student_logits, self.teacher_logits(inputs), tau)
 
     def learned_temperature(self) -> float | None:
         """Mean temperature used since the last call (the runner logs it once per epoch)."""
-        total, steps = self._used_sum, self._used_steps
-        self._used_sum, self._used_steps = None, 0
-        return float(total) / steps if total is not None else float(self.temperature().detach())
+        steps = float(self.used_steps)
+        mean = float(self.used_sum) / steps if steps else float(self.temperature().detach())
+        self.used_sum.zero_()
+        self.used_steps.zero_()
+        return mean

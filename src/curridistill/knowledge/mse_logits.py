@@ -11,14 +11,15 @@ e.g. ``{kind: staircase, start: 0.1, end: 1.0, steps: 10}`` (the paper's T_max =
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
+import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from curridistill.schedules import build_schedule
 
-from curridistill.knowledge.base import KnowledgeInputs, KnowledgeTerm
+from curridistill.knowledge.base import Clock, KnowledgeInputs, KnowledgeTerm
 from curridistill.knowledge.registry import KNOWLEDGE
 
 
@@ -40,11 +41,27 @@ class MSELogits(KnowledgeTerm):
     summary = "mean squared error between student logits and (scaled) teacher logits"
     default_weight = 1.0
 
-    def teacher_scale(self, inputs: KnowledgeInputs) -> float:
+    def __init__(self, params: BaseModel | None = None, teacher_index: int = 0):
+        super().__init__(params, teacher_index)
+        # a scheduled factor: this step's value, set in place by before_step (not part of the checkpoint)
+        self.register_buffer("step_scale", torch.ones(()), persistent=False)
+        self._scale_set = False
+        self._schedule: tuple[int, Callable[[float], float]] | None = None  # (lesson epochs, schedule)
+
+    def scale_at(self, clock: Clock) -> float:
+        """The factor k at ``clock``: the number, or the schedule at the lesson's progress."""
         scale = self.params.teacher_scale
         if isinstance(scale, (int, float)):
             return float(scale)
-        return build_schedule(scale, inputs.clock.epochs, where="mse_logits.teacher_scale")(inputs.clock.progress)
+        if self._schedule is None or self._schedule[0] != clock.epochs:
+            self._schedule = (clock.epochs, build_schedule(scale, clock.epochs, where="mse_logits.teacher_scale"))
+        return float(self._schedule[1](clock.progress))
+
+    def before_step(self, clock: Clock) -> None:
+        if not isinstance(self.params.teacher_scale, (int, float)):
+            self.step_scale.fill_(self.scale_at(clock))
+            self._scale_set = True
 
     def forward(self, inputs: KnowledgeInputs, temperature: Tensor | float = 1.0) -> Tensor:
-        return mse_logits_loss(inputs.student_logits, self.teacher_logits(inputs), self.teacher_scale(inputs))
+        scale = self.step_scale if self._scale_set else self.scale_at(inputs.clock)
+        return mse_logits_loss(inputs.student_logits, self.teacher_logits(inputs), scale)

@@ -76,9 +76,14 @@ class LessonCurriculum:
         self.last_scored_epoch = epoch
         return scores
 
-    def sample_weights(self, per_sample_loss: Tensor, progress: float) -> Tensor | None:
-        """Self-paced weights in [0, 1] for a batch (no gradient), or None without self-paced weighting."""
-        return None if self.weights is None else self.weights(per_sample_loss.detach(), progress)
+    def self_paced_level(self, progress: float) -> float | None:
+        """The self-paced threshold schedule at ``progress`` (see ``SelfPacedWeights.level``); None without one."""
+        return None if self.weights is None else self.weights.level(progress)
+
+    def sample_weights(self, per_sample_loss: Tensor, level: float | Tensor | None) -> Tensor | None:
+        """Self-paced weights in [0, 1] for a batch (no gradient) at a ``self_paced_level``, or None without
+        self-paced weighting."""
+        return None if self.weights is None else self.weights.at_level(per_sample_loss.detach(), level)
 
     def state_dict(self) -> dict:
         return {"last_scored_epoch": -1 if self.last_scored_epoch is None else self.last_scored_epoch}

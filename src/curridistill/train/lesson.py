@@ -268,19 +268,25 @@ class LessonRun:
         """One optimizer step on batch (x, y) with sample indices idx: the weighted terms, self-paced
         weights, backward, clipping and the LR schedule. Returns (loss, per-term means, logits, mean sample
         weight or None); the loss and parts stay on the device (no host sync)."""
+        # everything that follows the clock is computed here, on the host; the loss itself never reads the clock
         weights = {n: w(clock.progress) for n, w in self.weights.items()}
         temps = {n: (t(clock.progress) if t is not None else None) for n, t in self.temps.items()}
         active = frozenset(n for n, w in weights.items() if w != 0.0)  # decided here, so a graph never branches on it
+        level = self.curriculum.self_paced_level(clock.progress) if self.curriculum else None
+        for term in self.terms.values():
+            term.before_step(clock)
         # the teacher's outputs on this batch's inputs: those of its augmentation epoch, or un-augmented
         teacher_out = self._teacher_outputs(x, y, idx, clock.epoch if self.lesson.augment else None)
         loss_fn = self.weighted_loss
         if self.captured is not None:  # the varying scalars as device tensors: no recompile, nothing baked in
             loss_fn = self.captured.loss
             weights, temps = self.captured.held("weight", weights), self.captured.held("temperature", temps)
+            level = self.captured.held("self_paced", {"level": level})["level"]
         state: dict = {}
 
         def compute() -> Tensor:
-            total, parts, logits, sample_weight = loss_fn(x, y, idx, clock, taps, weights, temps, teacher_out, active)
+            total, parts, logits, sample_weight = loss_fn(x, y, idx, clock, taps, weights, temps, teacher_out, active,
+                                                          level)
             if self.lesson.optimizer.name == "lbfgs" and self.lesson.optimizer.weight_decay:
                 total = total + 0.5 * self.lesson.optimizer.weight_decay * sum((p * p).sum() for p in self.model.parameters())
             state.update(loss=total, parts=parts, logits=logits)
@@ -313,9 +319,10 @@ class LessonRun:
 
     def weighted_loss(self, x: Tensor, y: Tensor, idx: Tensor, clock: Clock, taps: FeatureTaps,
                       weights: dict[str, float | Tensor], temps: dict[str, float | Tensor | None], teacher_out,
-                      active: frozenset[str]):
+                      active: frozenset[str], self_paced_level: float | Tensor | None = None):
         """Student forward and the weighted sum of the terms: (loss, per-term means, logits, mean sample weight
-        or None). The part of a step that ``run.compile=step`` compiles, so it takes everything as arguments."""
+        or None). The part of a step that ``run.compile=step`` compiles, so it takes everything as arguments
+        (``clock`` only rides along in the terms' inputs: what follows it was computed before, on the host)."""
         amp = self.ctx.amp and x.device.type == "cuda"
         sample_weight = None
         with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp):
@@ -328,7 +335,7 @@ class LessonRun:
                 parts[name] = value.detach().mean()
                 if name in active:
                     per_sample = per_sample + weights[name] * value
-            v = self.curriculum.sample_weights(per_sample, clock.progress) if self.curriculum else None
+            v = self.curriculum.sample_weights(per_sample, self_paced_level) if self.curriculum else None
             if v is None:
                 total = per_sample.mean()
             else:  # self-paced: a weighted mean keeps the gradient scale of the unweighted loss
