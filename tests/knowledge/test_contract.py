@@ -172,6 +172,25 @@ def test_declares_state_it_carries_across_steps(name):
         f"{name}: forward replaced {replaced}, carries_state is {type(term).carries_state}")
 
 
+class ClockTrap:
+    """A clock that fails when read."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"forward read clock.{name} after before_step")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_leaves_the_clock_to_before_step(name):
+    """A compiled step would bake a value read from the clock into its graph and recompile every step: what
+    follows the clock is computed in ``before_step`` on the host, and the forward after it never reads it."""
+    term, _, _, inputs_for = make_setup(name)
+    term.train()
+    term.before_step(Clock(progress=0.5, epoch=1, epochs=2, step=3))
+    inputs = inputs_for(grad=True)
+    inputs.clock = ClockTrap()
+    assert term(inputs, temperature_of(term)).shape == (B,)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_permuting_the_batch_permutes_the_loss(name):
     """Per-sample losses belong to their samples, relational terms included; and mean == batch loss
@@ -221,3 +240,19 @@ def test_uses_its_own_teacher(name):
     assert inputs.teacher_features[0] == {}
     loss = term(inputs, temperature_of(term))
     assert loss.shape == (B,) and torch.isfinite(loss).all()
+
+
+def test_scheduled_teacher_scale_is_set_before_the_step():
+    """Annealing-KD's factor from a schedule: before_step writes it, the forward reads only the buffer."""
+    from curridistill.knowledge.mse_logits import MSELogits, MSELogitsParams
+
+    term = MSELogits(MSELogitsParams(teacher_scale={"kind": "linear", "start": 0.0, "end": 1.0}))
+    s, t = torch.zeros(2, 3), torch.ones(2, 3)
+    term.before_step(Clock(progress=0.5, epoch=1, epochs=2))
+    trapped = KnowledgeInputs(student_logits=s, targets=torch.zeros(2, dtype=torch.long), teacher_logits=t,
+                              clock=ClockTrap())
+    assert torch.allclose(term(trapped), torch.full((2,), 0.25))  # (0 - 0.5 * 1)^2
+    direct = MSELogits(MSELogitsParams(teacher_scale={"kind": "linear", "start": 0.0, "end": 1.0}))
+    assert torch.allclose(direct(KnowledgeInputs(student_logits=s, targets=torch.zeros(2, dtype=torch.long),
+                                                 teacher_logits=t, clock=Clock(progress=0.5, epoch=1, epochs=2))),
+                          torch.full((2,), 0.25))  # called directly: from the inputs' clock, the same value
