@@ -26,7 +26,9 @@ HOST_READS = frozenset({"_local_scalar_dense", "nonzero", "masked_select", "_uni
 
 
 class HostReads(TorchDispatchMode):
-    """Counts host-reading ops by the innermost line of this project that asked for them."""
+    """Counts host-reading ops by the innermost line of this project that asked for them. Reads inside
+    ``torch.optim`` are left out: PyTorch keeps Adam's step count on the host (unless ``capturable``), so
+    reading it never waits for the device."""
 
     def __init__(self):
         super().__init__()
@@ -35,8 +37,12 @@ class HostReads(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func.overloadpacket.__name__
         if name in HOST_READS:
-            ours = [f for f in traceback.extract_stack() if "/curridistill/" in f.filename]
-            self.where[f"{name} at {ours[-1].filename.rsplit('/src/', 1)[-1]}:{ours[-1].lineno}" if ours else name] += 1
+            stack = traceback.extract_stack()
+            ours = [i for i, f in enumerate(stack) if "/curridistill/" in f.filename]
+            inner = stack[ours[-1] + 1:] if ours else stack
+            if not any("/torch/optim/" in f.filename for f in inner):
+                where = f"{stack[ours[-1]].filename.rsplit('/src/', 1)[-1]}:{stack[ours[-1]].lineno}" if ours else "?"
+                self.where[f"{name} at {where}"] += 1
         return func(*args, **(kwargs or {}))
 
 

@@ -273,3 +273,54 @@ def test_hf_shorthand_in_the_config():
     assert cfg.teacher.name == "hf" and cfg.teacher.kwargs == {"path": "minilm", "pooling": "cls"}
     with pytest.raises(UserError, match="needs a local directory"):
         build_model("hf", 2, 1, {})
+
+
+@pytest.mark.parametrize("augment", [None, {"token_mask": 0.2}, {"token_span": 1.0, "span_max": 2}])
+def test_batch_width_from_the_host_equals_trimming_the_batch(table, augment):
+    """Without augmentation a text batch's width comes from the stored ids on the host (no read of the device);
+    with augmentation that may shorten rows the batch itself is measured. Either way: what ``trim`` gives."""
+    opts = {"path": str(table), "text_column": "review", "label_column": "sentiment", "test_fraction": 0.25,
+            "tokenizer": "words", "bucket": 0}
+    cfg = DataConfig(name="text-table", options=opts, batch_size=8, **({"augment": augment} if augment else {}))
+    pipe = Pipeline(load_splits(cfg), cfg, torch.device("cpu"))
+    pad = pipe.splits.train.meta["pad_id"]
+    for idx in (torch.tensor([0, 1, 2]), torch.tensor([5]), torch.arange(40)):
+        for epoch in (None, 0):
+            xb, _ = pipe.batch("train", idx, epoch=epoch)
+            full = pipe.split("train").x[idx]
+            if epoch is not None and augment:
+                full = pipe._aug.apply(full, {k: v[idx] for k, v in pipe.epoch_params(epoch).items()})
+            assert torch.equal(xb, text.trim(full, pad))
+
+
+def test_text_training_reads_the_host_once_per_epoch_not_per_step(table, tmp_path, monkeypatch):
+    """A text-cnn teacher and student on the built-in words vocabulary (no Hugging Face model): the
+    dispatch-mode watch of tests/engine/test_host_sync.py sees no host read that grows with the steps."""
+    import collections
+
+    from curridistill import api
+    from curridistill.config import load_config
+    from curridistill.train.lesson import LessonRun
+    from tests.engine.test_host_sync import HostReads
+
+    reads = HostReads()
+    train_epoch = LessonRun._train_epoch
+
+    def watched(self, *args, **kwargs):
+        self._check_every_step = False  # the single-GPU policy
+        with reads:
+            return train_epoch(self, *args, **kwargs)
+
+    monkeypatch.setattr(LessonRun, "_train_epoch", watched)
+    counts = []
+    for batch in (24, 12):
+        cfg = _config(tmp_path / str(batch), table, tmp_path, {"name": "text-cnn", "kwargs": {"embed_dim": 8, "filters": 4}})
+        cfg["data"]["options"]["tokenizer"] = "words"
+        cfg["data"]["batch_size"] = batch
+        cfg["teacher"] = {"name": "text-cnn", "kwargs": {"embed_dim": 16, "filters": 8},
+                          "course": [{"epochs": 1, "optimizer": {"name": "adamw", "lr": 0.003}}]}
+        api.run(load_config(cfg), out=tmp_path / f"r{batch}")
+        counts.append(collections.Counter(reads.where))
+        reads.where.clear()
+    grown = {w: (counts[0][w], n) for w, n in counts[1].items() if n > counts[0][w]}
+    assert not grown, f"host reads that grow with the steps: {grown}"

@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator
 
+import numpy as np
 import torch
 from pydantic import ValidationError
 from torch import Tensor
@@ -138,6 +139,7 @@ class Pipeline:
     _params_epoch: int | None = field(default=None, init=False)
     _resident: dict[str, Tensor] = field(default_factory=dict, init=False)
     _lengths: dict[str, Tensor] = field(default_factory=dict, init=False)  # text: token counts per split
+    _ends: dict[str, np.ndarray] = field(default_factory=dict, init=False)  # text: one past each row's last token
     channels_last: bool = field(default=False, init=False)  # 4-D batches in channels_last (run.channels_last)
 
     def __post_init__(self) -> None:
@@ -221,6 +223,7 @@ class Pipeline:
                 ) -> tuple[Tensor, Tensor]:
         """Device batch from ``indices`` (and their uint8 pixels ``raw`` when already decoded)."""
         src = self._source(split) if raw is None else raw
+        width = self._text_width(split, indices, epoch) if self.tokens and raw is None else None
         if src.device.type == "cuda" and indices.device.type == "cpu":
             indices = indices.pin_memory()  # pinned + non_blocking: no stream sync per batch
         idx = indices.to(src.device if raw is None else self.device, non_blocking=True)
@@ -230,7 +233,7 @@ class Pipeline:
             x = self._aug.apply(x, {k: v[idx] for k, v in self.epoch_params(epoch).items()})
         y = self._source(split, "y")[idx]
         if self.tokens:  # (B, L) ids: padding columns beyond the longest row are dropped
-            return trim(x, self.splits.train.meta["pad_id"]), y
+            return (x[:, :width] if width is not None else trim(x, self.splits.train.meta["pad_id"])), y
         x = self.normalize(x)
         if self.channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -269,6 +272,17 @@ class Pipeline:
         if split not in self._lengths:
             self._lengths[split] = lengths(self.split(split).x, self.splits.train.meta["pad_id"])
         return self._lengths[split]
+
+    def _text_width(self, split: str, indices: Tensor, epoch: int | None) -> int | None:
+        """The columns a text batch keeps, from the stored ids on the host (what ``trim`` finds on the batch,
+        without reading the device); None when augmentation may shorten rows (``trim`` measures the batch)."""
+        if indices.device.type != "cpu" or (epoch is not None and self._aug is not None and self._aug.active):
+            return None
+        if split not in self._ends:  # host data, looked up with NumPy: never a tensor the device must hand back
+            nonpad = (self.split(split).x != self.splits.train.meta["pad_id"]).numpy()
+            positions = np.arange(1, nonpad.shape[1] + 1)
+            self._ends[split] = (nonpad * positions).max(axis=1) if nonpad.size else np.zeros(len(nonpad), np.int64)
+        return max(int(self._ends[split][indices.numpy()].max()), 1) if len(indices) else 1
 
     def eval_batches(self, split: str, batch_size: int | None = None):
         n = len(self.split(split))
