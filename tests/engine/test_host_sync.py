@@ -46,8 +46,8 @@ class HostReads(TorchDispatchMode):
         return func(*args, **(kwargs or {}))
 
 
-@pytest.fixture
-def host_reads(monkeypatch):
+def watch_host_reads(monkeypatch) -> HostReads:
+    """Every training epoch from now on runs under a ``HostReads`` watch, with the single-GPU policy."""
     reads = HostReads()
     train_epoch = LessonRun._train_epoch
 
@@ -58,6 +58,11 @@ def host_reads(monkeypatch):
 
     monkeypatch.setattr(LessonRun, "_train_epoch", watched)
     return reads
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    return watch_host_reads(monkeypatch)
 
 
 def every_term() -> dict:

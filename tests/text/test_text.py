@@ -300,18 +300,9 @@ def test_text_training_reads_the_host_once_per_epoch_not_per_step(table, tmp_pat
 
     from curridistill import api
     from curridistill.config import load_config
-    from curridistill.train.lesson import LessonRun
-    from tests.engine.test_host_sync import HostReads
+    from tests.engine.test_host_sync import watch_host_reads
 
-    reads = HostReads()
-    train_epoch = LessonRun._train_epoch
-
-    def watched(self, *args, **kwargs):
-        self._check_every_step = False  # the single-GPU policy
-        with reads:
-            return train_epoch(self, *args, **kwargs)
-
-    monkeypatch.setattr(LessonRun, "_train_epoch", watched)
+    reads = watch_host_reads(monkeypatch)
     counts = []
     for batch in (24, 12):
         cfg = _config(tmp_path / str(batch), table, tmp_path, {"name": "text-cnn", "kwargs": {"embed_dim": 8, "filters": 4}})
