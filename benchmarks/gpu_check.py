@@ -178,7 +178,23 @@ def run_step(name: str, cmd: list[str], env: dict, limit: float) -> dict:
     except subprocess.TimeoutExpired:
         rc, tail = 124, [f"timed out after {limit:.0f} s"]
     return {"step": name, "command": shlex.join(cmd), "exit_code": rc, "seconds": round(time.perf_counter() - t0, 1),
-            "tail": tail if rc else []}
+            "tail": tail}
+
+
+def test_counts(tail: list[str]) -> dict:
+    """pytest's closing line ("3 passed, 2 skipped in 9.1s") as counts."""
+    found = re.findall(r"(\d+) (passed|failed|skipped|errors?|deselected)", tail[-1] if tail else "")
+    return {word.rstrip("s") if word.startswith("error") else word: int(n) for n, word in found}
+
+
+def judge_tests(res: dict, on_gpu: bool) -> dict:
+    """The CUDA-marked tests' counts; on a GPU a skipped one fails the step (CUDA was not usable there)."""
+    counts = test_counts(res["tail"])
+    res["numbers"] = counts
+    if on_gpu and res["exit_code"] == 0 and counts.get("skipped", 0):
+        res["exit_code"] = 1
+        res["tail"] = res["tail"] + [f"{counts['skipped']} CUDA-marked test(s) skipped on a GPU machine: CUDA not usable"]
+    return res
 
 
 def device_name(device: str) -> str:
@@ -249,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             res = run_step(name, cmd, env, left)
             res["numbers"] = numbers(name, out) if res["exit_code"] == 0 else {}
+            if name == "CUDA-marked tests":
+                res = judge_tests(res, on_gpu=device_name(args.device) != "cpu")
+            if res["exit_code"] == 0:
+                res["tail"] = []  # a passing step keeps only its numbers
         results.append(res)
         print(f"{name}: exit {res['exit_code']} in {res['seconds']:.1f} s {res.get('numbers') or ''}", flush=True)
         # after every step: a check stopped from outside (a lease that ends) leaves what it measured

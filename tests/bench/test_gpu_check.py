@@ -28,6 +28,8 @@ def test_toy_check_runs_every_step(tmp_path):
     assert record["device_name"] == "cpu" and record["git"]["commit"]
     bench = next(s for s in record["steps"] if s["step"] == "bench resnet56 -> resnet8")
     assert bench["numbers"]["cached_kd_images_per_s"] > 0
+    cuda_tests = next(s for s in record["steps"] if s["step"] == "CUDA-marked tests")
+    assert cuda_tests["numbers"]["skipped"] >= 10 and "passed" not in cuda_tests["numbers"]  # no GPU here
     assert "| quickstart | 0 |" in (tmp_path / "results" / "gpu_check_cpu-toy.md").read_text()
 
 
@@ -83,3 +85,15 @@ def test_spent_budget_skips_steps_and_still_writes_the_record(tmp_path):
     assert rc == 1 and record["complete"] and record["passed"] == 0
     assert all(s["exit_code"] is None and s["tail"] == ["skipped: budget spent"] for s in record["steps"])
     assert "| quickstart | skipped |" in (tmp_path / "results" / "gpu_check_cpu-toy.md").read_text()
+
+
+@pytest.mark.parametrize("line, on_gpu, counts, failed", [
+    ("12 passed in 80.1s", True, {"passed": 12}, False),
+    ("10 passed, 2 skipped in 70.0s", True, {"passed": 10, "skipped": 2}, True),  # CUDA unusable on a GPU machine
+    ("12 skipped, 1150 deselected in 9.0s", False, {"skipped": 12, "deselected": 1150}, False),
+    ("1 failed, 11 passed, 1 error in 80.0s", True, {"failed": 1, "passed": 11, "error": 1}, False),
+])
+def test_cuda_test_counts_are_recorded_and_skips_on_a_gpu_fail(line, on_gpu, counts, failed):
+    check = load_benchmark("gpu_check")
+    res = check.judge_tests({"step": "CUDA-marked tests", "exit_code": 0, "tail": ["...", line]}, on_gpu)
+    assert res["numbers"] == counts and (res["exit_code"] == 1) == failed
