@@ -52,8 +52,9 @@ class KnowledgeTerm(nn.Module, abc.ABC):
     uses_temperature: ClassVar[bool] = False
     default_temperature: ClassVar[float] = 1.0
     default_weight: ClassVar[float] = 1.0
-    # True when forward carries tensors over to the next step (CRD's negative queue, CTKD's running sum): a
-    # CUDA graph reuses its output memory on the next replay, so such a step compiles without CUDA graphs
+    # True when forward puts a new tensor in the term's state for the next step (CRD's negative queue): a CUDA
+    # graph reuses its output memory on the next replay, so such a step compiles without CUDA graphs. State
+    # changed in place (CTKD's running sum, a BatchNorm adapter's statistics) keeps its storage and is fine
     carries_state: ClassVar[bool] = False
 
     def __init__(self, params: BaseModel | None = None, teacher_index: int = 0):
