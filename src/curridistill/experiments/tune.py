@@ -149,7 +149,10 @@ def storage_of(url: str):
         path = url[len(JOURNAL):]
         if not path:
             raise ValueError("journal: needs a file path, e.g. journal:out/study.log")
-        from optuna.storages.journal import JournalFileBackend
+        try:
+            from optuna.storages.journal import JournalFileBackend
+        except ImportError:  # Optuna 3.x names it JournalFileStorage
+            from optuna.storages import JournalFileStorage as JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(path))
     if url.startswith("sqlite:"):
