@@ -114,11 +114,12 @@ def ship(cfg: Config, run_dir: str | Path, pipeline, teacher: nn.Module | None, 
     result: dict = {"prune_steps": steps}
 
     if sc is not None:
-        _quantize(sc, stages, student, pipeline, notes)
+        calibration = calibration_batches(pipeline, sc.calibration_batches)  # PyTorch int8 and onnx-int8 alike
+        _quantize(sc, stages, student, calibration, notes)
         unpruned = []
         if before is not None and "onnx" in sc.export:  # its row sits just above the pruned file's
             unpruned = [_export_unpruned(sc, stages, before, spec, out, x, notes)]
-        result["exports"] = _export(sc, stages, student, spec, out, x, _calibration(sc, pipeline), final_name, notes)
+        result["exports"] = _export(sc, stages, student, spec, out, x, calibration, final_name, notes)
         result["reference_exports"] = unpruned
         onnx_path = next((Path(e["path"]) for e in result["exports"] if e["format"] == "onnx"), None)
         if onnx_path is not None and sc.predict_samples > 0:
@@ -148,10 +149,6 @@ def _step_latencies(steps: list[dict], rows: list[dict]) -> None:
         previous = current
 
 
-def _calibration(sc: ShipConfig, pipeline) -> list[Tensor]:
-    return calibration_batches(pipeline, sc.calibration_batches)
-
-
 def calibration_batches(pipeline, count: int) -> list[Tensor]:
     """The first ``count`` training batches of the pipeline's batch size (un-augmented, normalized, on the CPU):
     what int8 calibrates activation ranges on, in the ship stages and in benchmarks that redo them."""
@@ -161,8 +158,7 @@ def calibration_batches(pipeline, count: int) -> list[Tensor]:
             for i in range(min(count, -(-n // bs)))]
 
 
-def _quantize(sc: ShipConfig, stages: _Stages, student: nn.Module, pipeline, notes: list[str]) -> None:
-    calibration = _calibration(sc, pipeline) if sc.quantize else []
+def _quantize(sc: ShipConfig, stages: _Stages, student: nn.Module, calibration: list[Tensor], notes: list[str]) -> None:
     flops = stages.rows[-1]["flops"] if stages.rows else None
     for mode in sc.quantize:
         try:
