@@ -11,7 +11,6 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Iterable, Iterator
 
-import numpy as np
 import torch
 from pydantic import ValidationError
 from torch import Tensor
@@ -139,7 +138,6 @@ class Pipeline:
     _params_epoch: int | None = field(default=None, init=False)
     _resident: dict[str, Tensor] = field(default_factory=dict, init=False)
     _lengths: dict[str, Tensor] = field(default_factory=dict, init=False)  # text: token counts per split
-    _ends: dict[str, np.ndarray] = field(default_factory=dict, init=False)  # text: one past each row's last token
     channels_last: bool = field(default=False, init=False)  # 4-D batches in channels_last (run.channels_last)
 
     def __post_init__(self) -> None:
@@ -274,15 +272,15 @@ class Pipeline:
         return self._lengths[split]
 
     def _text_width(self, split: str, indices: Tensor, epoch: int | None) -> int | None:
-        """The columns a text batch keeps, from the stored ids on the host (what ``trim`` finds on the batch,
-        without reading the device); None when augmentation may shorten rows (``trim`` measures the batch)."""
+        """The columns a text batch keeps: its longest row, from the split's token counts on the host (stored ids
+        are right-padded, ``text.pad_ids``), so what ``trim`` finds without reading the device; None when
+        augmentation may shorten rows (``trim`` measures the batch)."""
         if indices.device.type != "cpu" or (epoch is not None and self._aug is not None and self._aug.active):
             return None
-        if split not in self._ends:  # host data, looked up with NumPy: never a tensor the device must hand back
-            nonpad = (self.split(split).x != self.splits.train.meta["pad_id"]).numpy()
-            positions = np.arange(1, nonpad.shape[1] + 1)
-            self._ends[split] = (nonpad * positions).max(axis=1) if nonpad.size else np.zeros(len(nonpad), np.int64)
-        return max(int(self._ends[split][indices.numpy()].max()), 1) if len(indices) else 1
+        if not len(indices):
+            return 1
+        # NumPy views of host tensors: a lookup no device must answer
+        return max(int(self.lengths(split).numpy()[indices.numpy()].max()), 1)
 
     def eval_batches(self, split: str, batch_size: int | None = None):
         n = len(self.split(split))

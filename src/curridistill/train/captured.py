@@ -11,7 +11,7 @@ def uses_cuda_graphs(terms: Iterable) -> bool:
     """Whether a step over these knowledge terms may replay as CUDA graphs: not when a term carries tensors
     from one step to the next (``carries_state``), since a replay overwrites the previous replay's outputs.
     Such a step is still compiled (fused kernels), only launched kernel by kernel."""
-    return not any(getattr(term, "carries_state", False) for term in terms)
+    return not any(term.carries_state for term in terms)
 
 
 class CapturedStep:
