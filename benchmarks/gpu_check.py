@@ -1,4 +1,4 @@
-"""GPU check: every user-facing path on one device in one command, with its numbers, in about 8 minutes.
+"""GPU check: every user-facing path on one device in one command, with its numbers (sized for 8 minutes).
 
     python benchmarks/gpu_check.py --data DIR            # DIR holds cifar10-train.npz (any subset) + cifar10-test.npz
     python benchmarks/gpu_check.py --data DIR --toy      # minutes -> seconds: the same steps at toy scale (CPU tests)
@@ -41,6 +41,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 TEACHER = REPO / "teachers" / "resnet56_cifar10_cpu_scale.safetensors"
+CUDA_TESTS = "CUDA-marked tests"  # the step whose pytest counts are judged
 
 
 def _cli(*args: str) -> list[str]:
@@ -68,7 +69,7 @@ def steps(data: Path, work: Path, toy: bool, device: str) -> list[tuple[str, lis
                      *sets(cifar + [f"teacher.checkpoint={TEACHER}", f"run.cache_dir={work / 'cache'}"])),
                 work / "protocol" / "report.json"))
     # correctness before speed: a check cut short by its budget has run these
-    out.append(("CUDA-marked tests", [sys.executable, "-m", "pytest", "-q", "-n", "0", "-m", "cuda", "-p", "no:cacheprovider", "tests"], None))
+    out.append((CUDA_TESTS, [sys.executable, "-m", "pytest", "-q", "-n", "0", "-m", "cuda", "-p", "no:cacheprovider", "tests"], None))
     for student in ("resnet8", "resnet20"):
         out.append((f"bench resnet56 -> {student}",
                     _cli("bench", "throughput", "--teacher", "resnet56", "--student", student, "--data", "cifar10",
@@ -238,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, help="seconds for the whole check: a step gets at most what is left, and "
                    "steps with less than 10 s left are recorded as skipped (a machine lent for a fixed time)")
     p.add_argument("--part", choices=["check", "targets", "all"], default="check",
-                   help="check: steps 1-6 (about 8 minutes); targets: steps 7-8 (about 3 minutes); all: both")
+                   help="check: steps 1-6; targets: steps 7-8 (sized for a second call); all: both")
     args = p.parse_args(argv)
     data = Path(args.data).resolve()
     missing = [n for n in ("cifar10-train.npz", "cifar10-test.npz") if not (data / n).is_file()]
@@ -265,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             res = run_step(name, cmd, env, left)
             res["numbers"] = numbers(name, out) if res["exit_code"] == 0 else {}
-            if name == "CUDA-marked tests":
+            if name == CUDA_TESTS:
                 res = judge_tests(res, on_gpu=device_name(args.device) != "cpu")
             if res["exit_code"] == 0:
                 res["tail"] = []  # a passing step keeps only its numbers

@@ -5,8 +5,8 @@
 Then, on the GPU machine (the checkout with ``.gpu/`` in it, nothing else needed; ``.gpu/`` is git-ignored, so a
 tool that copies the working tree must be told to take it, e.g. ``carry: [".gpu"]``):
 
-    bash benchmarks/gpu_device_run.sh check      # steps 1-6 of gpu_check.py, about 8 minutes
-    bash benchmarks/gpu_device_run.sh targets    # steps 7-8, about 3 minutes
+    bash benchmarks/gpu_device_run.sh check      # steps 1-6 of gpu_check.py (not yet timed on a GPU)
+    bash benchmarks/gpu_device_run.sh targets    # steps 7-8, a second call
 
 ``.gpu/`` holds:
   data/cifar10-train.npz  the CPU-scale protocol's 10,000-image training subset: exactly the images, in the
@@ -18,7 +18,7 @@ tool that copies the working tree must be told to take it, e.g. ``carry: [".gpu"
                           checkout's environment runs, for CPython 3.12 on x86-64 Linux;
   COMMIT                  the commit the copy was made from (a copied working tree has no ``.git``).
 A machine whose copy of the checkout is limited in size (64 MiB here) takes all of it: the script prints the
-size of what would travel (tracked files + ``.gpu``), about 63 MiB.
+size of what would travel (tracked files + ``.gpu``): 63.1 MiB at this writing.
 """
 from __future__ import annotations
 
