@@ -38,6 +38,17 @@ def needs_cuda(test):
     return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")(test))
 
 
+def needs_gpus(count: int):
+    """Marks a test ``multigpu`` and skips it with fewer than ``count`` CUDA devices. Not ``cuda``: gpu_check runs
+    on one GPU, where a skip would fail its CUDA step; run these with ``pytest -m multigpu`` on a larger machine."""
+    import pytest
+
+    def mark(test):
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        return pytest.mark.multigpu(pytest.mark.skipif(have < count, reason=f"needs {count} CUDA devices, has {have}")(test))
+    return mark
+
+
 def load_benchmark(name: str):
     """The script benchmarks/<name>.py as a module (the benchmarks are scripts, not a package)."""
     import importlib.util

@@ -50,3 +50,46 @@ def test_rank0_builds_each_epoch_once_and_the_other_rank_reads_it(tmp_path):
     assert ranks[0]["stats"] == {"hits": 1, "loads": 0, "builds": 2, "rebuilt": 0}
     assert ranks[1]["stats"] == {"hits": 1, "loads": 2, "builds": 0, "rebuilt": 0}
     assert all(r["exact"] for r in ranks)
+
+
+class _FakeGroup:
+    """What init_from_env asks of torch.distributed, recorded in call order (NCCL needs GPUs this suite lacks)."""
+
+    def __init__(self, monkeypatch, gpus: int):
+        import torch.distributed as dist
+
+        self.calls: list[tuple] = []
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+        monkeypatch.setattr(torch.cuda, "set_device", lambda d: self.calls.append(("set_device", d)))
+        monkeypatch.setattr(dist, "is_initialized", lambda: False)
+        monkeypatch.setattr(dist, "init_process_group", lambda backend: self.calls.append(("init", backend)))
+        monkeypatch.setattr(dist, "get_rank", lambda: 3)
+        monkeypatch.setattr(dist, "get_world_size", lambda: 4)
+
+
+def test_each_nccl_rank_binds_its_own_gpu_before_the_first_collective(monkeypatch):
+    """broadcast_object_list and barrier under NCCL use the current CUDA device: unbound, all ranks would be on GPU 0."""
+    from curridistill.train import distributed
+
+    group = _FakeGroup(monkeypatch, gpus=4)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    try:
+        info = distributed.init_from_env("auto")
+        assert group.calls == [("set_device", 3), ("init", "nccl")]
+        assert (info.rank, info.world, info.local_rank) == (3, 4, 3)
+    finally:
+        distributed._INFO = distributed.DistInfo()
+
+
+def test_more_ranks_than_gpus_is_one_clear_line(monkeypatch):
+    from curridistill.errors import UserError
+    from curridistill.train import distributed
+
+    group = _FakeGroup(monkeypatch, gpus=2)
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    with pytest.raises(UserError, match=r"local rank 3 but this machine has 2 CUDA device\(s\); use --nproc_per_node=2"):
+        distributed.init_from_env("cuda")
+    assert group.calls == []  # refused before joining a group the others would wait on

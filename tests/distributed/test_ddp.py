@@ -9,7 +9,7 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from tests.helpers import REPO, run_cli, tiny_config
+from tests.helpers import REPO, needs_gpus, run_cli, tiny_config
 
 
 def _torchrun(*args):
@@ -62,3 +62,18 @@ def test_distributed_run_resumes_after_a_stop(tmp_path, config):
     a = load_file(str(out / "student" / "model.safetensors"))
     b = load_file(str(full / "student" / "model.safetensors"))
     assert all(float((a[k].float() - b[k].float()).abs().max()) < 1e-5 for k in a)
+
+
+@needs_gpus(2)
+def test_two_gpus_under_nccl_match_one_gpu(tmp_path, config):
+    """torchrun with nccl, one GPU per rank: the run directory broadcast, cache decisions and metrics all-reduce
+    work on the bound devices, and the result matches one GPU (up to CUDA's non-deterministic kernels)."""
+    single = tmp_path / "single"
+    assert run_cli("run", str(config), "--out", str(single), "--quiet", "--set", "run.device=cuda").returncode == 0
+    out = tmp_path / "ddp"
+    proc = _torchrun("run", str(config), "--out", str(out), "--quiet", "--set", "run.device=cuda")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = _report(out)
+    assert report["distributed"] == {"world_size": 2, "global_batch": 64}
+    for model in ("baseline", "student"):
+        assert report[model]["accuracy"] == pytest.approx(_report(single)[model]["accuracy"], abs=0.03)

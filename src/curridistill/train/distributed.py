@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from curridistill.errors import UserError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -51,11 +53,27 @@ def init_from_env(device_name: str) -> DistInfo:
     if world <= 1:
         _INFO = DistInfo()
         return _INFO
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
+        if use_cuda:
+            bind_gpu(local_rank)
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    _INFO = DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    _INFO = DistInfo(dist.get_rank(), dist.get_world_size(), local_rank)
     return _INFO
+
+
+def bind_gpu(local_rank: int) -> None:
+    """Make ``cuda:LOCAL_RANK`` this process's current device before its first collective.
+
+    NCCL collectives on Python objects (``broadcast_object_list``: the run directory, cache decisions) and
+    ``barrier`` use the *current* CUDA device; unbound, every rank would use GPU 0 and NCCL refuses ranks
+    sharing one GPU (or hangs)."""
+    count = torch.cuda.device_count()
+    if local_rank >= count:
+        raise UserError(f"torchrun started local rank {local_rank} but this machine has {count} CUDA device(s); "
+                        f"use --nproc_per_node={count} or fewer (or run.device=cpu)")
+    torch.cuda.set_device(local_rank)
 
 
 def shard(indices: Tensor) -> Tensor:
