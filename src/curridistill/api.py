@@ -34,6 +34,7 @@ from curridistill.multirun import children, is_multi, write_aggregate
 from curridistill.io import clean_orphans, read_json, write_json, write_text
 from curridistill.knowledge.aggregate import aggregate_teachers
 from curridistill.locks import is_locked, run_dir_lock
+from curridistill.models.placement import cuda_speed
 from curridistill.models.registry import is_out_of_memory
 from curridistill.objects import Result, distill_config, evaluate_objects, load_trained, predict_objects
 from curridistill.preflight import check_static, dry_build
@@ -140,7 +141,10 @@ def prepare(cfg: Config, given=None) -> tuple[Pipeline, torch.device]:
     torch.manual_seed(cfg.run.seed)
     splits = given.splits if given is not None and given.splits is not None else load_splits(cfg.data)
     splits = select_fold(splits, cfg.data.cv)  # one fold of a cross-validation
-    return Pipeline(splits, cfg.data, device), device
+    pipeline = Pipeline(splits, cfg.data, device)
+    autotune = cfg.run.cudnn_benchmark if cfg.run.cudnn_benchmark is not None else not pipeline.tokens
+    cuda_speed(device, cfg.run.tf32, autotune)
+    return pipeline, device
 
 
 def run(cfg: Config | str | Path, out: str | Path | None = None, overrides: list[str] | None = None,
@@ -335,6 +339,9 @@ def build_report(cfg: Config, pipeline: Pipeline, teachers, baseline, student, l
                                        if cfg.run.selection == "best_val" else "each model is its last-epoch checkpoint"),
                     "data": {"name": cfg.data.name, **pipeline.splits.info}, "classes": pipeline.splits.train.classes,
                     "seed": cfg.run.seed, "device": str(pipeline.device)}
+    if pipeline.device.type == "cuda":  # the process-wide math settings (run.tf32, run.cudnn_benchmark) it trained with
+        report["cuda_math"] = {"tf32": torch.get_float32_matmul_precision() != "highest",
+                               "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
     t_metrics, t_logits = [], []
     for i, t in enumerate(teachers):
         cached = (cached_eval_logits(t.model, pipeline, "test", cfg.run.cache_dir, amp=amp, who=f"teacher {i}")

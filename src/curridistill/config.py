@@ -333,6 +333,10 @@ class RunConfig(Strict):
     teacher_cache: bool = True  # teacher logits computed once per augmentation epoch into cache_dir, then looked up
     cache_features: bool = False  # also cache teacher features (float16; large); off: feature terms run the teacher online
     channels_last: bool = False  # models and 4-D inputs in channels_last memory format
+    tf32: bool = True  # CUDA: float32 matmuls on TensorFloat-32 tensor cores (PyTorch's "high" precision)
+    # CUDA: cuDNN picks the fastest convolution algorithm per input shape; null: on for images (one shape),
+    # off for token data (the batch width varies, each new width would be re-tuned)
+    cudnn_benchmark: bool | None = None
     # true: torch.compile the student in place; step: compile each training step's loss (forward + terms) and its
     # optimizer update, as CUDA graphs on a GPU. The first steps are slow while it compiles.
     compile: bool | Literal["step"] = False

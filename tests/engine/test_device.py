@@ -149,3 +149,59 @@ def test_cuda_training_step_never_waits_for_the_gpu(tmp_path, monkeypatch):
                                                      "threshold": {"kind": "linear", "start": 0.5, "end": 1.0}}}
     report = api.run(load_config(raw), out=tmp_path / "r")
     assert 0.0 <= report["student"]["accuracy"] <= 1.0
+
+
+# ------------------------------------------------------------------------------------- CUDA math settings
+@pytest.fixture
+def restored_math():
+    """cuda_speed sets process-wide torch state: put it back for the other tests of this worker."""
+    saved = (torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32)
+    yield
+    torch.set_float32_matmul_precision(saved[0])
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.allow_tf32 = saved[1], saved[2]
+
+
+def test_cuda_math_settings_leave_a_cpu_run_alone(restored_math):
+    from curridistill.models.placement import cuda_speed
+
+    before = (torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark)
+    assert cuda_speed(torch.device("cpu"), tf32=True, autotune=True) == {}
+    assert (torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark) == before
+
+
+@pytest.mark.parametrize("tf32, autotune, precision", [(True, True, "high"), (False, False, "highest")])
+def test_cuda_math_settings_are_set_for_a_cuda_device(restored_math, tf32, autotune, precision):
+    from curridistill.models.placement import cuda_speed
+
+    assert cuda_speed(torch.device("cuda", 0), tf32=tf32, autotune=autotune) == {"tf32": tf32, "cudnn_benchmark": autotune}
+    assert torch.get_float32_matmul_precision() == precision and torch.backends.cudnn.benchmark is autotune
+    if not tf32:
+        assert torch.backends.cudnn.allow_tf32 is False  # full float32 means convolutions too
+
+
+@pytest.mark.parametrize("data, run, expected", [
+    ("digits", {}, (True, True)),  # images: one input shape, cuDNN tunes once
+    ("trec", {}, (True, False)),  # token ids: the batch width varies, a tune per width would cost more than it saves
+    ("digits", {"cudnn_benchmark": False, "tf32": False}, (False, False)),
+    ("trec", {"cudnn_benchmark": True}, (True, True)),
+])
+def test_prepare_picks_the_cuda_math_for_the_data(tmp_path, monkeypatch, shared_data, data, run, expected):
+    seen = []
+    monkeypatch.setattr(api, "cuda_speed", lambda device, tf32, autotune: seen.append((tf32, autotune)) or {})
+    raw = tiny_config(tmp_path)
+    if data == "trec":
+        raw["data"] = {"name": "trec", "root": str(shared_data), "options": {"max_length": 16}, "subset": 60,
+                       "val_size": 0.2, "batch_size": 16}
+        raw["teacher"] = {"name": "text-cnn", "kwargs": {"embed_dim": 8, "filters": 4, "kernel_sizes": [2]}}
+        raw["student"] = {"name": "text-cnn", "kwargs": {"embed_dim": 8, "filters": 4, "kernel_sizes": [2]}}
+    raw["run"].update(run)
+    api.prepare(load_config(raw))
+    assert seen == [expected]
+
+
+@needs_cuda
+def test_cuda_report_records_the_math_it_trained_with(tmp_path, restored_math):
+    raw = tiny_config(tmp_path, epochs=1)
+    raw["run"].update(device="cuda", tf32=False)
+    report = api.run(load_config(raw), out=tmp_path / "r")
+    assert report["cuda_math"] == {"tf32": False, "cudnn_benchmark": True}

@@ -53,6 +53,7 @@ from curridistill.errors import UserError
 from curridistill.io import write_json, write_text
 from curridistill.knowledge import Clock
 from curridistill.models import build_model
+from curridistill.models.placement import cuda_speed
 from curridistill.models.taps import FeatureTaps
 from curridistill.train.captured import CapturedStep
 from curridistill.train.lesson import LessonContext, LessonRun
@@ -282,6 +283,7 @@ def run_throughput(teacher: str = "resnet56", student: str = "resnet20", data: s
         raise UserError("bench throughput needs --steps >= 1, --warmup >= 0, --rounds >= 1 and --batch-size >= 2")
     dev = resolve_device(device, "--device")
     amp = dev.type == "cuda"
+    cuda_math = cuda_speed(dev, tf32=True, autotune=True)  # a run's defaults for image data
     t_setup = time.perf_counter()
     cfg = DataConfig(name=data, root=root, subset=subset, batch_size=batch_size, augment=AUGMENT, options=data_options or {})
     splits = load_splits(cfg)
@@ -391,7 +393,7 @@ def run_throughput(teacher: str = "resnet56", student: str = "resnet20", data: s
         "machine": machine(dev),
         "settings": {"teacher": teacher, "student": student, "data": data, "subset": subset, "train_images": n,
                      "batch_size": batch_size, "steps": steps, "warmup": warmup, "rounds": rounds,
-                     "augment": AUGMENT, "amp": amp, "channels_last": channels_last, "lr": lr,
+                     "augment": AUGMENT, "amp": amp, **cuda_math, "channels_last": channels_last, "lr": lr,
                      "reference_workers": workers if with_reference else None, "captured": captured,
                      "wall_seconds": time.perf_counter() - t_setup},  # the whole bench: data, build, rounds
         "modes": modes,

@@ -36,6 +36,22 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def cuda_speed(device: torch.device, tf32: bool, autotune: bool) -> dict:
+    """Process-wide CUDA math settings for training on ``device``; what was set (empty off CUDA, nothing changed).
+
+    ``tf32``: float32 matmuls on TensorFloat-32 tensor cores (``set_float32_matmul_precision("high")``, 10-bit
+    mantissa; convolutions already use TF32 by PyTorch's default); false gives full float32 everywhere.
+    ``autotune``: cuDNN times its convolution algorithms once per input shape and keeps the fastest
+    (``cudnn.benchmark``): a win when every batch has one shape, a re-tune per new shape otherwise."""
+    if device.type != "cuda":
+        return {}
+    torch.set_float32_matmul_precision("high" if tf32 else "highest")
+    if not tf32:
+        torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = autotune
+    return {"tf32": tf32, "cudnn_benchmark": autotune}
+
+
 def _tensors(model: nn.Module):
     yield from model.parameters()
     yield from model.buffers()
