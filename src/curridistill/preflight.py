@@ -152,8 +152,7 @@ def dry_build(cfg: Config, pipeline, given=None) -> None:
 
     The random streams are restored afterwards, so a run's results do not depend on the check.
     ``given`` (``objects.Given``): models the caller passed as objects, built from those objects."""
-    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    with torch.random.fork_rng(devices=cuda):
+    with torch.random.fork_rng(devices=[pipeline.device] if pipeline.device.type == "cuda" else []):
         _dry_build(cfg, pipeline, given)
 
 

@@ -387,7 +387,7 @@ class LessonRun:
             "best_value": self.best.value, "best_epoch": self.best.epoch,
             "stale_epochs": self.stale_epochs, "early_best": self.early_best, "stopped_early": self.stopped_early,
             "rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "cuda_rng": cuda_rng_state(self.ctx.device),
         }
 
     def load_state_dict(self, state: dict, best_state: dict | None) -> None:
@@ -404,11 +404,26 @@ class LessonRun:
         self.stale_epochs, self.early_best = int(state["stale_epochs"]), float(state["early_best"])
         self.stopped_early = bool(state["stopped_early"])
         torch.set_rng_state(state["rng"])
-        if state.get("cuda_rng") and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        restore_cuda_rng(state.get("cuda_rng"), self.ctx.device)
 
     def carried_optimizer_state(self) -> dict:
         return copy.deepcopy(self.optimizer.state_dict())
+
+
+def cuda_rng_state(device: torch.device) -> Tensor | None:
+    """The random state of the GPU this run trains on (None off CUDA). Only that one: a checkpoint must
+    resume on a machine with another number of GPUs (or under CUDA_VISIBLE_DEVICES)."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+
+
+def restore_cuda_rng(state, device: torch.device) -> None:
+    """Put back ``cuda_rng_state``'s value. Checkpoints written before held one state per visible GPU:
+    the training device's entry is used (device 0 when that list is shorter). A CPU run ignores it."""
+    if device.type != "cuda" or state is None or (isinstance(state, list) and not state):
+        return
+    if isinstance(state, list):
+        state = state[device.index or 0] if (device.index or 0) < len(state) else state[0]
+    torch.cuda.set_rng_state(state, device)
 
 
 def _on_device(indices: Tensor, device: torch.device) -> Tensor:

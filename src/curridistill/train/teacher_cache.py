@@ -269,13 +269,13 @@ class TeacherCache:
         t0 = time.perf_counter()
         was_training = model.training
         model.eval()
-        cpu_rng = torch.get_rng_state()  # the teacher draws nothing in eval mode; keep the stream untouched anyway
-        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         logits_parts: list[Tensor] = []
         feat_parts: dict[str, list[Tensor]] = {p: [] for p in paths}
         dev = pipe.device
-        with torch.inference_mode(), torch.autocast(device_type=dev.type, dtype=torch.bfloat16,
-                                                     enabled=self.amp and dev.type == "cuda"):
+        # the teacher draws nothing in eval mode; keep the streams untouched anyway (only this run's GPU: another
+        # machine's device count must not matter)
+        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), torch.inference_mode(), \
+                torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=self.amp and dev.type == "cuda"):
             for start in range(0, self.n, self.batch_size):
                 idx = torch.arange(start, min(start + self.batch_size, self.n))
                 x, _ = pipe.batch(self.split, idx, epoch=aug_epoch)
@@ -283,9 +283,6 @@ class TeacherCache:
                 for p in paths:
                     feat_parts[p].append(taps.features[p].to(torch.float16).contiguous())
         model.train(was_training)
-        torch.set_rng_state(cpu_rng)
-        if cuda_rng is not None:
-            torch.cuda.set_rng_state_all(cuda_rng)
         full = torch.cat(logits_parts).clone()  # clone outside inference mode: normal tensors
         half = full.to(torch.float16)
         logits = half if bool(torch.isfinite(half).all()) or not bool(torch.isfinite(full).all()) else full
