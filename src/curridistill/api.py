@@ -7,12 +7,10 @@
 """
 from __future__ import annotations
 
-import multiprocessing
 import os
 import pickle
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Iterable
@@ -44,6 +42,7 @@ from curridistill.train.callbacks import Callbacks, StopAfterEpochs, StopRequest
 from curridistill.train.progress import PlainProgress
 from curridistill.train.course import CourseRunner
 from curridistill.train.teacher_cache import cached_eval_logits
+from curridistill.workers import side_by_side
 
 
 def resolve_device(name: str, option: str = "run.device") -> torch.device:
@@ -266,17 +265,14 @@ def run_side_by_side(kids: list[tuple[str, Config]], run_dir: Path, parallel: in
         raise UserError(f"run.parallel > 1 runs children in other processes, but a callback cannot be sent there "
                         f"({exc}); use module-level functions or classes, or run.parallel: 1") from None
     workers = min(parallel, len(kids))
-    threads = max(1, (os.cpu_count() or 1) // workers)
     here.on_note(f"[bold]{len(kids)} runs, {workers} side by side[/] ({run_dir})")
-    jobs = [(child.model_dump(mode="json"), str(run_dir / name), callbacks, threads) for name, child in kids]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    jobs = [(child.model_dump(mode="json"), str(run_dir / name), callbacks) for name, child in kids]
+    with side_by_side(workers, kids[0][1].run.device) as pool:
         return list(pool.map(_child_job, *zip(*jobs)))
 
 
-def _child_job(raw: dict, child_dir: str, callbacks: list, threads: int) -> dict:
+def _child_job(raw: dict, child_dir: str, callbacks: list) -> dict:
     """One child in its own process (module level: a spawned process imports it by name)."""
-    if raw["run"].get("threads") is None:
-        torch.set_num_threads(threads)
     return _run_child(validate_config(raw, "child config"), Path(child_dir), callbacks)
 
 

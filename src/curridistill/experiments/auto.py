@@ -31,13 +31,12 @@ from __future__ import annotations
 import copy
 import json
 import math
-import multiprocessing as mp
 import os
 import re
 import shutil
 import statistics
 import time
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +59,7 @@ from curridistill.io import read_json, read_jsonl, write_json, write_text
 from curridistill.models import build_model
 from curridistill.train.callbacks import StopRequested
 from curridistill.train.course import CourseRunner
+from curridistill.workers import side_by_side
 
 RUN_OVERHEAD_S = 1.5  # per api.run: data, evaluation, latency timing, files (measured: ~1 s on digits)
 STATE = "auto-state.json"
@@ -226,7 +226,6 @@ def _worker(search: Search, seed: int, deadline: float, n_trials: int | None, n_
     timeout = deadline - time.time()
     if timeout <= 0:
         return
-    torch.set_num_threads(1)
     study = _make_study(search, seed, True, n_epochs)
     study.optimize(search.objective_fn, n_trials=n_trials, timeout=timeout, catch=(UserError, RuntimeError, ValueError),
                    gc_after_trial=True)
@@ -803,7 +802,7 @@ def _optimize_parallel(search: Search, seed: int, timeout: float, n_trials: int 
     """``workers`` spawned processes share the study through its storage; ``poll()`` runs here every ``poll_s``
     while they work (and once at the end) to report their finished trials."""
     shares = _split_trials(n_trials, workers)
-    pool = ProcessPoolExecutor(len(shares), mp_context=mp.get_context("spawn"))
+    pool = side_by_side(len(shares), search.trial_base.get("run", {}).get("device", "auto"), threads=1)
     deadline = time.time() + timeout
     futures = [pool.submit(_worker, search, seed + i, deadline, per, n_epochs) for i, per in enumerate(shares)]
     try:

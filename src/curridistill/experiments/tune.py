@@ -32,8 +32,6 @@ import functools
 import hashlib
 import io
 import json
-import multiprocessing
-import os
 import re
 import shutil
 import sys
@@ -41,7 +39,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 import yaml
 
 from curridistill import api
@@ -51,6 +48,7 @@ from curridistill.io import write_json, write_text
 from curridistill.locks import is_locked
 from curridistill.search_space import Param, parse_space
 from curridistill.suggest import suggest
+from curridistill.workers import side_by_side
 
 
 def value_text(value: Any) -> str:
@@ -421,7 +419,7 @@ def tune(config: str | Path | dict, trials: int, out: str | Path | None = None, 
 
     remaining = max(0, trials - counted(study.trials))
     if remaining and parallel > 1:
-        _run_workers(parallel, config, trials, out, sampler, storage_url, name, timeout, overrides)
+        _run_workers(parallel, config, trials, out, sampler, storage_url, name, timeout, overrides, cfg.run.device)
     elif remaining:
         study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(NonFiniteLoss,), gc_after_trial=True,
                        callbacks=[after_trial, enough])
@@ -455,21 +453,18 @@ def tune(config: str | Path | dict, trials: int, out: str | Path | None = None, 
 
 
 def _run_workers(parallel: int, config, trials: int, out: Path, sampler: str | None, storage_url: str, name: str,
-                 timeout: float | None, overrides: list[str] | None) -> None:
-    """``parallel`` spawned processes optimizing the one stored study until it has ``trials`` finished trials."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    threads = max(1, (os.cpu_count() or 1) // parallel)
+                 timeout: float | None, overrides: list[str] | None, device: str) -> None:
+    """``parallel`` spawned processes optimizing the one stored study until it has ``trials`` finished trials
+    (their trials train on the GPUs in turn when there are several; see ``workers``)."""
     config = str(Path(config).resolve()) if isinstance(config, (str, Path)) else config
-    args = (config, trials, str(out), sampler, storage_url, name, timeout, overrides, threads)
-    with ProcessPoolExecutor(parallel, mp_context=multiprocessing.get_context("spawn")) as pool:
+    args = (config, trials, str(out), sampler, storage_url, name, timeout, overrides)
+    with side_by_side(parallel, device) as pool:
         for future in [pool.submit(_tune_worker, *args) for _ in range(parallel)]:
             future.result()  # a worker's UserError reaches the caller as one line
 
 
 def _tune_worker(config, trials: int, out: str, sampler: str | None, storage_url: str, name: str,
-                 timeout: float | None, overrides: list[str] | None, threads: int) -> None:
-    torch.set_num_threads(threads)  # a config's run.threads still wins inside each trial
+                 timeout: float | None, overrides: list[str] | None) -> None:
     tune(config, trials, out=out, sampler=sampler, storage=storage_url, study_name=name, timeout=timeout,
          overrides=overrides, _worker=True)
 
