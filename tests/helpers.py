@@ -30,12 +30,19 @@ def tiny_config(tmp_path: Path, epochs: int = 2, **overrides) -> dict:
     return cfg
 
 
-def needs_cuda(test):
-    """Marks a test ``cuda`` (gpu_check runs ``pytest -m cuda``) and skips it where no CUDA device is present:
-    CI and this suite's machines have none, and a CPU cannot stand in for CUDA graphs or device placement."""
+def cuda_marks() -> list:
+    """``cuda`` (gpu_check runs ``pytest -m cuda``) and a skip where no CUDA device is present: CI and this suite's
+    machines have none, and a CPU cannot stand in for CUDA graphs or device placement. For ``pytest.param(marks=)``."""
     import pytest
 
-    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")(test))
+    return [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")]
+
+
+def needs_cuda(test):
+    """A test that runs only on CUDA (see ``cuda_marks``)."""
+    for mark in cuda_marks():
+        test = mark(test)
+    return test
 
 
 def needs_gpus(count: int):

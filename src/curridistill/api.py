@@ -32,7 +32,7 @@ from curridistill.multirun import children, is_multi, write_aggregate
 from curridistill.io import clean_orphans, read_json, write_json, write_text
 from curridistill.knowledge.aggregate import aggregate_teachers
 from curridistill.locks import is_locked, run_dir_lock
-from curridistill.models.placement import cuda_speed
+from curridistill.models.placement import cuda_speed, resolve_device
 from curridistill.models.registry import is_out_of_memory
 from curridistill.objects import Result, distill_config, evaluate_objects, load_trained, predict_objects
 from curridistill.preflight import check_static, dry_build
@@ -43,19 +43,6 @@ from curridistill.train.progress import PlainProgress
 from curridistill.train.course import CourseRunner
 from curridistill.train.teacher_cache import cached_eval_logits
 from curridistill.workers import side_by_side
-
-
-def resolve_device(name: str, option: str = "run.device") -> torch.device:
-    """``auto`` -> CUDA when available, else the CPU; ``option`` is how the user wrote the setting (errors)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"{option} {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"{option} {name!r} but CUDA is not available here; use {option} auto or cpu")
-    return device
 
 
 APPLIED = ".config.applied.yaml"  # the config the run's training state was made with (config.yaml may be edited)
@@ -380,21 +367,24 @@ def export(checkpoint: str | Path, fmt: str = "onnx", out: str | Path | None = N
     return export_model(checkpoint, fmt, out, opset=opset, check_samples=check_samples, root=root)
 
 
-def predict(model: str | Path | nn.Module, inputs, top_k: int = 5, text_column: str | None = None) -> list[dict]:
+def predict(model: str | Path | nn.Module, inputs, top_k: int = 5, text_column: str | None = None,
+            device: str | None = None) -> list[dict]:
     """Top-k predictions, a row per sample (index, input, label, class, probability, top_k, probabilities).
 
     ``model``: a checkpoint, an .onnx file or an ``nn.Module``; ``inputs``: image files, folders and .npy/.npz
     arrays, or samples in memory (a tensor or NumPy array, (N, ...) or one sample). A module takes tensors as
     given (uint8 scaled to [0, 1]); a checkpoint normalizes them with its own mean/std as in training. A text
     checkpoint takes strings, or .txt (a text per line) / .csv / .tsv files (``text_column`` names the column),
-    tokenized with the vocabulary or tokenizer its spec saved."""
+    tokenized with the vocabulary or tokenizer its spec saved. ``device`` (cpu, cuda, cuda:N, auto): where the
+    model runs; None: where a module lives (it is neither moved nor left in eval mode), the CPU for a checkpoint."""
     if isinstance(model, nn.Module) or isinstance(inputs, (torch.Tensor, np.ndarray)):
-        return predict_objects(model, inputs, top_k=top_k)
+        where = None if device is None else resolve_device(device, "--device")
+        return predict_objects(model, inputs, top_k=top_k, device=where)
     items = [inputs] if isinstance(inputs, (str, Path)) else list(inputs)
-    return predict_files(model, items, top_k=top_k, text_column=text_column)[0]
+    return predict_files(model, items, top_k=top_k, text_column=text_column, device=device or "cpu")[0]
 
 
-def evaluate(model: str | Path | nn.Module, data=None, batch_size: int | None = None, device: str = "cpu",
+def evaluate(model: str | Path | nn.Module, data=None, batch_size: int | None = None, device: str | None = None,
              root: str | None = None, eval: EvalConfig | dict | None = None, overrides: list[str] | None = None) -> dict:
     """Metrics of a module or checkpoint on test data: accuracy, top5, f1_macro, confusion, loss, params, FLOPs,
     latency_ms, throughput, ... (as report.json has them per model) and ``data``, what was evaluated.
@@ -402,9 +392,12 @@ def evaluate(model: str | Path | nn.Module, data=None, batch_size: int | None = 
     ``data``: ``(x, y)`` tensors or arrays, a torch Dataset, a data set name (its test split), or None (a
     checkpoint's own data). In-memory samples reach a module as given (uint8 scaled to [0, 1]); a checkpoint
     normalizes them with its own mean/std. ``eval``: the latency/throughput settings (``run.eval``).
-    ``overrides``: ``data.KEY=VALUE`` changes to the data evaluated on, e.g. ``data.options.path=new_folder``."""
+    ``overrides``: ``data.KEY=VALUE`` changes to the data evaluated on, e.g. ``data.options.path=new_folder``.
+    ``device`` (cpu, cuda, cuda:N, auto): where the test split is predicted; None: where a module lives (it is
+    neither moved nor left in eval mode), the CPU for a checkpoint."""
     eval_cfg = eval if isinstance(eval, EvalConfig) or eval is None else EvalConfig(**eval)
-    return evaluate_objects(model, data, resolve_device(device, "--device"), root=root, batch_size=batch_size,
+    where = None if device is None else resolve_device(device, "--device")
+    return evaluate_objects(model, data, where, root=root, batch_size=batch_size,
                             eval_cfg=eval_cfg, overrides=overrides)
 
 

@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--top-k", type=int, default=5, help="classes listed per sample, best first (default 5)")
     pr.add_argument("--format", choices=["json", "csv"], default="json")
     pr.add_argument("--out", help="write here instead of standard output")
+    pr.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto: where a checkpoint runs (an .onnx "
+                    "file runs on the CPU with ONNX Runtime; default cpu)")
     pr.add_argument("--trust-code", action="store_true",
                     help="allow a model.json naming 'module:callable' (imports and runs that code; trusted files only)")
 

@@ -162,7 +162,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise UserError(f"--out {args.out} is a directory; give a file path such as {Path(args.out) / 'predictions.json'}")
     with trusting_code(getattr(args, "trust_code", False)):
         rows, classes = predict_files(args.checkpoint, args.input, top_k=args.top_k, text_column=args.text_column,
-                                      literal_texts=False)  # INPUTs are files; texts as strings are for Python
+                                      literal_texts=False, device=args.device)  # INPUTs are files; texts are for Python
     text = to_json(rows) if args.format == "json" else to_csv(rows, classes)
     if args.out:
         write_text(args.out, text)

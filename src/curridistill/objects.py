@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,9 @@ from curridistill.data.text import is_text_spec
 from curridistill.errors import UserError
 from curridistill.evaluate.evaluation import evaluate_model
 from curridistill.models.checkpoint import load_model, load_weights, read_spec
+from curridistill.models.placement import model_device, same_device
 from curridistill.models.structure import apply_structure
-from curridistill.serve import normalize, predict_ids, predict_tensor, top_k_rows
+from curridistill.serve import forward_on, normalize, predict_ids, predict_tensor, top_k_rows
 
 IN_MEMORY = "in-memory"  # data.name of data passed as objects
 OBJECT_PREFIX = "object/"  # model name of a module passed as an object: object/student, object/teacher
@@ -343,14 +345,22 @@ def _as_float(x: Tensor) -> Tensor:
     return x.float().div(255.0) if x.dtype == torch.uint8 else x.float()
 
 
-def _open(model: Any, device: torch.device) -> tuple[nn.Module, dict | None]:
-    """(module on ``device`` in eval mode, its checkpoint spec or None) for a module or a checkpoint path."""
-    if isinstance(model, nn.Module):
-        return model.to(device).eval(), None
+@contextmanager
+def _opened(model: Any, device: torch.device | None):
+    """(module in eval mode, its checkpoint spec or None) for a module or a checkpoint path, on ``device``; None:
+    where a module lives, the CPU for a checkpoint. The caller's module is left as it was: not moved (a module on
+    another device is copied there) and back in its own train/eval mode afterwards."""
     if isinstance(model, (str, Path)):
-        module, spec = load_model(model, device)
-        return module, spec
-    raise UserError(f"expected a torch.nn.Module or a checkpoint path (NAME.safetensors), got {type(model).__name__}")
+        yield load_model(model, device or torch.device("cpu"))
+        return
+    if not isinstance(model, nn.Module):
+        raise UserError(f"expected a torch.nn.Module or a checkpoint path (NAME.safetensors), got {type(model).__name__}")
+    here = model if device is None or same_device(model_device(model), device) else copy.deepcopy(model).to(device)
+    was_training = model.training
+    try:
+        yield here.eval(), None
+    finally:
+        model.train(was_training)
 
 
 def eval_pipeline(spec: dict | None, data: Any, device: torch.device, root: str | None = None,
@@ -384,25 +394,31 @@ def eval_pipeline(spec: dict | None, data: Any, device: torch.device, root: str 
     return Pipeline(Splits(test, test, test, mean, std, name=IN_MEMORY, info={"test": len(test)}), cfg, device)
 
 
-def evaluate_objects(model: Any, data: Any = None, device: torch.device = torch.device("cpu"), root: str | None = None,
+def evaluate_objects(model: Any, data: Any = None, device: torch.device | None = None, root: str | None = None,
                      batch_size: int | None = None, eval_cfg: EvalConfig | None = None,
                      overrides: list[str] | None = None) -> dict:
     """Metrics of a module or checkpoint on a test split (``evaluate_model``'s, without ``train_seconds``),
-    plus ``data``: the name of what was evaluated."""
-    module, spec = _open(model, device)
-    pipeline = eval_pipeline(spec, data, device, root, batch_size, overrides)
-    metrics, _ = evaluate_model(module, pipeline, eval_cfg or EvalConfig(), None)
+    plus ``data``: the name of what was evaluated. ``device`` None: where a module lives, the CPU for a checkpoint."""
+    with _opened(model, device) as (module, spec):
+        pipeline = eval_pipeline(spec, data, model_device(module), root, batch_size, overrides)
+        metrics, _ = evaluate_model(module, pipeline, eval_cfg or EvalConfig(), None)
     metrics.pop("train_seconds", None)
     metrics["data"] = pipeline.cfg.name
     return metrics
 
 
-def predict_objects(model: Any, x: Any, top_k: int = 5, batch_size: int = 512) -> list[dict]:
+def predict_objects(model: Any, x: Any, top_k: int = 5, batch_size: int = 512,
+                    device: torch.device | None = None) -> list[dict]:
     """Top-k rows (as ``predict_files``'s) for samples ``x`` (tensor or array, (N, ...) or one sample).
-    A module takes ``x`` as given (uint8 scaled to [0, 1]); a checkpoint's spec normalizes it as in training."""
+    A module takes ``x`` as given (uint8 scaled to [0, 1]); a checkpoint's spec normalizes it as in training.
+    ``device`` None: where a module lives, the CPU for a checkpoint."""
     if top_k < 1:
         raise UserError(f"top_k must be at least 1, got {top_k}")
-    module, spec = _open(model, torch.device("cpu"))
+    with _opened(model, device) as (module, spec):
+        return _predict_rows(forward_on(module, model_device(module)), spec, x, top_k, batch_size)
+
+
+def _predict_rows(forward, spec: dict | None, x: Any, top_k: int, batch_size: int) -> list[dict]:
     xt = _tensor(x, "x", "predict")
     if xt.dtype == torch.bool or xt.is_complex():
         raise UserError(f"predict: x holds {xt.dtype} values; pass numeric samples")
@@ -410,7 +426,7 @@ def predict_objects(model: Any, x: Any, top_k: int = 5, batch_size: int = 512) -
         if xt.is_floating_point():
             raise UserError("predict: this model reads token ids; pass integer ids (N, L), or the texts themselves")
         xt = xt.long().unsqueeze(0) if xt.dim() == 1 else xt.long()
-        probs = predict_ids(module, xt, int((spec.get("kwargs") or {}).get("pad_id", 0)), batch=batch_size)
+        probs = predict_ids(forward, xt, int((spec.get("kwargs") or {}).get("pad_id", 0)), batch=batch_size)
         return top_k_rows(probs, list(spec["classes"]),
                           [f"x[{i}]" for i in range(len(xt))], top_k)
     xt = _as_float(xt)
@@ -421,6 +437,6 @@ def predict_objects(model: Any, x: Any, top_k: int = 5, batch_size: int = 512) -
         if shape and tuple(xt.shape[1:]) != shape:
             raise UserError(f"predict: samples of shape {tuple(xt.shape[1:])} do not fit the model's input {shape}")
         xt = normalize(xt, spec)
-    probs = predict_tensor(module, xt, batch=batch_size)
+    probs = predict_tensor(forward, xt, batch=batch_size)
     classes = (spec or {}).get("classes") or [str(i) for i in range(probs.shape[1])]
     return top_k_rows(probs, list(classes), [f"x[{i}]" for i in range(len(xt))], top_k)

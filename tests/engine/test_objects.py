@@ -12,6 +12,7 @@ from torch.utils.data import Dataset, TensorDataset
 import curridistill
 from curridistill import MODELS, UserError, distill, evaluate, load_weights, predict
 from curridistill.objects import UserModel
+from tests.helpers import cuda_marks
 
 FAST_EVAL = {"latency_runs": 2, "throughput_runs": 1, "throughput_batch": 16}
 COURSE = [{"name": "kd", "epochs": 2, "loss": {"ce": 0.1, "kd": {"weight": 0.9, "temperature": 4}},
@@ -109,6 +110,31 @@ def test_evaluate_and_predict_the_returned_module(distilled):
     assert len(rows) == 5 and all(len(r["top_k"]) == 3 for r in rows)
     with torch.no_grad():
         assert [r["label"] for r in rows] == result.student(x_test[:5]).argmax(1).tolist()
+
+
+@pytest.mark.parametrize("call", ["evaluate", "predict"])
+@pytest.mark.parametrize("device", [None, "cpu", pytest.param("cuda", marks=cuda_marks())])
+def test_the_callers_module_is_left_where_and_as_it_was(call, device):
+    """A module in training, on its device: evaluate/predict use it there (device None) or on a copy, and hand it
+    back still on that device and still in training mode."""
+    x, y = torch.rand(12, 64), torch.arange(12) % 10
+    model = TinyNet()
+    home = next(model.parameters()).device
+    if call == "evaluate":
+        assert 0 <= evaluate(model, (x, y), device=device, eval=FAST_EVAL)["accuracy"] <= 1
+    else:
+        rows = predict(model, x, device=device)
+        with torch.no_grad():
+            assert [r["label"] for r in rows] == model(x).argmax(1).tolist()
+    assert model.training and next(model.parameters()).device == home
+
+
+@pytest.mark.parametrize("call", [pytest.param(c, marks=cuda_marks()) for c in ("evaluate", "predict")])
+def test_a_module_on_the_gpu_is_used_there_and_stays(call):
+    x, y = torch.rand(12, 64), torch.arange(12) % 10
+    model = TinyNet().cuda()
+    (evaluate(model, (x, y), eval=FAST_EVAL) if call == "evaluate" else predict(model, x))
+    assert next(model.parameters()).is_cuda and model.training
 
 
 def test_checkpoint_of_a_module_is_not_code(distilled, monkeypatch):

@@ -7,9 +7,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from curridistill import cli
+from tests.helpers import cuda_marks
 
 pytest.importorskip("onnxscript")
 pytest.importorskip("onnxruntime")
@@ -104,11 +106,32 @@ def _bad_inputs(tmp):
     ("fake.onnx", ["shape.npy"], "cannot load"),
     ("notes.txt", ["shape.npy"], "give a checkpoint"),
     ("native", ["--top-k", "0", "shape.npy"], "--top-k must be at least 1"),
+    ("native", ["--device", "tpu", "shape.npy"], "--device 'tpu' is not a device"),
+    ("onnx", ["--device", "cuda", "shape.npy"], "an .onnx file is predicted by ONNX Runtime on the CPU"),
+    pytest.param("native", ["--device", "cuda", "shape.npy"], "CUDA is not available here",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")),
 ])
 def test_bad_inputs_are_one_line_exit_2(tmp_path, capsys, models, model, inputs, match):
     _bad_inputs(tmp_path)
     model_path = str(models[model]) if model in models else str(tmp_path / model)
-    argv = ["predict", model_path, *[a if a.startswith("-") or a.isdigit() else str(tmp_path / a) for a in inputs]]
+    words = {"tpu", "cuda"}  # option values, not files
+    argv = ["predict", model_path, *[a if a.startswith("-") or a.isdigit() or a in words else str(tmp_path / a)
+                                     for a in inputs]]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert match in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("device", [
+    "cpu", "auto",  # auto is the GPU where there is one: the same predictions, up to float rounding
+    pytest.param("cuda", marks=cuda_marks()),
+])
+def test_predict_on_a_device_gives_the_cpu_predictions(tmp_path, capsys, models, digits_images, device):
+    images, labels = digits_images
+    paths = _write_images(tmp_path / "imgs", images, labels)
+    assert cli.main(["predict", str(models["native"]), *map(str, paths)]) == 0
+    on_cpu = json.loads(capsys.readouterr().out)
+    assert cli.main(["predict", str(models["native"]), *map(str, paths), "--device", device]) == 0
+    there = json.loads(capsys.readouterr().out)
+    assert [r["label"] for r in there] == [r["label"] for r in on_cpu]
+    assert np.allclose([r["probabilities"] for r in there], [r["probabilities"] for r in on_cpu], atol=1e-4)

@@ -45,7 +45,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from curridistill.api import resolve_device
 from curridistill.bench.reference import ReferenceTrainer, to_hwc_numpy
 from curridistill.config import DataConfig, LessonConfig
 from curridistill.data.pipeline import Pipeline, load_splits
@@ -53,7 +52,7 @@ from curridistill.errors import UserError
 from curridistill.io import write_json, write_text
 from curridistill.knowledge import Clock
 from curridistill.models import build_model
-from curridistill.models.placement import cuda_speed
+from curridistill.models.placement import cuda_speed, resolve_device
 from curridistill.models.taps import FeatureTaps
 from curridistill.train.captured import CapturedStep
 from curridistill.train.lesson import LessonContext, LessonRun

@@ -8,12 +8,37 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from curridistill.errors import UserError
+
+
+def resolve_device(name: str, option: str = "run.device") -> torch.device:
+    """``auto`` -> CUDA when available, else the CPU; ``option`` is how the user wrote the setting (errors)."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"{option} {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"{option} {name!r} but CUDA is not available here; use {option} auto or cpu")
+    return device
+
 
 def model_device(model: nn.Module) -> torch.device:
     """Device of the first parameter or buffer; CPU for a model with neither."""
     for t in _tensors(model):
         return t.device
     return torch.device("cpu")
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices are one: ``cuda`` (no index) means the current CUDA device."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return a.index == b.index or a.index is None or b.index is None
+    current = torch.cuda.current_device() if a.index is None or b.index is None else None
+    return (a.index if a.index is not None else current) == (b.index if b.index is not None else current)
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:

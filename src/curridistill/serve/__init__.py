@@ -24,35 +24,51 @@ from curridistill.data.text import TextEncoder, is_text_spec, trim
 from curridistill.errors import UserError
 from curridistill.export.onnx import OnnxModel
 from curridistill.models.checkpoint import load_model
+from curridistill.models.placement import resolve_device
 from curridistill.serve.inputs import collect, normalize, read_inputs, read_texts
 
-__all__ = ["collect", "load_predictor", "normalize", "predict_files", "predict_ids", "predict_tensor", "predict_texts",
+__all__ = ["collect", "forward_on", "load_predictor", "normalize", "predict_files", "predict_ids", "predict_tensor", "predict_texts",
            "read_inputs", "read_texts", "to_csv", "to_json", "top_k_rows"]
 
 
-def load_predictor(path: str | Path) -> tuple[Callable[[Tensor], Tensor], dict]:
-    """``(forward, spec)`` for a native checkpoint or an ``.onnx`` file; ``forward(x)`` returns logits."""
+def load_predictor(path: str | Path, device: str = "cpu") -> tuple[Callable[[Tensor], Tensor], dict]:
+    """``(forward, spec)`` for a native checkpoint (on ``device``: cpu, cuda, cuda:N, auto) or an ``.onnx`` file
+    (ONNX Runtime, CPU); ``forward(x)`` takes host tensors and returns logits."""
     path = Path(path)
     if path.suffix.lower() == ".onnx":
+        if device != "cpu":
+            raise UserError(f"--device {device}: an .onnx file is predicted by ONNX Runtime on the CPU; leave --device "
+                            f"out, or predict with the checkpoint (NAME.safetensors) on the GPU")
         model = OnnxModel(path)
         return model, model.spec
     if path.suffix.lower() not in (".safetensors", ".json", ""):
         raise UserError(f"cannot predict with {path}: give a checkpoint (NAME.safetensors with NAME.json) or an .onnx file")
-    model, spec = load_model(path.with_suffix(".safetensors"))
-    return model, spec
+    where = resolve_device(device, "--device")
+    model, spec = load_model(path.with_suffix(".safetensors"), where)
+    return forward_on(model, where), spec
+
+
+def forward_on(module: Callable[[Tensor], Tensor], device: torch.device) -> Callable[[Tensor], Tensor]:
+    """``module``'s forward for host tensors: each batch goes to ``device``, where the module lives."""
+    return lambda x: module(x.to(device, non_blocking=True))
+
+
+def _probabilities(logits) -> Tensor:
+    return torch.softmax(torch.as_tensor(logits).float(), 1)
 
 
 @torch.inference_mode()
 def predict_tensor(forward: Callable[[Tensor], Tensor], x: Tensor, batch: int = 512) -> Tensor:
-    """(N, C) class probabilities of normalized samples ``x``."""
-    return torch.cat([torch.softmax(torch.as_tensor(forward(x[i:i + batch])).float(), 1) for i in range(0, len(x), batch)])
+    """(N, C) class probabilities (on the host) of normalized samples ``x``; the batches' results are copied
+    back once, not once per batch."""
+    return torch.cat([_probabilities(forward(x[i:i + batch])) for i in range(0, len(x), batch)]).cpu()
 
 
 @torch.inference_mode()
 def predict_ids(forward: Callable[[Tensor], Tensor], ids: Tensor, pad_id: int, batch: int = 512) -> Tensor:
-    """(N, C) class probabilities of (N, L) token ids, each batch trimmed to its longest row as in training."""
-    return torch.cat([torch.softmax(torch.as_tensor(forward(trim(ids[i:i + batch], pad_id))).float(), 1)
-                      for i in range(0, len(ids), batch)])
+    """(N, C) class probabilities (on the host) of (N, L) token ids, each batch trimmed to its longest row as in
+    training."""
+    return torch.cat([_probabilities(forward(trim(ids[i:i + batch], pad_id))) for i in range(0, len(ids), batch)]).cpu()
 
 
 def _text_rows(forward: Callable[[Tensor], Tensor], spec: dict, texts: list[str], names: list[str],
@@ -66,30 +82,32 @@ def _text_rows(forward: Callable[[Tensor], Tensor], spec: dict, texts: list[str]
     return rows, classes
 
 
-def predict_texts(model_path: str | Path, texts: list[str] | str, top_k: int = 5) -> tuple[list[dict], list[str]]:
+def predict_texts(model_path: str | Path, texts: list[str] | str, top_k: int = 5,
+                  device: str = "cpu") -> tuple[list[dict], list[str]]:
     """``(rows, class names)`` for texts given as strings (never read as file names) with a checkpoint trained on
-    text; rows as ``predict_files``'s, plus ``text``."""
+    text; rows as ``predict_files``'s, plus ``text``. ``device``: where the checkpoint runs."""
     if top_k < 1:
         raise UserError(f"top_k must be at least 1, got {top_k}")
     items = [texts] if isinstance(texts, str) else list(texts)
     if not items or not all(isinstance(t, str) for t in items):
         raise UserError("predict_texts: give a list of one or more texts (str)")
-    forward, spec = load_predictor(model_path)
+    forward, spec = load_predictor(model_path, device)
     if not is_text_spec(spec):
         raise UserError(f"{model_path} was not trained on text; give it images or arrays with predict_files")
     return _text_rows(forward, spec, items, [f"texts[{i}]" for i in range(len(items))], top_k)
 
 
 def predict_files(model_path: str | Path, inputs: list[str | Path], top_k: int = 5, text_column: str | None = None,
-                  literal_texts: bool = True) -> tuple[list[dict], list[str]]:
+                  literal_texts: bool = True, device: str = "cpu") -> tuple[list[dict], list[str]]:
     """``(rows, class names)``; a row per sample: index, input, label, class, probability, top_k
-    [{label, class, probability}] (best first) and probabilities (all classes, by label).
+    [{label, class, probability}] (best first) and probabilities (all classes, by label). ``device``: where a
+    checkpoint runs (cpu, cuda, cuda:N, auto); an .onnx file runs on the CPU.
 
     A model trained on text reads .txt / .csv / .tsv files (``read_texts``; ``text_column`` names the column) and,
     with ``literal_texts``, takes a string that names no file as a text; its rows also hold ``text``."""
     if top_k < 1:
         raise UserError(f"--top-k must be at least 1, got {top_k}")
-    forward, spec = load_predictor(model_path)
+    forward, spec = load_predictor(model_path, device)
     if is_text_spec(spec):
         options = (spec.get("data") or {}).get("options") or {}
         texts, names = read_texts(inputs, literal_texts, text_column, options.get("text_column"))
