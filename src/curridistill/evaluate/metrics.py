@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from curridistill.models.placement import bf16_autocast
+
 
 @torch.inference_mode()
 def predict_logits(model: nn.Module, pipeline, split: str = "test", amp: bool = False) -> Tensor:
@@ -16,7 +18,7 @@ def predict_logits(model: nn.Module, pipeline, split: str = "test", amp: bool = 
     model.eval()
     outs = []
     for x, _ in pipeline.eval_batches(split):
-        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp and x.device.type == "cuda"):
+        with bf16_autocast(x.device, amp):
             outs.append(model(x).float())
     return torch.cat(outs).cpu()
 

@@ -5,6 +5,8 @@ so a model moved to CUDA (or cast to bf16/float64) never meets a CPU float32 ten
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -75,6 +77,14 @@ def cuda_speed(device: torch.device, tf32: bool, autotune: bool) -> dict:
         torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.benchmark = autotune
     return {"tf32": tf32, "cudnn_benchmark": autotune}
+
+
+def bf16_autocast(device: torch.device, enabled: bool):
+    """bfloat16 autocast on CUDA when ``enabled`` (``run.amp``); elsewhere a context that changes nothing
+    (also on devices without autocast, such as ``meta``)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def _tensors(model: nn.Module):

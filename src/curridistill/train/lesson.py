@@ -21,6 +21,7 @@ from curridistill.curriculum.sampler import PacedBatches, RandomBatches
 from curridistill.errors import NonFiniteLoss, UserError
 from curridistill.evaluate.metrics import predict_logits
 from curridistill.knowledge import KNOWLEDGE, Clock, KnowledgeInputs, KnowledgeTerm, load_all
+from curridistill.models.placement import bf16_autocast
 from curridistill.models.taps import FeatureTaps
 from curridistill.schedules import build_schedule
 from curridistill.train import distributed
@@ -325,7 +326,7 @@ class LessonRun:
         (``clock`` only rides along in the terms' inputs: what follows it was computed before, on the host)."""
         amp = self.ctx.amp and x.device.type == "cuda"
         sample_weight = None
-        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp):
+        with bf16_autocast(x.device, amp):
             logits = self.forward_model(x)
             inputs = self._knowledge_inputs(logits, y, taps.features, idx, clock, teacher_out)
             per_sample = torch.zeros(len(y), device=x.device)  # (B,) weighted sum of the terms

@@ -41,6 +41,7 @@ from curridistill.data.pipeline import data_fingerprint
 from curridistill.evaluate.metrics import predict_logits
 from curridistill.io import clean_orphans, save_tensors
 from curridistill.locks import entry_lock
+from curridistill.models.placement import bf16_autocast
 from curridistill.train import distributed
 
 FORMAT = "curridistill-teacher-outputs-v1"
@@ -275,7 +276,7 @@ class TeacherCache:
         # the teacher draws nothing in eval mode; keep the streams untouched anyway (only this run's GPU: another
         # machine's device count must not matter)
         with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), torch.inference_mode(), \
-                torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=self.amp and dev.type == "cuda"):
+                bf16_autocast(dev, self.amp):
             for start in range(0, self.n, self.batch_size):
                 idx = torch.arange(start, min(start + self.batch_size, self.n))
                 x, _ = pipe.batch(self.split, idx, epoch=aug_epoch)

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from curridistill.knowledge.aggregate import aggregate_teachers
+from curridistill.models.placement import bf16_autocast
 from curridistill.models.taps import FeatureTaps
 from curridistill.train.teacher_cache import TeacherCache
 
@@ -97,8 +98,7 @@ class TeacherBank:
                 source.append("cache")
                 continue
             model.eval()  # a term or user code must never put a teacher back in training mode
-            with torch.inference_mode(), torch.autocast(device_type=x.device.type, dtype=torch.bfloat16,
-                                                         enabled=self.amp and x.device.type == "cuda"):
+            with torch.inference_mode(), bf16_autocast(x.device, self.amp):
                 logits = model(x)
                 found = dict(taps.features) if taps is not None else {}
             # clone outside inference mode: inference tensors cannot be saved for the student's backward
