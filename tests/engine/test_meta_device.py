@@ -13,6 +13,7 @@ import torch
 from curridistill.config import load_config
 from curridistill.data.pipeline import Pipeline, load_splits
 from curridistill.models import build_model
+from curridistill.models.registry import with_defaults
 from curridistill.models.taps import FeatureTaps
 from curridistill.train.callbacks import Callbacks
 from curridistill.train.lesson import LessonContext, LessonRun
@@ -40,14 +41,27 @@ class CountSteps:
         raise AllStepsRan
 
 
-@pytest.mark.parametrize("teachers, aggregation", [(["resnet14"], "mean"), (["resnet14", "resnet8"], "weighted"),
-                                                   (["resnet14", "resnet8"], "best")])
-def test_an_epoch_of_every_term_runs_on_the_meta_device(tmp_path, cifar_shaped, teachers, aggregation):
+# a "random" scorer reads no model, so the curriculum's per-epoch scoring (a host read) leaves the steps to the test
+SELF_PACED = {"scorer": "random", "pacing": {"kind": "linear", "start": 0.5},
+              "self_paced": {"weighting": "linear", "quantile": True, "threshold": {"kind": "linear", "start": 0.3, "end": 1.0}}}
+HARD = {"scorer": "random", "self_paced": {"weighting": "hard", "threshold": {"kind": "linear", "start": 0.5, "end": 5.0}}}
+
+
+@pytest.mark.parametrize("teachers, aggregation, curriculum", [
+    (["resnet14"], "mean", None),
+    (["resnet14", "resnet8"], "weighted", None),
+    (["resnet14", "resnet8"], "best", None),
+    (["resnet14"], "mean", SELF_PACED),  # self-paced sample weights (quantile threshold) over a paced prefix
+    (["resnet14"], "mean", HARD),
+], ids=["one teacher", "two weighted", "two per-sample best", "self-paced quantile + pacing", "self-paced hard"])
+def test_an_epoch_of_every_term_runs_on_the_meta_device(tmp_path, cifar_shaped, teachers, aggregation, curriculum):
     raw = tiny_config(tmp_path, epochs=1)
     raw["data"] = {"name": "tensors", "options": {"path": str(cifar_shaped)}, "val_size": 0.1, "batch_size": 36,
                    "augment": {"crop_padding": 4, "flip": True, "cutout": 8}}
     raw["student"] = {"name": "resnet8"}
     raw["course"][0]["loss"] = every_term()
+    if curriculum is not None:
+        raw["course"][0]["curriculum"] = curriculum
     lesson = load_config(raw).course[0]
     pipeline = Pipeline(load_splits(load_config(raw).data), load_config(raw).data, META)
     models = [build_model(name, 10, 3, {}).to(META).eval() for name in teachers]
@@ -61,4 +75,28 @@ def test_an_epoch_of_every_term_runs_on_the_meta_device(tmp_path, cifar_shaped, 
     run._check_every_step = False  # the single-GPU policy: no per-step read of the loss
     with FeatureTaps(student, run.student_paths, who="student") as student_taps, pytest.raises(AllStepsRan):
         run._train_epoch(student_taps)
-    assert counter.steps == run.steps_per_epoch == 5  # 180 training images, batches of 36
+    assert counter.steps == run.steps_per_epoch == 5  # 180 training images, batches of 36 (a paced prefix too)
+
+
+def test_an_epoch_on_text_runs_on_the_meta_device(tmp_path, shared_data):
+    """Token ids, each batch cut to its longest row by a host lookup. (With token augmentation, which can shorten
+    rows, the batch is measured on the device: a documented read per step, so not a meta-device case.)"""
+    raw = tiny_config(tmp_path, epochs=1)
+    raw["data"] = {"name": "trec", "root": str(shared_data), "options": {"max_length": 24}, "subset": 160,
+                   "val_size": 0.2, "batch_size": 32}
+    cnn = {"name": "text-cnn", "kwargs": {"embed_dim": 8, "filters": 4, "kernel_sizes": [2]}}
+    raw["teacher"], raw["student"] = cnn, cnn
+    raw["course"][0]["loss"] = {"ce": 0.2, "kd": 0.4, "dkd": 0.2, "ctkd": 0.1, "mse_logits": 0.1}
+    cfg = load_config(raw)
+    pipeline = Pipeline(load_splits(cfg.data), cfg.data, META)
+    kwargs = with_defaults("text-cnn", cnn["kwargs"], pipeline.splits.train.meta.get("model_defaults"))  # vocab, pad id
+    teacher = build_model("text-cnn", pipeline.splits.num_classes, 1, kwargs).to(META)
+    counter = CountSteps()
+    ctx = LessonContext(phase="student", lesson_index=0, pipeline=pipeline, device=META, seed=0,
+                        teachers=TeacherBank([teacher.eval()], [1.0]), callbacks=Callbacks([counter]))
+    student = build_model("text-cnn", pipeline.splits.num_classes, 1, kwargs)
+    run = LessonRun(student.to(META), cfg.course[0], ctx)
+    run._check_every_step = False
+    with FeatureTaps(student, run.student_paths, who="student") as student_taps, pytest.raises(AllStepsRan):
+        run._train_epoch(student_taps)
+    assert counter.steps == run.steps_per_epoch > 1
