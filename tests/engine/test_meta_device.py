@@ -78,12 +78,14 @@ def test_an_epoch_of_every_term_runs_on_the_meta_device(tmp_path, cifar_shaped, 
     assert counter.steps == run.steps_per_epoch == 5  # 180 training images, batches of 36 (a paced prefix too)
 
 
-def test_an_epoch_on_text_runs_on_the_meta_device(tmp_path, shared_data):
-    """Token ids, each batch cut to its longest row by a host lookup. (With token augmentation, which can shorten
-    rows, the batch is measured on the device: a documented read per step, so not a meta-device case.)"""
+@pytest.mark.parametrize("augment", [{}, {"token_mask": 0.1, "token_replace": 0.1, "token_span": 0.25}],
+                         ids=["plain", "token augmentation"])
+def test_an_epoch_on_text_runs_on_the_meta_device(tmp_path, shared_data, augment):
+    """Token ids, each batch cut to its longest row by a host lookup, also when augmentation shortens rows (the
+    lengths follow from the epoch's draws): nothing in the step reads the batch back."""
     raw = tiny_config(tmp_path, epochs=1)
     raw["data"] = {"name": "trec", "root": str(shared_data), "options": {"max_length": 24}, "subset": 160,
-                   "val_size": 0.2, "batch_size": 32}
+                   "val_size": 0.2, "batch_size": 32, "augment": augment}
     cnn = {"name": "text-cnn", "kwargs": {"embed_dim": 8, "filters": 4, "kernel_sizes": [2]}}
     raw["teacher"], raw["student"] = cnn, cnn
     raw["course"][0]["loss"] = {"ce": 0.2, "kd": 0.4, "dkd": 0.2, "ctkd": 0.1, "mse_logits": 0.1}

@@ -275,17 +275,18 @@ def test_hf_shorthand_in_the_config():
         build_model("hf", 2, 1, {})
 
 
-@pytest.mark.parametrize("augment", [None, {"token_mask": 0.2}, {"token_span": 1.0, "span_max": 2}])
+@pytest.mark.parametrize("augment", [None, {"token_mask": 0.2}, {"token_span": 1.0, "span_max": 2},
+                                     {"token_mask": 0.1, "token_replace": 0.1, "token_span": 0.5, "span_max": 3}])
 def test_batch_width_from_the_host_equals_trimming_the_batch(table, augment):
-    """Without augmentation a text batch's width comes from the stored ids on the host (no read of the device);
-    with augmentation that may shorten rows the batch itself is measured. Either way: what ``trim`` gives."""
+    """A text batch's width comes from token counts on the host (no read of the device): the stored ids' counts,
+    or with augmentation the counts its epoch's draws imply. Either way: what ``trim`` of the batch gives."""
     opts = {"path": str(table), "text_column": "review", "label_column": "sentiment", "test_fraction": 0.25,
             "tokenizer": "words", "bucket": 0}
     cfg = DataConfig(name="text-table", options=opts, batch_size=8, **({"augment": augment} if augment else {}))
     pipe = Pipeline(load_splits(cfg), cfg, torch.device("cpu"))
     pad = pipe.splits.train.meta["pad_id"]
-    for idx in (torch.tensor([0, 1, 2]), torch.tensor([5]), torch.arange(40)):
-        for epoch in (None, 0):
+    for idx in (torch.tensor([0, 1, 2]), torch.tensor([5]), torch.arange(40), torch.arange(len(pipe.split("train")))):
+        for epoch in (None, 0, 3):
             xb, _ = pipe.batch("train", idx, epoch=epoch)
             full = pipe.split("train").x[idx]
             if epoch is not None and augment:

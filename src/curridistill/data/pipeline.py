@@ -138,6 +138,7 @@ class Pipeline:
     _params_epoch: int | None = field(default=None, init=False)
     _resident: dict[str, Tensor] = field(default_factory=dict, init=False)
     _lengths: dict[str, Tensor] = field(default_factory=dict, init=False)  # text: token counts per split
+    _augmented_lengths: Tensor | None = field(default=None, init=False)  # text: train token counts, this epoch's draws
     channels_last: bool = field(default=False, init=False)  # 4-D batches in channels_last (run.channels_last)
 
     def __post_init__(self) -> None:
@@ -240,6 +241,8 @@ class Pipeline:
     def epoch_params(self, epoch: int) -> dict[str, Tensor]:
         if self._params_epoch != epoch:
             params = self._aug.epoch_params(len(self.splits.train), self.cfg.data_seed, epoch)
+            if self.tokens:  # drawn on the host: the rows' lengths after augmentation are known here, per epoch
+                self._augmented_lengths = self._aug.lengths_after(self.lengths("train"), params)
             self._params = {k: v.to(self.device) for k, v in params.items()}  # resident: indexed on the device
             self._params_epoch = epoch
         return self._params
@@ -272,15 +275,20 @@ class Pipeline:
         return self._lengths[split]
 
     def _text_width(self, split: str, indices: Tensor, epoch: int | None) -> int | None:
-        """The columns a text batch keeps: its longest row, from the split's token counts on the host (stored ids
-        are right-padded, ``text.pad_ids``), so what ``trim`` finds without reading the device; None when
-        augmentation may shorten rows (``trim`` measures the batch)."""
-        if indices.device.type != "cpu" or (epoch is not None and self._aug is not None and self._aug.active):
+        """The columns a text batch keeps: its longest row, from token counts on the host (stored ids are
+        right-padded, ``text.pad_ids``; augmented rows are packed left and their lengths follow from the epoch's
+        draws, ``TokenAugment.lengths_after``), so what ``trim`` finds without reading the device. None for
+        indices already on a device (``trim`` measures the batch)."""
+        if indices.device.type != "cpu":
             return None
         if not len(indices):
             return 1
+        augmented = epoch is not None and self._aug is not None and self._aug.active  # as ``prepare`` decides
+        if augmented:
+            self.epoch_params(epoch)
+        counts = self._augmented_lengths if augmented else self.lengths(split)
         # NumPy views of host tensors: a lookup no device must answer
-        return max(int(self.lengths(split).numpy()[indices.numpy()].max()), 1)
+        return max(int(counts.numpy()[indices.numpy()].max()), 1)
 
     def eval_batches(self, split: str, batch_size: int | None = None):
         n = len(self.split(split))

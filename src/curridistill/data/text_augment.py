@@ -47,7 +47,9 @@ class TokenAugment:
         self.pad_id, self.mask_id = int(pad_id), (int(mask_id) if mask_id is not None else int(pad_id))
         self.special = torch.tensor(sorted({int(s) for s in special_ids} | {int(pad_id)}), dtype=torch.int64)
         self.width = int(train_ids.shape[1])
-        content = train_ids[self.content(train_ids)]
+        is_content = self.content(train_ids)
+        self.content_counts = is_content.sum(1)  # (N,) content tokens per training sample, on the host
+        content = train_ids[is_content]
         if self.replace_p and content.numel() == 0:
             raise UserError("data.augment.token_replace: the training split has no content tokens to draw from")
         self.unigram = torch.bincount(content, minlength=int(train_ids.max()) + 1).double() if content.numel() else None
@@ -84,6 +86,16 @@ class TokenAugment:
         if self.span_p:
             params.update(span=span_u < self.span_p, span_len=span_len, span_start_u=span_start_u)
         return params
+
+    def lengths_after(self, lengths: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """(N,) non-pad tokens of every training sample after ``apply`` with this epoch's ``params`` (host tensors),
+        from the stored counts alone: masking and replacement keep a row's length (neither writes padding), a
+        span keeps the special tokens and ``min(span_len, content tokens)`` of the content. So a batch's width is a
+        host lookup even when augmentation shortens rows (``apply`` packs rows left; equal to ``trim``)."""
+        if "span" not in params:
+            return lengths
+        kept = (lengths - self.content_counts) + torch.minimum(params["span_len"], self.content_counts)
+        return torch.where(params["span"], kept, lengths)
 
     def apply(self, ids: Tensor, params: dict[str, Tensor]) -> Tensor:
         """Augment a (B, L) batch of full-width ids; ``params`` are its samples' epoch params, on ``ids.device``."""
