@@ -52,7 +52,7 @@ from curridistill.errors import UserError
 from curridistill.io import write_json, write_text
 from curridistill.knowledge import Clock
 from curridistill.models import build_model
-from curridistill.models.placement import cuda_speed, resolve_device
+from curridistill.models.placement import cuda_speed, resolve_device, synchronize
 from curridistill.models.taps import FeatureTaps
 from curridistill.train.captured import CapturedStep
 from curridistill.train.lesson import LessonContext, LessonRun
@@ -175,11 +175,6 @@ class PeakMemory:
         self._thread.join()
         self.peak = max(self.peak, self.rss_bytes())
         self.result = {"peak_rss_mb": self.peak / mb, "peak_rss_delta_mb": (self.peak - self.start) / mb}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 # ------------------------------------------------------------------------------------------ modes
@@ -309,10 +304,10 @@ def run_throughput(teacher: str = "resnet56", student: str = "resnet20", data: s
         cached_bank = TeacherBank([t_model], [1.0], amp=amp, pipeline=pipeline, cache_dir=cache_dir)
         cache = cached_bank.caches[0]
         existed = cache.path(0).is_file()
-        _sync(dev)
+        synchronize(dev)
         t0 = time.perf_counter()
         cache.entry(0)  # epoch 0's outputs of every training sample: built (or read, if --cache-dir held them)
-        _sync(dev)
+        synchronize(dev)
         build_seconds = time.perf_counter() - t0
         log(f"teacher-output cache: {'read' if existed else 'built'} epoch 0 ({n} images) in {build_seconds:.1f} s")
 
@@ -338,11 +333,11 @@ def run_throughput(teacher: str = "resnet56", student: str = "resnet20", data: s
                 try:
                     for _ in range(warmup):
                         mode.step()
-                    _sync(dev)
+                    synchronize(dev)
                     with PeakMemory(dev) as mem:
                         t0 = time.perf_counter()
                         seen = sum(mode.step() for _ in range(steps))
-                        _sync(dev)
+                        synchronize(dev)
                         seconds = time.perf_counter() - t0
                 finally:
                     mode.close()
