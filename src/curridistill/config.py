@@ -340,6 +340,9 @@ class RunConfig(Strict):
     # true: torch.compile the student in place; step: compile each training step's loss (forward + terms) and its
     # optimizer update, as CUDA graphs on a GPU. The first steps are slow while it compiles.
     compile: bool | Literal["step"] = False
+    # split each step's batch into up to this many micro-batches of >= 2 samples (forward + backward each, the
+    # gradients summed, one optimizer step): the same samples, steps and learning rate with ~1/N activation memory
+    micro_batches: int = Field(1, ge=1)
     threads: int | None = Field(None, ge=1)  # torch CPU threads; default: torch's choice
     teacher_aggregation: Literal["mean", "weighted", "confidence", "best"] = "mean"
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -457,7 +460,37 @@ class Config(Strict):
                                  f"capture; use run.compile=true or another optimizer")
             if lesson.prune is not None and (self.repeat is not None or self.assistants):
                 raise ValueError(f"course.{i}.prune works in a single-round course without assistants; drop 'repeat'/'assistants'")
+        self._check_micro_batches()
         return self
+
+    def _check_micro_batches(self) -> None:
+        """Micro-batches hold at least 2 samples (BatchNorm), and a captured step is one forward."""
+        n = self.run.micro_batches
+        if n == 1:
+            return
+        if self.run.compile == "step":
+            raise ValueError(f"run.micro_batches={n} runs several forwards per optimizer step, which run.compile=step "
+                             f"does not capture; use run.compile=true or false, or run.micro_batches=1")
+        lbfgs = [f"{where}.{i}" for where, lessons in self._courses() for i, lesson in enumerate(lessons)
+                 if lesson.optimizer.name == "lbfgs"]
+        if lbfgs:
+            raise ValueError(f"{lbfgs[0]}: lbfgs re-evaluates the whole batch's loss in its line search; use "
+                             f"run.micro_batches=1 with it")
+        if self.data.batch_size < 2 * n:  # the batch of every lesson that does not set its own
+            raise ValueError(f"run.micro_batches={n} splits batches into micro-batches of at least 2 samples, but "
+                             f"data.batch_size is {self.data.batch_size}; use run.micro_batches <= "
+                             f"{self.data.batch_size // 2} or a larger batch_size")
+        for where, lessons in self._courses():
+            for i, lesson in enumerate(lessons):
+                batch = lesson.batch_size or self.data.batch_size
+                if batch < 2 * n:
+                    raise ValueError(f"run.micro_batches={n} splits {where}.{i}'s batches of {batch} into micro-batches of "
+                                     f"at least 2 samples; use run.micro_batches <= {batch // 2} or a larger batch_size")
+
+    def _courses(self) -> list[tuple[str, list[LessonConfig]]]:
+        """(where, lessons) of the student's course and of every teacher's own course."""
+        return [("course", self.course)] + [(f"{'teacher' if self.teacher is not None else f'teachers.{k}'}.course",
+                                             t.course or []) for k, t in enumerate(self.all_teachers())]
 
     def all_teachers(self) -> list[TeacherConfig]:
         return [self.teacher] if self.teacher is not None else list(self.teachers)

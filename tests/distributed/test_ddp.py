@@ -33,10 +33,12 @@ def _report(run_dir):
 
 
 def test_two_processes_take_the_documented_steps_and_match_one_process(tmp_path, config):
+    """Also in micro-batches (run.micro_batches=2): the parts before the last backward without DDP's all-reduce
+    (no_sync), the last one all-reduces the whole batch's gradients."""
     single = tmp_path / "single"
     assert run_cli("run", str(config), "--out", str(single), "--quiet").returncode == 0
     out = tmp_path / "ddp"
-    proc = _torchrun("run", str(config), "--out", str(out), "--quiet")
+    proc = _torchrun("run", str(config), "--out", str(out), "--quiet", "--set", "run.micro_batches=2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = _report(out)
     assert report["distributed"] == {"world_size": 2, "global_batch": 64}

@@ -47,14 +47,17 @@ SELF_PACED = {"scorer": "random", "pacing": {"kind": "linear", "start": 0.5},
 HARD = {"scorer": "random", "self_paced": {"weighting": "hard", "threshold": {"kind": "linear", "start": 0.5, "end": 5.0}}}
 
 
-@pytest.mark.parametrize("teachers, aggregation, curriculum", [
-    (["resnet14"], "mean", None),
-    (["resnet14", "resnet8"], "weighted", None),
-    (["resnet14", "resnet8"], "best", None),
-    (["resnet14"], "mean", SELF_PACED),  # self-paced sample weights (quantile threshold) over a paced prefix
-    (["resnet14"], "mean", HARD),
-], ids=["one teacher", "two weighted", "two per-sample best", "self-paced quantile + pacing", "self-paced hard"])
-def test_an_epoch_of_every_term_runs_on_the_meta_device(tmp_path, cifar_shaped, teachers, aggregation, curriculum):
+@pytest.mark.parametrize("teachers, aggregation, curriculum, micro", [
+    (["resnet14"], "mean", None, 1),
+    (["resnet14", "resnet8"], "weighted", None, 1),
+    (["resnet14", "resnet8"], "best", None, 1),
+    (["resnet14"], "mean", SELF_PACED, 1),  # self-paced sample weights (quantile threshold) over a paced prefix
+    (["resnet14"], "mean", HARD, 1),
+    (["resnet14", "resnet8"], "weighted", HARD, 3),  # run.micro_batches: forward + backward per part
+], ids=["one teacher", "two weighted", "two per-sample best", "self-paced quantile + pacing", "self-paced hard",
+        "micro-batches"])
+def test_an_epoch_of_every_term_runs_on_the_meta_device(tmp_path, cifar_shaped, teachers, aggregation, curriculum,
+                                                        micro):
     raw = tiny_config(tmp_path, epochs=1)
     raw["data"] = {"name": "tensors", "options": {"path": str(cifar_shaped)}, "val_size": 0.1, "batch_size": 36,
                    "augment": {"crop_padding": 4, "flip": True, "cutout": 8}}
@@ -69,7 +72,7 @@ def test_an_epoch_of_every_term_runs_on_the_meta_device(tmp_path, cifar_shaped, 
     bank = TeacherBank(models, [1.0, 2.0][:len(models)], aggregation=aggregation, feature_paths=taps)
     counter = CountSteps()
     ctx = LessonContext(phase="student", lesson_index=0, pipeline=pipeline, device=META, seed=0, teachers=bank,
-                        callbacks=Callbacks([counter]))
+                        callbacks=Callbacks([counter]), micro_batches=micro)
     student = build_model("resnet8", 10, 3, {}).to(META)
     run = LessonRun(student, lesson, ctx)
     run._check_every_step = False  # the single-GPU policy: no per-step read of the loss

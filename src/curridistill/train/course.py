@@ -229,7 +229,7 @@ class CourseRunner:
             ctx = LessonContext(phase=name, lesson_index=li, pipeline=self.pipeline, device=self.device,
                                 seed=seed, teachers=pruning.teachers if pruning else teachers, amp=self.amp, log=self._log,
                                 callbacks=self.callbacks, optimizer_state=carried, anchors=anchors,
-                                capture=self.cfg.run.compile == "step",
+                                capture=self.cfg.run.compile == "step", micro_batches=self.cfg.run.micro_batches,
                                 transfer=(TransferPlan(model, mc.transfer, [c.epochs for c in course], where=f"{name}.transfer")
                                           if mc.transfer is not None else None))
             run = LessonRun(model, course[li], ctx)

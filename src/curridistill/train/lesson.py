@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -49,6 +50,7 @@ class LessonContext:
     anchors: dict[str, dict] | None = None  # RCO: teacher checkpoints by name ("epoch_30", "final")
     transfer: object = None  # models.transfer.TransferPlan: freezing over epochs, body/head learning rates
     capture: bool = False  # run.compile=step: the loss and the optimizer update run as compiled graphs
+    micro_batches: int = 1  # run.micro_batches: forward + backward per part of the batch, one optimizer step
 
 
 @dataclass
@@ -276,8 +278,18 @@ class LessonRun:
         level = self.curriculum.self_paced_level(clock.progress) if self.curriculum else None
         for term in self.terms.values():
             term.before_step(clock)
+        teacher_epoch = clock.epoch if self.lesson.augment else None
+        parts_of_batch = micro_batches(len(y), self.ctx.micro_batches)
+        if len(parts_of_batch) > 1:  # run.micro_batches (config checks: not captured, not lbfgs)
+            state = {}
+            self.optimizer.zero_grad(set_to_none=True)
+            self._accumulate(x, y, idx, clock, taps, (weights, temps, active, level), teacher_epoch, parts_of_batch, state)
+            self._finish_backward()
+            self.optimizer.step()
+            self.lr.after_step()
+            return state["loss"], state["parts"], state["logits"], state.get("sample_weight")
         # the teacher's outputs on this batch's inputs: those of its augmentation epoch, or un-augmented
-        teacher_out = self._teacher_outputs(x, y, idx, clock.epoch if self.lesson.augment else None)
+        teacher_out = self._teacher_outputs(x, y, idx, teacher_epoch)
         loss_fn = self.weighted_loss
         if self.captured is not None:  # the varying scalars as device tensors: no recompile, nothing baked in
             loss_fn = self.captured.loss
@@ -302,9 +314,7 @@ class LessonRun:
                 self._non_finite(clock.epoch, clock.step, {n: float(v) for n, v in state["parts"].items()})
             if total.requires_grad:  # every weight 0 at this step (a warm-up from 0): nothing to learn from
                 total.backward()
-            distributed.average_gradients(self.terms.parameters())
-            if self.lesson.grad_clip:
-                nn.utils.clip_grad_norm_(list(self.model.parameters()) + list(self.terms.parameters()), self.lesson.grad_clip)
+            self._finish_backward()
             return total
 
         if self.lesson.optimizer.name == "lbfgs":
@@ -317,6 +327,51 @@ class LessonRun:
                 self.optimizer.step()
         self.lr.after_step()
         return state["loss"], state["parts"], state["logits"], state.get("sample_weight")
+
+    def _finish_backward(self) -> None:
+        """After the backward of a step: the knowledge terms' gradients averaged over DDP ranks, then clipping."""
+        distributed.average_gradients(self.terms.parameters())
+        if self.lesson.grad_clip:
+            nn.utils.clip_grad_norm_(list(self.model.parameters()) + list(self.terms.parameters()), self.lesson.grad_clip)
+
+    def _accumulate(self, x: Tensor, y: Tensor, idx: Tensor, clock: Clock, taps: FeatureTaps, loss_args: tuple,
+                    teacher_epoch: int | None, parts_of_batch: list[slice], state: dict) -> None:
+        """Forward + backward per micro-batch, leaving the gradients of the whole batch's loss.
+
+        The batch's loss is ``sum(v_i * l_i) / sum(v_i)`` (v: self-paced weights, or 1), so a part enters with its
+        weight sum ``m``: the parts before the last go back as ``m * loss_part`` (the sum of their weighted
+        losses), and once the last part's forward gives the total weight ``M``, those gradients are divided by it
+        and the last part goes back as ``m * loss_part / M``. Under DDP only that last backward all-reduces
+        (``no_sync``). Batch-relational terms (rkd, sp, pkt), CRD's queue, self-paced quantile thresholds and
+        BatchNorm statistics see the micro-batch."""
+        weights, temps, active, level = loss_args
+        params = [p for p in (*self.model.parameters(), *self.terms.parameters()) if p.requires_grad]
+        mass, seen = None, []  # running weight sum (a device tensor with self-paced weights); (loss, m, parts, logits)
+        for k, part in enumerate(parts_of_batch):
+            last = k == len(parts_of_batch) - 1
+            xs, ys, ids = x[part], y[part], idx[part]
+            quiet = self.forward_model.no_sync() if not last and self.forward_model is not self.model else nullcontext()
+            with quiet:
+                total, parts, logits, sample_weight = self.weighted_loss(
+                    xs, ys, ids, clock, taps, weights, temps, self._teacher_outputs(xs, ys, ids, teacher_epoch), active,
+                    level)
+                if self._check_every_step and not distributed.all_finite(total):
+                    self._non_finite(clock.epoch, clock.step, {n: float(v) for n, v in parts.items()})
+                m = sample_weight * len(ys) if sample_weight is not None else float(len(ys))
+                mass = m if mass is None else mass + m
+                if last:
+                    grads = [p.grad for p in params if p.grad is not None]
+                    if grads:
+                        torch._foreach_div_(grads, mass)
+                if total.requires_grad:  # every weight 0 at this step: nothing to learn from
+                    (total * (m / mass if last else m)).backward()
+            seen.append((total.detach(), m, parts, logits.detach(), len(ys)))
+        n = len(y)
+        state["loss"] = sum(t * m for t, m, *_ in seen) / mass
+        state["parts"] = {name: sum(p[name] * size for _, _, p, _, size in seen) / n for name in seen[0][2]}
+        state["logits"] = torch.cat([lg for *_, lg, _ in seen])
+        if isinstance(mass, Tensor):
+            state["sample_weight"] = mass / n
 
     def weighted_loss(self, x: Tensor, y: Tensor, idx: Tensor, clock: Clock, taps: FeatureTaps,
                       weights: dict[str, float | Tensor], temps: dict[str, float | Tensor | None], teacher_out,
@@ -409,6 +464,14 @@ class LessonRun:
 
     def carried_optimizer_state(self) -> dict:
         return copy.deepcopy(self.optimizer.state_dict())
+
+
+def micro_batches(n: int, count: int) -> list[slice]:
+    """``count`` slices of a batch of ``n`` as equal as can be, each of at least 2 samples (BatchNorm in training
+    needs 2): fewer parts for a small batch (an epoch's last), the whole batch when ``count`` is 1."""
+    parts = max(1, min(count, n // 2))
+    bounds = [round(i * n / parts) for i in range(parts + 1)]
+    return [slice(bounds[i], bounds[i + 1]) for i in range(parts)]
 
 
 def cuda_rng_state(device: torch.device) -> Tensor | None:
