@@ -341,7 +341,7 @@ class RunConfig(Strict):
     # optimizer update, as CUDA graphs on a GPU. The first steps are slow while it compiles.
     compile: bool | Literal["step"] = False
     # split each step's batch into up to this many micro-batches of >= 2 samples (forward + backward each, the
-    # gradients summed, one optimizer step): the same samples, steps and learning rate with ~1/N activation memory
+    # gradients summed, one optimizer step): the same samples, steps and learning rate with less activation memory
     micro_batches: int = Field(1, ge=1)
     threads: int | None = Field(None, ge=1)  # torch CPU threads; default: torch's choice
     teacher_aggregation: Literal["mean", "weighted", "confidence", "best"] = "mean"
