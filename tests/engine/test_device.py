@@ -5,15 +5,18 @@ a float64 model fed a float32 probe fails exactly like a CUDA model fed a CPU pr
 tests run the real thing where a GPU is present."""
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
 
 from curridistill import api
 from curridistill.config import load_config
+from curridistill.errors import UserError
 from curridistill.evaluate.efficiency import flops_per_sample, latency_ms, throughput
 from curridistill.models import build_model
-from curridistill.models.placement import model_device, model_dtype, probe_input
+from curridistill.models.placement import model_device, model_dtype, probe_input, resolve_device
 from curridistill.train.course import CourseRunner
 from tests.helpers import needs_cuda, tiny_config
 
@@ -205,3 +208,20 @@ def test_cuda_report_records_the_math_it_trained_with(tmp_path, restored_math):
     raw["run"].update(device="cuda", tf32=False)
     report = api.run(load_config(raw), out=tmp_path / "r")
     assert report["cuda_math"] == {"tf32": False, "cudnn_benchmark": True}
+
+
+@pytest.mark.parametrize("name, message", [
+    ("cuda:2", "this machine has 2 CUDA device(s) (cuda:0 to cuda:1)"),
+    ("cuda:9", "this machine has 2 CUDA device(s) (cuda:0 to cuda:1)"),
+])
+def test_a_cuda_index_past_the_machines_gpus_is_refused(monkeypatch, name, message):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(UserError, match=re.escape(message)):
+        resolve_device(name)
+
+
+def test_a_cuda_index_on_the_machine_is_accepted(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)

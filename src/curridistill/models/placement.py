@@ -21,8 +21,14 @@ def resolve_device(name: str, option: str = "run.device") -> torch.device:
         device = torch.device(name)
     except RuntimeError:
         raise UserError(f"{option} {name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type not in ("cpu", "cuda"):  # mps, xpu, meta, ...: paths this project has not been checked on
+        raise UserError(f"{option} {name!r}: training and prediction run on the CPU or on CUDA GPUs; use auto, cpu, "
+                        f"cuda or cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"{option} {name!r} but CUDA is not available here; use {option} auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(f"{option} {name!r} but this machine has {torch.cuda.device_count()} CUDA device(s) "
+                        f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); use one of them or cuda")
     return device
 
 
