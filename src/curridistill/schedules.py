@@ -5,11 +5,13 @@ A schedule is written in config as a number (constant) or a mapping with ``kind`
 
     temperature: 4
     weight: {kind: linear, start: 1.0, end: 0.0}
-    weight: {kind: constant, value: 8, warmup: 20, unit: epoch}   # DKD's min(epoch / 20, 1) * 8
+    weight: {kind: constant, value: 8, warmup: 20, unit: epoch}   # DKD's min(epoch / 20, 1) * 8, per step
     lr: {kind: multistep, milestones: [150, 180, 210], gamma: 0.1, unit: epoch}
 
 Durations (``warmup``, ``step_size``, ``milestones``) are fractions of the lesson by default, or
-epochs with ``unit: epoch`` (converted once, when the lesson's epoch count is known).
+epochs with ``unit: epoch`` (converted once, when the lesson's epoch count is known). Schedules move
+every step: a warmup of 20 epochs passes during epoch e (1-based) from (e-1)/20 to e/20 of its value,
+where mdistiller's DKD holds e/20 for the whole epoch.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """The curriculum engine through real runs on digits: paced resume, CTKD direction, courses,
 assistant chains, and every documented example config through the CLI."""
 import json
+import math
 
 import pytest
 import torch
@@ -61,12 +62,20 @@ def test_ctkd_temperature_ascends_the_kd_loss_while_the_student_descends_it():
     assert kd_loss(s.detach(), t, tau0).mean() < kd_before_student  # the student's step lowered its KD loss
 
 
-def test_ctkd_has_no_adversarial_push_at_the_start():
+def _ctkd_theta_grad(epoch: int) -> float:
+    torch.manual_seed(0)
     term = load_all().get("ctkd")()
     s, t = torch.randn(8, 5, requires_grad=True), torch.randn(8, 5)
     term(KnowledgeInputs(student_logits=s, targets=torch.zeros(8, dtype=torch.long), teacher_logits=t,
-                         clock=Clock(progress=0.0, epoch=0, epochs=20))).mean().backward()
-    assert term.theta.grad.abs().item() == 0.0  # lambda(0) = 0
+                         clock=Clock(progress=0.0, epoch=epoch, epochs=20))).mean().backward()
+    return term.theta.grad.item()
+
+
+def test_ctkd_adversarial_push_starts_small_and_reverses_the_full_gradient_after_the_ramp():
+    """Official CTKD: lambda = CosineDecay(0, -1, 10) at the 1-based epoch, -0.0245 in the first epoch."""
+    first, full = _ctkd_theta_grad(0), _ctkd_theta_grad(9)
+    assert full != 0.0
+    assert first / full == pytest.approx(0.5 * (1 - math.cos(math.pi / 10)), rel=1e-5)
 
 
 def test_two_lesson_course_carries_weights_and_logs_each_lesson(tmp_path):

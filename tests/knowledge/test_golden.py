@@ -470,3 +470,71 @@ def test_fitnet_distils_a_user_model_by_dotted_path():
         losses.append(loss.item())
     assert losses[-1] < 0.7 * losses[0]
     assert all(p.grad is None for p in teacher.parameters())
+
+
+# --------------------------------------------------------------- classes a teacher rules out, half precision, CTKD
+def _masked_teacher() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    s, t = torch.randn(4, 6, generator=g), torch.randn(4, 6, generator=g)
+    t[:, 0] = float("-inf")  # class 0 ruled out by the teacher (never the target below)
+    return s, t, torch.tensor([1, 2, 3, 5])
+
+
+def _kd_with_class_dropped(s, t, T):
+    """KD on the classes the teacher keeps, with the student's softmax still over every class."""
+    log_ps = F.log_softmax(s / T, dim=1)[:, 1:]
+    p_t = F.softmax(t[:, 1:] / T, dim=1)
+    return (p_t * (p_t.log() - log_ps)).sum(1) * T * T
+
+
+@pytest.mark.parametrize("T", [1.0, 4.0])
+def test_kd_with_a_class_the_teacher_rules_out_is_the_limit_not_nan(T):
+    s, t, _ = _masked_teacher()
+    torch.testing.assert_close(kd_loss(s, t, T), _kd_with_class_dropped(s, t, T))
+
+
+def test_dkd_with_a_class_the_teacher_rules_out_is_finite_and_keeps_the_kd_identity():
+    s, t, y = _masked_teacher()
+    tckd, nckd = tckd_nckd(s, t, y, 4.0)
+    assert torch.isfinite(tckd).all() and torch.isfinite(nckd).all()
+    p_target = F.softmax(t / 4.0, dim=1).gather(1, y.view(-1, 1)).squeeze(1)
+    torch.testing.assert_close(tckd + (1 - p_target) * nckd, kd_loss(s, t, 4.0))
+
+
+def test_ctkd_temperature_gradient_is_finite_with_a_class_the_teacher_rules_out():
+    from curridistill.knowledge.ctkd import CTKD
+
+    s, t, y = _masked_teacher()
+    term = CTKD()
+    s.requires_grad_(True)
+    loss = term(KnowledgeInputs(student_logits=s, targets=y, teacher_logits=t)).mean()
+    loss.backward()
+    tau = float(term.temperature().detach())
+    torch.testing.assert_close(loss.detach(), _kd_with_class_dropped(s.detach(), t, tau).mean())
+    assert torch.isfinite(term.theta.grad).all() and torch.isfinite(s.grad).all()
+
+
+@pytest.mark.parametrize("loss", ["kd", "dkd", "dist"])
+def test_logit_terms_compute_half_precision_inputs_in_float32(loss):
+    g = torch.Generator().manual_seed(0)
+    s, t = 8 * torch.randn(16, 100, generator=g), 8 * torch.randn(16, 100, generator=g)
+    y = torch.randint(0, 100, (16,), generator=g)
+    fn = {"kd": lambda a, b: kd_loss(a, b, 4.0), "dkd": lambda a, b: dkd_loss(a, b, y, 4.0),
+          "dist": lambda a, b: dist_loss(a, b, 4.0)}[loss]
+    s16, t16 = s.bfloat16(), t.bfloat16()
+    half = fn(s16, t16)
+    assert half.dtype == torch.float32
+    # the bf16 inputs' own rounding aside, the loss is the float32 loss of those inputs
+    torch.testing.assert_close(half, fn(s16.float(), t16.float()))
+
+
+@pytest.mark.parametrize("epoch, expected", [(1, -0.02447), (5, -0.5), (9, -0.97553), (10, -1.0), (30, -1.0)])
+def test_ctkd_lambda_follows_the_official_per_epoch_cosine(epoch, expected):
+    """CTKD's CosineDecay(max_value=0, min_value=-1, num_loops=10).get_value(epoch), 1-based epochs."""
+    from curridistill.knowledge.base import Clock
+    from curridistill.knowledge.ctkd import CTKD
+
+    term = CTKD()
+    for progress in (0.0, 0.5, 0.99):  # constant within the epoch
+        term.before_step(Clock(progress=progress, epoch=epoch - 1, epochs=40))
+        assert float(term.step_lambda) == pytest.approx(expected, abs=1e-5)

@@ -94,8 +94,12 @@ class KnowledgeTerm(nn.Module, abc.ABC):
 
 
 def kl_per_sample(log_p_student: Tensor, log_p_teacher: Tensor) -> Tensor:
-    """KL(teacher || student) summed over classes, per sample: (B, C) x (B, C) -> (B,)."""
-    return (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(dim=1)
+    """KL(teacher || student) summed over classes, per sample: (B, C) x (B, C) -> (B,).
+
+    A class the teacher rules out (log-probability -inf, e.g. a teacher that masks classes with -inf logits)
+    adds 0, the limit of p log p, where the plain product would give 0 * -inf = NaN."""
+    p_teacher = log_p_teacher.exp()
+    return torch.where(p_teacher > 0, p_teacher * (log_p_teacher - log_p_student), 0.0).sum(dim=1)
 
 
 def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
@@ -107,6 +111,11 @@ def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
         return values.mean(dim=1)
     m = mask.to(values.dtype)
     return (values * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+
+
+def widen(x: Tensor) -> Tensor:
+    """Half-precision (float16, bfloat16) -> float32; float32 and float64 as they are."""
+    return x.float() if x.is_floating_point() and torch.finfo(x.dtype).bits < 32 else x
 
 
 def standardize(logits: Tensor, eps: float = 1e-7) -> Tensor:

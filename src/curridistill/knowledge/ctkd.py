@@ -3,9 +3,10 @@
 A learnable global temperature tau = t_min + t_range * sigmoid(theta) is trained *adversarially*:
 the KD loss flows into theta through a gradient-reversal layer (GRL), so while the student
 descends the KD loss the temperature ascends it, making the task harder as training goes on.
-The GRL weight lambda follows a cosine ramp from 0 to -1 over the first ``ramp_epochs`` epochs
-(the official CosineDecay(max_value=0, min_value=-1, num_loops=10)), so the temperature is free
-at first and the adversarial pressure grows: the curriculum.
+The GRL weight lambda follows a cosine ramp from 0 to -1 over the first ``ramp_epochs`` epochs, one
+value per epoch as in the official code (``CosineDecay(max_value=0, min_value=-1, num_loops=10)
+.get_value(epoch)`` with 1-based epochs: -0.024 in the first epoch, -1 from the tenth), so the
+temperature is free at first and the adversarial pressure grows: the curriculum.
 
     L = tau^2 * KL(softmax(t / tau) || softmax(s / tau)),   d theta  <-  lambda * dL/d theta
 
@@ -48,9 +49,20 @@ class _GradientReversal(torch.autograd.Function):
 
 
 def grl_lambda(epoch: float, ramp_epochs: float, lambda_max: float = 1.0) -> float:
-    """Cosine ramp 0 -> -lambda_max over ``ramp_epochs`` epochs, then constant."""
+    """Cosine ramp 0 -> -lambda_max over ``ramp_epochs`` epochs, then constant; ``epoch`` counts from 1 (the
+    official schedule is read at the 1-based epoch number, so the first epoch already has a small pressure)."""
     r = min(max(epoch / ramp_epochs, 0.0), 1.0)
     return -lambda_max * 0.5 * (1.0 - math.cos(math.pi * r))
+
+
+def finite_floor(logits: Tensor, gap: float) -> Tensor:
+    """-inf logits (classes a teacher rules out) -> ``gap`` below the row's largest finite logit.
+
+    Their probability stays exactly 0 at every temperature up to gap / 1000, and the temperature's gradient
+    stays finite (d(z / tau) / d tau = -z / tau^2 is NaN-making at z = -inf even where the loss ignores z)."""
+    ruled_out = torch.isneginf(logits)
+    top = logits.masked_fill(ruled_out, float("-inf")).amax(dim=1, keepdim=True)
+    return torch.where(ruled_out, top - gap, logits)
 
 
 @KNOWLEDGE.register("ctkd")
@@ -72,7 +84,7 @@ class CTKD(KnowledgeTerm):
         self._lambda_set = False
 
     def before_step(self, clock: Clock) -> None:
-        self.step_lambda.fill_(grl_lambda(clock.progress * clock.epochs, self.params.ramp_epochs, self.params.lambda_max))
+        self.step_lambda.fill_(grl_lambda(clock.epoch + 1, self.params.ramp_epochs, self.params.lambda_max))
         self._lambda_set = True
 
     def temperature(self) -> Tensor:
@@ -81,14 +93,14 @@ class CTKD(KnowledgeTerm):
     def forward(self, inputs: KnowledgeInputs, temperature: Tensor | float = 1.0) -> Tensor:
         if self._lambda_set:
             lam: Tensor | float = self.step_lambda
-        else:  # called directly: the ramp from the inputs' clock (fractional epochs into the lesson)
-            clock = inputs.clock
-            lam = grl_lambda(clock.progress * clock.epochs, self.params.ramp_epochs, self.params.lambda_max)
+        else:  # called directly: the ramp from the inputs' clock
+            lam = grl_lambda(inputs.clock.epoch + 1, self.params.ramp_epochs, self.params.lambda_max)
         tau = _GradientReversal.apply(self.temperature(), lam)[0]
         if self.training:
             self.used_sum.add_(tau.detach())
             self.used_steps.add_(1.0)
-        return kd_loss(inputs.student_logits, self.teacher_logits(inputs), tau)
+        teacher = finite_floor(self.teacher_logits(inputs), 1000.0 * (self.params.t_min + self.params.t_range))
+        return kd_loss(inputs.student_logits, teacher, tau)
 
     def learned_temperature(self) -> float | None:
         """Mean temperature used since the last call (the runner logs it once per epoch)."""

@@ -31,7 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from curridistill.knowledge.base import KnowledgeInputs, KnowledgeTerm
+from curridistill.knowledge.base import KnowledgeInputs, KnowledgeTerm, widen
 from curridistill.knowledge.registry import KNOWLEDGE
 
 
@@ -49,7 +49,8 @@ def pearson(x: Tensor, y: Tensor, eps: float = 1e-8) -> Tensor:
 
 
 def dist_parts(student_logits: Tensor, teacher_logits: Tensor, temperature: Tensor | float) -> tuple[Tensor, Tensor]:
-    """(inter per sample (B,), intra for the batch ()), both tau^2-scaled."""
+    """(inter per sample (B,), intra for the batch ()), both tau^2-scaled, in float32 at least (as kd_loss)."""
+    student_logits, teacher_logits = widen(student_logits), widen(teacher_logits)
     ys = (student_logits / temperature).softmax(dim=1)
     yt = (teacher_logits / temperature).softmax(dim=1)
     scale = temperature**2

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor
 
-from curridistill.knowledge.base import KnowledgeInputs, KnowledgeTerm, kl_per_sample, standardize
+from curridistill.knowledge.base import KnowledgeInputs, KnowledgeTerm, kl_per_sample, standardize, widen
 from curridistill.knowledge.registry import KNOWLEDGE
 
 
@@ -66,6 +66,7 @@ def tckd_nckd(student_logits: Tensor, teacher_logits: Tensor, targets: Tensor,
     """Per-sample (TCKD, NCKD), each (B,), both T^2-scaled."""
     if student_logits.shape[1] < 2:
         raise ValueError("DKD needs at least 2 classes")
+    student_logits, teacher_logits = widen(student_logits), widen(teacher_logits)  # as kd_loss: float32 at least
     bin_s, other_s = _split(student_logits, targets, temperature)
     bin_t, other_t = _split(teacher_logits, targets, temperature)
     scale = temperature**2

@@ -342,8 +342,8 @@ class LessonRun:
         weight sum ``m``: the parts before the last go back as ``m * loss_part`` (the sum of their weighted
         losses), and once the last part's forward gives the total weight ``M``, those gradients are divided by it
         and the last part goes back as ``m * loss_part / M``. Under DDP only that last backward all-reduces
-        (``no_sync``). Batch-relational terms (rkd, sp, pkt), CRD's queue, self-paced quantile thresholds and
-        BatchNorm statistics see the micro-batch."""
+        (``no_sync``). Batch-relational terms (rkd, sp, pkt, dist's intra part), CRD's queue, self-paced quantile
+        thresholds and BatchNorm statistics see the micro-batch."""
         weights, temps, active, level = loss_args
         params = [p for p in (*self.model.parameters(), *self.terms.parameters()) if p.requires_grad]
         mass, seen = None, []  # running weight sum (a device tensor with self-paced weights); (loss, m, parts, logits)
