@@ -11,7 +11,9 @@ into one (B, C) tensor, the ``teacher_logits`` every logit term sees. Modes (``A
   (the weighting of CA-MKD: Zhang, Chen, Wang, "Confidence-Aware Multi-Teacher Knowledge
   Distillation", ICASSP 2022). Since exp(CE) = 1 / p, for two teachers this is exactly
   w_i1 = p_1(y_i) / (p_1(y_i) + p_2(y_i)): weights proportional to the true-class probability.
-  The weights sum to 1 per sample; a more confident-on-the-truth teacher weighs more.
+  The weights sum to 1 per sample; a more confident-on-the-truth teacher weighs more. Here they mix
+  the teachers' logits into the one teacher every logit term sees; CA-MKD itself weights each
+  teacher's KD loss (the sum of weighted KLs is not the KL to the mixed logits).
 * ``best``: per sample, the logits of the single teacher that is right (argmax = label) with the
   highest true-class probability; if no teacher is right, the one with the highest true-class
   probability. Ties go to the lower teacher index.

@@ -17,7 +17,8 @@ learned linear map per pair (identity when the widths match and ``project`` is f
 Where this differs from the papers: TinyBERT sums the layer losses and trains in two stages
 (intermediate layers first, then predictions); here pairs are averaged (set the weight to scale) and
 stages are lessons. PKD matches only the [CLS] states; here every non-pad token is (``normalize: true``
-gives PKD's normalization).
+gives PKD's normalization; PKD sums the squared difference over the hidden size H where this averages it, so
+PKD's beta is this term's weight beta * H).
 """
 from __future__ import annotations
 
