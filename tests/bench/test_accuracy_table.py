@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from curridistill.config import load_config
@@ -122,3 +123,24 @@ def test_an_invocation_on_fewer_rows_keeps_the_others_in_the_json(tmp_path):
     again = {r["method"]: r for r in json.loads((tmp_path / "table.json").read_text())["rows"]}
     assert again["dist"]["per_seed"] == first["dist"]["per_seed"]
     assert len(again["kd"]["per_seed"]) == 3 and again["kd"]["per_seed"][:2] == first["kd"]["per_seed"]
+
+
+def test_holm_counts_kd_vs_alone_once_and_marks_both_of_its_cells_alike():
+    table = load_benchmark("accuracy_table")
+    rows = [{"method": "student alone", "p_vs_alone": None, "p_vs_kd": 0.022},
+            {"method": "kd", "p_vs_alone": 0.022, "p_vs_kd": None},
+            {"method": "dkd", "p_vs_alone": 0.001, "p_vs_kd": 0.5}]
+    table._mark_holm(rows)
+    # one family of three distinct tests: 0.001 * 3, 0.022 * 2, 0.5 * 1
+    assert rows[2]["holm_p_vs_alone"] == pytest.approx(0.003)
+    assert rows[1]["holm_p_vs_alone"] == rows[0]["holm_p_vs_kd"] == pytest.approx(0.044)
+    assert rows[1]["holm_p_vs_alone_significant"] and rows[0]["holm_p_vs_kd_significant"]
+    assert rows[2]["holm_p_vs_kd"] == pytest.approx(0.5) and not rows[2]["holm_p_vs_kd_significant"]
+    assert rows[0]["holm_p_vs_alone"] is None and rows[1]["holm_p_vs_kd"] is None
+
+
+def test_caption_names_the_rows_with_other_seeds():
+    table = load_benchmark("accuracy_table")
+    record = {"seeds": [0, 1, 2], "rows": [{"method": "kd", "seeds": [0, 1, 2, 3, 4]}, {"method": "at", "seeds": [0, 1, 2]},
+                                          {"method": "dkd", "seeds": [0, 1, 2, 3, 4]}, {"method": "old"}]}
+    assert table._seeds_text(record) == "0,1,2 (kd, dkd: 0,1,2,3,4)"

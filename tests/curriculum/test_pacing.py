@@ -6,7 +6,7 @@ import pytest
 from curridistill.curriculum.pacing import PACING_HELP, PACINGS, PacingSpec, build_pacing, parse_pacing
 from curridistill.errors import UserError
 
-T = 100
+T = 101  # steps 0..100: the last step L = 100 keeps the tables in round numbers
 
 
 @pytest.mark.parametrize("spec, table", [
@@ -43,8 +43,8 @@ def test_end_points(kind, end_at, start):
     g = build_pacing(spec, T)
     s0 = 0.1 if start is None else start
     assert g(0) == pytest.approx(s0)
-    assert g(math.ceil(T * end_at)) == pytest.approx(1.0)
-    assert g(T) == pytest.approx(1.0)
+    assert g(math.ceil((T - 1) * end_at)) == pytest.approx(1.0)
+    assert g(T - 1) == pytest.approx(1.0)  # the last step trains on the full data
 
 
 @pytest.mark.parametrize("spec", [
@@ -74,7 +74,8 @@ def test_epoch_unit():
     # continuous kinds hold their value over each epoch (evaluated at its first step)
     g = build_pacing({"kind": "linear", "start": 0.0001, "unit": "epoch"}, 100, steps_per_epoch=10)
     assert g(0) == g(9) == pytest.approx(0.0001)
-    assert g(10) == g(19) == pytest.approx(0.0001 + 0.9999 * 0.1)
+    assert g(10) == g(19) == pytest.approx(0.0001 + 0.9999 * 10 / 90)  # 10 epochs: the last starts at step 90
+    assert g(90) == g(99) == 1.0
     # exponential step lengths count epochs
     h = build_pacing({"kind": "fixed_exponential", "step_length": 2, "unit": "epoch"}, 100, steps_per_epoch=10)
     assert h(19) == pytest.approx(0.04) and h(20) == pytest.approx(0.076)
@@ -82,6 +83,21 @@ def test_epoch_unit():
     assert [v(i) for i in (9, 10, 39, 40, 69, 70)] == pytest.approx([0.04, 0.076, 0.076, 0.1444, 0.1444, 0.27436])
     with pytest.raises(UserError, match="steps per epoch"):
         build_pacing({"kind": "linear", "unit": "epoch"}, 100)
+
+
+@pytest.mark.parametrize("kind", ["linear", "root", "geometric", "step"])
+@pytest.mark.parametrize("epochs", [2, 3, 10])
+def test_the_last_epoch_has_the_full_data(kind, epochs):
+    g = build_pacing({"kind": kind, "unit": "epoch"}, epochs * 7, steps_per_epoch=7)
+    assert [g(i) for i in range((epochs - 1) * 7, epochs * 7)] == [1.0] * 7
+    if kind != "step":  # step (one jump) is full from half the lesson
+        assert g((epochs - 1) * 7 - 1) < 1.0
+
+
+def test_epoch_pacing_in_a_one_epoch_lesson_is_refused():
+    with pytest.raises(UserError, match="changes only between epochs, and this lesson has one; use unit: step"):
+        build_pacing({"kind": "linear", "unit": "epoch"}, 7, steps_per_epoch=7)
+    assert build_pacing({"kind": "fixed_exponential", "unit": "epoch", "step_length": 1}, 7, steps_per_epoch=7)(0) == 0.04
 
 
 def test_no_overflow_far_past_the_end():

@@ -111,3 +111,13 @@ def test_spec_errors():
 
 def test_help_covers_registry():
     assert set(SELF_PACED_HELP) == set(SELF_PACED) == {"hard", "linear", "logarithmic", "mixture", "logistic", "polynomial"}
+
+
+@pytest.mark.parametrize("losses, kept", [
+    ([0.0] * 60 + [1.0] * 4, 60),  # confident samples' cross-entropy is exactly 0: they are the easiest, and in
+    ([2.0] * 64, 64),  # all tied: all in, not none
+    ([1.0, 2.0, 3.0, 4.0], 2),  # no ties: the quantile still splits the batch
+])
+def test_hard_quantile_keeps_losses_tied_at_the_quantile(losses, kept):
+    sp = SelfPacedWeights({"weighting": "hard", "quantile": True, "threshold": 0.5})
+    assert int(sp(torch.tensor(losses), 0.0).sum()) == kept

@@ -9,13 +9,14 @@ from the ``ceil(g(i) * N)`` easiest samples (see ``sampler.PacedBatches``). In c
       pacing: {kind: fixed_exponential, inc: 1.9, step_length: 100}  # Hacohen & Weinshall 2019
       pacing: linear                                             # a bare name takes the defaults
 
-Formulas (``T`` = total steps of the lesson, ``t = min(1, i / (T * end_at))``):
+Formulas (``L`` = the lesson's last step, ``T - 1`` for ``T`` steps; ``t = min(1, i / (L * end_at))``, so with the
+default ``end_at = 1`` the last step trains on the full data):
 
 * ``linear``:  ``start + (1 - start) * t``
 * ``root``:    ``(start^p + (1 - start^p) * t)^(1/p)`` with ``p = power`` (competence of Platanios et al. 2019)
 * ``geometric``: ``2^(log2(start) * (1 - t))`` (Penha & Hauff 2020)
 * ``step``:    ``start`` until the first jump, then ``num_steps`` equal jumps at equal spacing, reaching 1 at
-  ``t = num_steps / (num_steps + 1)``; with the default ``num_steps = 1``: ``start`` for ``i < T*end_at/2``, then 1
+  ``t = num_steps / (num_steps + 1)``; with the default ``num_steps = 1``: ``start`` for ``i < L*end_at/2``, then 1
 * ``fixed_exponential``: ``min(1, start * inc^floor(i / step_length))`` (Hacohen & Weinshall 2019);
   ``step_length`` defaults to ``T // 10``
 * ``varied_exponential``: the same, but the k-th increase happens after the sum of the first k entries of
@@ -72,7 +73,7 @@ class PacingSpec(BaseModel):
 
 @dataclass(frozen=True)
 class _Args:
-    total: int  # total steps T of the lesson
+    last: int  # the lesson's last step L at which the pacing is read (T - 1; with unit: epoch, the last epoch's first)
     start: float
     end_at: float
     power: float
@@ -94,12 +95,12 @@ def _pacing(name: str, help_text: str):
 
 
 def _progress(a: _Args, i: int) -> float:
-    """t = min(1, i / (T * end_at))."""
-    horizon = a.total * a.end_at
+    """t = min(1, i / (L * end_at)): 1 at the last step with end_at = 1 (a one-step lesson has the full data)."""
+    horizon = a.last * a.end_at
     return 1.0 if horizon <= 0 else min(1.0, i / horizon)
 
 
-@_pacing("linear", "start + (1 - start) * t, t = i / (T * end_at): a straight ramp to the full data")
+@_pacing("linear", "start + (1 - start) * t, t = i / (L * end_at), L the last step: a straight ramp to the full data")
 def _linear(a: _Args, i: int) -> float:
     return a.start + (1.0 - a.start) * _progress(a, i)
 
@@ -115,7 +116,7 @@ def _geometric(a: _Args, i: int) -> float:
     return 2.0 ** (math.log2(a.start) * (1.0 - _progress(a, i)))
 
 
-@_pacing("step", "start, then num_steps equal jumps; with num_steps=1 the full data from i = T * end_at / 2")
+@_pacing("step", "start, then num_steps equal jumps; with num_steps=1 the full data from i = L * end_at / 2")
 def _step(a: _Args, i: int) -> float:
     jumps = min(a.num_steps, math.floor((a.num_steps + 1) * _progress(a, i) + 1e-9))
     return a.start + (1.0 - a.start) * jumps / a.num_steps
@@ -202,8 +203,12 @@ def build_pacing(spec: PacingSpec | str | dict, total_steps: int, steps_per_epoc
             lengths = tuple(n * per_unit for n in spec.step_lengths)
         if min(lengths) < 1:
             raise UserError(f"{where}: step lengths must be >= 1, got {list(lengths)}")
-    args = _Args(total, start, float(spec.end_at), float(spec.power), int(spec.num_steps), float(spec.inc), lengths)
     quantize = spec.unit == "epoch" and spec.kind not in EXPONENTIAL_KINDS
+    last = (total - 1) // per_unit * per_unit  # continuous kinds are read at this step last (quantized by epoch)
+    if quantize and last == 0:
+        raise UserError(f"{where}: {spec.kind} pacing with unit 'epoch' changes only between epochs, and this lesson has "
+                        f"one; use unit: step, or give the lesson more epochs")
+    args = _Args(last, start, float(spec.end_at), float(spec.power), int(spec.num_steps), float(spec.inc), lengths)
 
     def pacing(i: int) -> float:
         i = max(int(i), 0)

@@ -175,7 +175,10 @@ class SelfPacedWeights:
             return 0.0
         flat = losses.detach().float().flatten()
         q = level.clamp_min(0.0).to(flat) if isinstance(level, Tensor) else max(level, 0.0)
-        return torch.quantile(flat, q)
+        # one float step above the quantile: losses tied at it are in. The weightings keep ``l < lam`` (Kumar et
+        # al.), and a batch of tied losses (confident samples' cross-entropy is exactly 0 in float32) would
+        # otherwise drop all of them, the easiest first
+        return torch.nextafter(torch.quantile(flat, q), flat.new_tensor(math.inf))
 
     def at_level(self, losses: Tensor, level: float | Tensor | None) -> Tensor:
         """(B,) weights of a batch for a value of ``level`` (a 0-d device tensor inside a captured step)."""

@@ -1,5 +1,9 @@
 """Prediction metrics from logits: accuracy, top-5, per-class P/R/F1, confusion, loss, and
-student-vs-teacher agreement, KL, entropy and mutual information between predicted labels."""
+student-vs-teacher agreement, KL, entropy and mutual information between predicted labels.
+
+Conventions are scikit-learn's: ``f1_macro`` averages over the classes that occur in the labels or the
+predictions (a class predicted but never true counts, with F1 0), ``f1_weighted`` weighs by true support;
+a tie in the logits goes to the lower class index for top-1 and top-5 alike."""
 from __future__ import annotations
 
 import math
@@ -28,6 +32,15 @@ def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int) -> Tensor:
     return torch.bincount(target * num_classes + pred, minlength=num_classes**2).view(num_classes, num_classes)
 
 
+def class_rank(logits: Tensor, targets: Tensor) -> Tensor:
+    """(B,) 0-based rank of each true class among its row's logits, ties broken toward the lower class index as
+    ``argmax`` breaks them, so top-k never counts a sample wrong that top-1 counts right (``topk`` orders ties
+    arbitrarily: an all-zero row could give top-1 right and top-5 wrong)."""
+    true = logits.gather(1, targets.view(-1, 1))
+    lower_index = torch.arange(logits.shape[1], device=logits.device) < targets.view(-1, 1)
+    return ((logits > true) | ((logits == true) & lower_index)).sum(1)
+
+
 def classification_metrics(logits: Tensor, targets: Tensor) -> dict:
     logits, targets = logits.float(), targets.long()
     n, c = logits.shape
@@ -40,13 +53,11 @@ def classification_metrics(logits: Tensor, targets: Tensor) -> dict:
     recall = torch.where(support > 0, tp / support.clamp_min(1), torch.zeros_like(tp))
     f1 = torch.where(precision + recall > 0, 2 * precision * recall / (precision + recall).clamp_min(1e-12),
                      torch.zeros_like(tp))
-    present = support > 0
-    k = min(5, c)
-    top5 = (logits.topk(k, dim=1).indices == targets[:, None]).any(1).double().mean()
+    seen = (support > 0) | (predicted > 0)  # scikit-learn's macro average: classes in the labels or the predictions
     return {
         "accuracy": float((pred == targets).double().mean()),
-        "top5": float(top5),
-        "f1_macro": float(f1[present].mean()),
+        "top5": float((class_rank(logits, targets) < min(5, c)).double().mean()),
+        "f1_macro": float(f1[seen].mean()),
         "f1_weighted": float((f1 * support).sum() / support.sum()),
         "precision": precision.tolist(),
         "recall": recall.tolist(),
