@@ -56,6 +56,8 @@ def summary(fn) -> str:
 def _models(input_size: str, num_classes: int) -> list[dict]:
     import torch
 
+    if num_classes < 1:
+        raise UserError(f"--num-classes {num_classes}: give a number of classes >= 1")
     try:
         shape = tuple(int(v) for v in input_size.split(","))
     except ValueError:

@@ -6,9 +6,10 @@ Every default is visible with ``curridistill validate CONFIG --print``.
 """
 from __future__ import annotations
 
+import math
 import typing
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -24,6 +25,10 @@ from curridistill.suggest import suggest
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# a seed torch, numpy and the derived seeds (teacher_seed + i, seed-mixing hashes) all take: |seed| < 2^62
+Seed = Annotated[int, Field(ge=-(2**62), lt=2**62)]
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -53,7 +58,7 @@ class CVConfig(Strict):
     """k-fold cross-validation over the training data (train + val pooled; the test set stays the test set)."""
 
     folds: int = Field(5, ge=2)
-    seed: int = 0  # seed of the stratified fold assignment
+    seed: Seed = 0  # seed of the stratified fold assignment
     fold: int | None = None  # run only this fold (set by the tool in each RUN_DIR/fold-<i>/config.yaml)
 
     @model_validator(mode="after")
@@ -68,7 +73,7 @@ class DataConfig(Strict):
     root: str | None = None  # directory of the files; default $CURRIDISTILL_DATA
     options: dict[str, Any] = Field(default_factory=dict)  # loader-specific options
     val_size: float = Field(0.1, gt=0)  # held out of training, stratified: a fraction (< 1) or a count (>= 1)
-    split_seed: int = 0  # seed of the train/val split
+    split_seed: Seed = 0  # seed of the train/val split
     subset: int | None = Field(None, ge=2)  # use a stratified subset of this many training samples (quick runs)
     classes: list[str] | None = None  # keep only these classes (by name), relabeled 0..k-1 in this order
     # robustness studies: this fraction of the training labels (train and validation, never test) replaced by a
@@ -77,7 +82,7 @@ class DataConfig(Strict):
     batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(512, ge=1)
     augment: AugmentSettings = Field(default_factory=AugmentSettings)
-    data_seed: int = 0  # seed of the augmentation stream and batch order: independent of the model seed
+    data_seed: Seed = 0  # seed of the augmentation stream and batch order: independent of the model seed
     workers: int = Field(2, ge=0)  # DataLoader processes decoding streamed images (image-folder with stream: true)
     normalize: bool = True  # subtract the training mean, divide by the std, per channel
     cv: CVConfig | None = None  # k-fold cross-validation: `run` trains every fold into RUN_DIR/fold-<i>/
@@ -85,6 +90,8 @@ class DataConfig(Strict):
     @field_validator("val_size")
     @classmethod
     def _val_size(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"data.val_size={value}: give a fraction in (0, 1) like 0.1, or a whole count of samples like 500")
         if value >= 1 and value != int(value):
             raise ValueError(f"data.val_size={value}: give a fraction in (0, 1) like 0.1, or a whole count of samples like 500")
         return value
@@ -123,21 +130,21 @@ class TermConfig(Strict):
 class OptimizerConfig(Strict):
     name: Literal["sgd", "adam", "adamw", "adagrad", "lbfgs"] = "sgd"
     lr: float = Field(0.05, gt=0)
-    momentum: float = 0.9  # sgd
+    momentum: float = Field(0.9, ge=0, lt=1)  # sgd
     nesterov: bool = False  # sgd
-    weight_decay: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.999)  # adam, adamw
-    history_size: int = 10  # lbfgs
-    max_iter: int = 5  # lbfgs: inner iterations per batch
+    weight_decay: float = Field(5e-4, ge=0)
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.999)  # adam(w)
+    history_size: int = Field(10, ge=1)  # lbfgs
+    max_iter: int = Field(5, ge=1)  # lbfgs: inner iterations per batch
 
 
 class PlateauConfig(Strict):
     kind: Literal["plateau"] = "plateau"
     metric: str = "val_accuracy"
     mode: Literal["max", "min"] = "max"
-    factor: float = 0.1
-    patience: int = 5
-    min_lr: float = 0.0
+    factor: float = Field(0.1, gt=0, lt=1)  # the learning rate is multiplied by this on a plateau
+    patience: int = Field(5, ge=0)
+    min_lr: float = Field(0.0, ge=0)
     cooldown: int = 0
 
 
@@ -156,7 +163,7 @@ class CurriculumConfig(Strict):
     pacing: Any = None  # {kind: fixed_exponential, start: 0.04, inc: 1.9, step_length: 50}; curridistill list pacings
     self_paced: Any = None  # {weighting: linear, threshold: {kind: linear, start: 0.3, end: 1.0}, quantile: true}
     rescore_every: int = Field(1, ge=1)  # epochs between re-scoring when the scorer depends on the student
-    seed: int = 0  # tie-breaking and the random scorer
+    seed: Seed = 0  # tie-breaking and the random scorer
 
     @model_validator(mode="after")
     def _check(self) -> "CurriculumConfig":
@@ -316,15 +323,15 @@ class BaselineConfig(Strict):
 
 
 class EvalConfig(Strict):
-    latency_runs: int = 50  # batch-1 forwards timed for latency_ms (median)
-    throughput_batch: int = 256
-    throughput_runs: int = 5
+    latency_runs: int = Field(50, ge=1)  # batch-1 forwards timed for latency_ms (median)
+    throughput_batch: int = Field(256, ge=1)
+    throughput_runs: int = Field(5, ge=1)
 
 
 class RunConfig(Strict):
-    name: str = "run"
-    seed: int = 0  # student seed: initialization, dropout (baseline and student share it)
-    teacher_seed: int = 1000  # teacher i trains with teacher_seed + i: fixed across student seeds, so reused
+    name: str = "run"  # the run directory is RUN_OUT/<name>-<time>: a plain name, no path
+    seed: Seed = 0  # student seed: initialization, dropout (baseline and student share it)
+    teacher_seed: Seed = 1000  # teacher i trains with teacher_seed + i: fixed across student seeds, so reused
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     out: str = "runs"  # run directories are created below this
     amp: bool = True  # bfloat16 autocast on CUDA (ignored on CPU)
@@ -346,9 +353,17 @@ class RunConfig(Strict):
     threads: int | None = Field(None, ge=1)  # torch CPU threads; default: torch's choice
     teacher_aggregation: Literal["mean", "weighted", "confidence", "best"] = "mean"
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    seeds: list[int] | None = None  # several student seeds: RUN_DIR/seed-<s>/ each, plus aggregate.json
+    seeds: list[Seed] | None = None  # several student seeds: RUN_DIR/seed-<s>/ each, plus aggregate.json
     parallel: int = Field(1, ge=1)  # seeds / folds run side by side in this many processes (one GPU or the CPU cores)
     tensorboard: bool = True  # write TensorBoard events to RUN_DIR/tensorboard/ when the package is installed
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        if not value or value in (".", "..") or any(c in value for c in "/\\\0"):
+            raise ValueError(f"run.name {value!r} must be a plain name (no '/', '\\', '..'), e.g. kd-resnet8; "
+                             f"choose where run directories go with run.out")
+        return value
 
     @field_validator("seeds")
     @classmethod
@@ -368,7 +383,7 @@ class TuneConfig(Strict):
     pruner: Literal["median", "none"] = "median"  # stop unpromising trials early on the per-epoch metric
     n_startup_trials: int = Field(5, ge=0)  # trials before TPE models the space and before pruning starts
     n_warmup_steps: int = Field(2, ge=0)  # epochs of a trial before it can be pruned
-    seed: int = 0  # sampler seed
+    seed: Seed = 0  # sampler seed
     baseline: bool = False  # also train the baseline in every trial (slower; the objective does not need it)
 
     @field_validator("space")
@@ -403,10 +418,10 @@ class AutoConfig(Strict):
     max_latency_ms: float | None = Field(None, gt=0)  # reject students slower than this before training
     max_params: int | None = Field(None, ge=1)  # reject students with more parameters before training
     top_k: int = Field(3, ge=1)  # candidates re-run at full fidelity with every seed
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])  # seeds of the full-fidelity re-runs
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2])  # seeds of the full-fidelity re-runs
     reference: bool = True  # also re-run the config's own recipe, to measure how much of the gain survives
     proxy: AutoProxyConfig = Field(default_factory=AutoProxyConfig)
-    seed: int = 0  # sampler seed
+    seed: Seed = 0  # sampler seed
     max_trials: int | None = Field(None, ge=1)  # stop the search after this many finished trials (else: the budget)
 
 
@@ -525,10 +540,12 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
         raw, where = source, "config"
     else:
         path = Path(source)
+        if path.is_dir():
+            raise UserError(f"{path} is a directory; give a config file (YAML), e.g. configs/quickstart.yaml")
         if not path.is_file():
             raise UserError(f"config file not found: {path}; check the path (examples live in configs/)")
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            raw = read_yaml(path.read_text(encoding="utf-8")) or {}
         except UnicodeDecodeError as exc:
             raise UserError(f"{path}: not a UTF-8 text file (byte {exc.start}); a config is YAML text, save it as UTF-8") from None
         except OSError as exc:
@@ -550,6 +567,58 @@ def load_config(source: str | Path | dict, overrides: list[str] | None = None) -
         raise UserError(f"{where}: {exc}") from None
     raw = apply_overrides(raw, overrides or [])
     return validate_config(raw, where)
+
+
+MAX_YAML_NODES = 100_000  # a config is hundreds of values; anchors expanding past this are a mistake or an attack
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (the last one would silently win)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[str, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {key_node.value!r} appears twice in one section (also on line "
+                        f"{seen[key_node.value].start_mark.line + 1}); keep one", key_node.start_mark)
+                seen[key_node.value] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml(text: str) -> Any:
+    """YAML text -> Python values, safely: no tags that build objects, no repeated keys, and anchors (``&a`` /
+    ``*a``) may not expand to more than MAX_YAML_NODES values (a "billion laughs" file would hang every reader)."""
+    loader = _ConfigLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {})
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, sizes: dict[int, int]) -> int:
+    """How many values ``node`` stands for once every alias is expanded (each shared node counted once per use)."""
+    if id(node) in sizes:
+        if sizes[id(node)] < 0:
+            raise yaml.composer.ComposerError(None, None, "an anchor refers to itself", node.start_mark)
+        return sizes[id(node)]
+    sizes[id(node)] = -1  # being counted: meeting it again below means a cycle
+    children: list[yaml.Node] = []
+    if isinstance(node, yaml.SequenceNode):
+        children = list(node.value)
+    elif isinstance(node, yaml.MappingNode):
+        children = [part for pair in node.value for part in pair]
+    total = 1 + sum(_expanded_size(child, sizes) for child in children)
+    if total > MAX_YAML_NODES:
+        raise yaml.composer.ComposerError(None, None, f"anchors and aliases expand to more than {MAX_YAML_NODES:,} "
+                                          f"values; write the config without them", node.start_mark)
+    sizes[id(node)] = total
+    return total
 
 
 def _check_keys(node: Any, where: str, path: str = "") -> None:
@@ -645,7 +714,7 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if not sep or not key:
             raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set course.0.epochs=5")
         try:
-            value = yaml.safe_load(text)
+            value = read_yaml(text)
         except yaml.YAMLError:
             value = text
         node: Any = raw

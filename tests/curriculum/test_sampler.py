@@ -82,7 +82,18 @@ def test_paced_min_size_and_full():
     assert s.prefix_size(0) == 50
     full, _ = _paced(pacing=lambda i: 1.0)
     flat = torch.cat(_epoch(full, 0))
-    assert len(flat) == 200  # 20 batches of 10, drawn anywhere
+    assert sorted(flat.tolist()) == list(range(200))  # at full competence an epoch sees every sample once
+
+
+@pytest.mark.parametrize("fraction, n, bs", [(0.25, 200, 10), (0.5, 101, 8), (1.0, 103, 10)])
+def test_paced_walks_the_prefix_before_repeating_a_sample(fraction, n, bs):
+    s = PacedBatches(torch.randperm(n, generator=torch.Generator().manual_seed(1)), lambda i: fraction, bs, 40, seed=0)
+    size = s.prefix_size(0)
+    seen = torch.cat(_epoch(s, 0)).tolist()
+    passes = size // bs * bs  # a pass ends when too few samples are left for a whole batch
+    for start in range(0, len(seen) - passes + 1, passes):
+        chunk = seen[start:start + passes]
+        assert len(set(chunk)) == len(chunk)  # no sample twice within a pass
 
 
 def test_paced_exact_prefix_rounding():

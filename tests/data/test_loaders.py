@@ -371,8 +371,33 @@ def test_tensors_bad_files(tmp_path, arrays, match):
     if match is None:  # a valid file (extra keys are ignored)
         DATASETS.get("tensors")(tmp_path, path="d.npz", test_fraction=0.4)
         return
+    np.savez(tmp_path / "t.npz", **arrays)  # a test file as bad as the training file
     with pytest.raises(UserError, match=match) as err:
-        DATASETS.get("tensors")(tmp_path, path="d.npz", test_path="d.npz")
+        DATASETS.get("tensors")(tmp_path, path="d.npz", test_path="t.npz")
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("arrays, options, match", [
+    (dict(x=np.zeros((6, 4)), y=np.arange(6) % 2), dict(test_path="d.npz"), "test_path is the training file"),
+    (dict(x=np.zeros((6, 4)), y=np.arange(6) % 2), dict(test_path="t.npz", test_fraction=0.5),
+     "test_path and test_fraction both"),
+    (dict(x_train=np.zeros((6, 4)), y_train=np.arange(6) % 2, x_test=np.zeros((2, 4)), y_test=np.arange(2)),
+     dict(test_fraction=0.5), "already holds x_test/y_test; remove data.options.test_path and test_fraction"),
+    (dict(x=np.zeros((6, 4)), y=np.arange(6) % 2), dict(test_fraction=0.5, split_seed="abc"),
+     "split_seed is 'abc'; give an integer"),
+    (dict(x=np.full((6, 4), 1e300), y=np.arange(6) % 2), dict(test_fraction=0.5), "beyond float32's range"),
+    (dict(x=np.zeros((6, 4)), y=np.full(6, 1e30)), dict(test_fraction=0.5), "a label of 1e\\+30"),
+    (dict(x=np.zeros((6, 4)), y=np.array([0, 1, 0, 1, 0, 2**40])), dict(test_fraction=0.5),
+     "labels go up to 1099511627776 with only 6 samples"),
+    (dict(x=np.zeros((6, 4)), y=np.arange(6) % 2, classes=np.array(["pos", "neg", "pos"])), dict(test_fraction=0.5),
+     "'pos' appear twice in classes"),
+    (dict(x=np.zeros((6, 4, 4)), y=np.arange(6) % 2), dict(test_fraction=0.5, layout="xyz"), "layout is 'xyz'"),
+])
+def test_tensors_test_split_and_value_checks(tmp_path, arrays, options, match):
+    np.savez(tmp_path / "d.npz", **arrays)
+    np.savez(tmp_path / "t.npz", **arrays)
+    with pytest.raises(UserError, match=match) as err:
+        DATASETS.get("tensors")(tmp_path, path="d.npz", **options)
     assert "\n" not in str(err.value)
 
 

@@ -38,6 +38,15 @@ def samples(tmp: Path) -> str:
     return str(tmp / "x.npy")
 
 
+def yaml_file(tmp: Path, name: str, text: str) -> str:
+    (tmp / name).write_text(text)
+    return str(tmp / name)
+
+
+BILLION_LAUGHS = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8))
+
+
 def not_a_run(tmp: Path) -> str:
     (tmp / "notrun").mkdir()
     return str(tmp / "notrun")
@@ -68,6 +77,35 @@ CASES = [
     ("auto-no-budget", lambda t: ["auto", config(t)], "the following arguments are required: --budget"),
     ("auto-bad-budget", lambda t: ["auto", config(t), "--budget", "soon", "--out", str(t / "a")],
      "--budget 'soon': give a duration like 2h"),
+    # ---------------------------------------------------- hostile configs (found by an input audit)
+    ("validate-alias-bomb", lambda t: ["validate", yaml_file(t, "bomb.yaml", BILLION_LAUGHS)],
+     "anchors and aliases expand to more than 100,000 values"),
+    ("validate-duplicate-key", lambda t: ["validate", yaml_file(t, "dup.yaml", "run: {seed: 1}\nrun: {seed: 2}\n")],
+     "key 'run' appears twice in one section (also on line 1)"),
+    ("validate-directory", lambda t: ["validate", str(t)], "is a directory; give a config file"),
+    ("run-name-escapes-out", lambda t: ["run", config(t), "--set", "run.name=../../escape"],
+     "run.name '../../escape' must be a plain name"),
+    ("run-seed-too-big", lambda t: ["run", config(t), "--set", "run.seed=99999999999999999999"],
+     "invalid value at run.seed"),
+    ("run-seeds-too-big", lambda t: ["run", config(t), "--seeds", "0,99999999999999999999"], "run.seeds"),
+    ("validate-val-size-inf", lambda t: ["validate", config(t), "--set", "data.val_size=.inf"],
+     "data.val_size=inf: give a fraction"),
+    ("run-negative-momentum", lambda t: ["run", config(t), "--set", "course.0.optimizer.momentum=-1"],
+     "course.0.optimizer.momentum"),
+    ("run-latency-runs-zero", lambda t: ["run", config(t), "--set", "run.eval.latency_runs=0"],
+     "run.eval.latency_runs"),
+    ("tune-space-unknown-model",
+     lambda t: ["tune", config(t, tune={"space": {"student.name": {"categorical": ["mlp", "nonexist"]}}}),
+                "--trials", "1", "--out", str(t / "tuned")],
+     "tune.space key 'student.name' with value 'nonexist': unknown model 'nonexist'"),
+    ("list-negative-classes", lambda t: ["list", "models", "--num-classes", "-5"], "--num-classes -5: give a number"),
+    ("run-zero-width-layer", lambda t: ["run", config(t), "--set", "student.kwargs.hidden=[0]"],
+     "hidden must be a list of positive layer widths"),
+    ("bench-subset-below-a-batch",
+     lambda t: ["bench", "throughput", "--data", "digits", "--teacher", "cnn", "--student", "mlp", "--subset", "1"],
+     "--subset 1 is smaller than --batch-size"),
+    ("validate-split-seed-not-int", lambda t: ["validate", config(t), "--set", "data.split_seed=abc"],
+     "data.split_seed"),
     # ---------------------------------------------------- models and files given to eval / predict / export
     ("predict-top-k-zero", lambda t: ["predict", str(checkpoint(t)), samples(t), "--top-k", "0"],
      "--top-k must be at least 1, got 0"),

@@ -113,6 +113,39 @@ def test_length_scorer_puts_short_sentences_first():
 
 
 # ------------------------------------------------------------------------------ bad inputs
+def _hostile_table(tmp_path, case: str) -> dict:
+    """Options of load_text_table for one hostile input (files written under tmp_path)."""
+    good = tmp_path / "good.csv"
+    good.write_text("review,sentiment\n" + "".join(f"text {i},{'pos' if i % 2 else 'neg'}\n" for i in range(8)))
+    base = {"path": str(good), "text_column": "review", "label_column": "sentiment", "test_fraction": 0.25}
+    if case == "huge-field":
+        (tmp_path / "huge.csv").write_text("review,sentiment\n" + "x" * 200_000 + ",pos\n")
+        return {**base, "path": str(tmp_path / "huge.csv")}
+    if case == "deep-jsonl":
+        (tmp_path / "deep.jsonl").write_text("[" * 100_000 + "\n")
+        return {**base, "path": str(tmp_path / "deep.jsonl")}
+    return {"unknown-encoding": {**base, "encoding": "bogus"},
+            "labels-as-text": {**base, "text_column": "sentiment"},
+            "test-is-train": {**base, "test_path": str(good), "test_fraction": None},
+            "test-twice": {**base, "test_path": str(good)},
+            "seed-not-int": {**base, "split_seed": "abc"}}[case]
+
+
+@pytest.mark.parametrize("case, match", [
+    ("huge-field", r"huge.csv:\d+: cannot read this CSV row .*field larger than field limit"),
+    ("deep-jsonl", "deep.jsonl:1: nested too deeply"),
+    ("unknown-encoding", "encoding 'bogus' is not a text encoding"),
+    ("labels-as-text", "text_column and label_column are both 'sentiment'"),
+    ("test-is-train", "test_path is the training file"),
+    ("test-twice", "test_path and test_fraction both"),
+    ("seed-not-int", "split_seed is 'abc'"),
+])
+def test_hostile_text_tables_are_one_line(tmp_path, case, match):
+    with pytest.raises(UserError, match=match) as err:
+        text.load_text_table(**_hostile_table(tmp_path, case))
+    assert "\n" not in str(err.value)
+
+
 def test_bad_text_inputs_are_user_errors(table, tmp_path):
     base = {"path": str(table), "text_column": "review", "label_column": "sentiment", "test_fraction": 0.25}
     with pytest.raises(UserError, match="no column 'text'.*columns: review, sentiment"):

@@ -41,9 +41,10 @@ def test_paced_sampler_serves_the_easiest_fraction_first_and_grows_to_all_data()
     epoch0 = list(sampler.epoch_batches(0))
     assert len(epoch0) == STEPS and all(len(b) == BATCH for b in epoch0)
     assert set(epoch0[0].tolist()) <= first_quarter  # step 0: only the easiest 25 %
-    # the available prefix grows with the steps: ceil((0.25 + 0.75 * i / 16) * 64) samples at step i
+    # the available prefix grows with the steps: ceil((0.25 + 0.75 * i / (31 * 0.5)) * 64) samples at step i
+    # (31: the lesson's last step)
     for step in range(EPOCHS * STEPS):
-        expected = min(N, math.ceil((0.25 + 0.75 * min(1.0, step / 16)) * N - 1e-9))
+        expected = min(N, math.ceil((0.25 + 0.75 * min(1.0, step / 15.5)) * N - 1e-9))
         assert sampler.prefix_size(step) == max(BATCH, expected), step
         assert sampler.fraction(step) == sampler.prefix_size(step) / N
     for k, batch in enumerate(epoch0):
@@ -61,8 +62,8 @@ def test_a_paced_lesson_logs_its_data_fraction_growing_to_one():
                      log=records.append)
     run.run()
     fractions = [r["data_fraction"] for r in records]
-    # at the first step of epoch e: 0.25 + 0.75 * min(1, 8e / 16), as a whole number of samples of 64
-    assert fractions == [pytest.approx(f) for f in (0.25, 0.625, 1.0, 1.0)]
+    # at the first step of epoch e: 0.25 + 0.75 * min(1, 8e / 15.5), as a whole number of samples of 64
+    assert fractions == [pytest.approx(f) for f in (0.25, 41 / 64, 1.0, 1.0)]
     assert isinstance(run.sampler, PacedBatches) and run.curriculum.last_scored_epoch == 0
 
 

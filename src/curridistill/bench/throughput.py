@@ -275,6 +275,9 @@ def run_throughput(teacher: str = "resnet56", student: str = "resnet20", data: s
 
     if steps < 1 or warmup < 0 or rounds < 1 or batch_size < 2:
         raise UserError("bench throughput needs --steps >= 1, --warmup >= 0, --rounds >= 1 and --batch-size >= 2")
+    if subset is not None and subset < batch_size:
+        raise UserError(f"--subset {subset} is smaller than --batch-size {batch_size}; give at least one batch of "
+                        f"training images")
     dev = resolve_device(device, "--device")
     amp = dev.type == "cuda"
     cuda_math = cuda_speed(dev, tf32=True, autotune=True)  # a run's defaults for image data

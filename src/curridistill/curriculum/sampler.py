@@ -6,7 +6,10 @@ do not depend on what ran before it and a run resumed at an epoch boundary conti
 * ``RandomBatches``: each epoch a seeded permutation of all N samples, chunked into batches.
 * ``PacedBatches``: the curriculum. At global step ``i = epoch * steps_per_epoch + k`` only the first
   ``n_i = max(min_size, ceil(g(i) * N))`` samples of a difficulty ``order`` are available, and a batch is
-  ``batch_size`` of them drawn uniformly without replacement (as Hacohen & Weinshall do).
+  ``batch_size`` of them, uniformly at random (as Hacohen & Weinshall do). Within an epoch the batches walk a
+  shuffled pass over the available samples (reshuffled when the pass runs out or the prefix grows), so every
+  sample is seen before any is seen again: at full competence an epoch sees all N samples, as an unpaced
+  epoch does, where independent draws per batch would see about 63% of them.
   ``steps_per_epoch`` is the caller's, normally ``ceil(N / batch_size)`` as for ``RandomBatches``: a
   paced lesson has the same optimizer-step budget as an unpaced one; pacing changes WHICH samples a
   step sees, not how many steps there are. Early "epochs" therefore revisit the easy prefix many times.
@@ -114,10 +117,13 @@ class PacedBatches:
         gen = epoch_generator(self.seed, epoch)
         order = self.order  # a re-scoring mid-epoch does not change this epoch's batches
         take = min(self.batch_size, self.n)
+        size, walk, at = 0, torch.empty(0, dtype=torch.long), 0
         for k in range(self._steps):
-            size = self.prefix_size(epoch * self._steps + k)
-            pick = torch.randperm(size, generator=gen)[:take]
-            yield order[pick]
+            available = self.prefix_size(epoch * self._steps + k)
+            if available != size or at + take > len(walk):  # a new pass: the prefix grew, or this one ran out
+                size, walk, at = available, torch.randperm(available, generator=gen), 0
+            yield order[walk[at:at + take]]
+            at += take
 
     def set_order(self, order: Tensor) -> None:
         """Replace the difficulty order (self-paced re-scoring); takes effect from the next epoch."""

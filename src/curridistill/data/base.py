@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -55,6 +56,25 @@ class Splits:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train.x.shape[1:])
+
+
+def check_split_seed(split_seed: object, where: str) -> None:
+    if isinstance(split_seed, bool) or not isinstance(split_seed, int) or not -(2**62) <= split_seed < 2**62:
+        raise UserError(f"{where}: data.options.split_seed is {split_seed!r}; give an integer like 0")
+
+
+def check_test_source(train_file: Path, test_file: Path | None, test_fraction: object, split_seed: object,
+                      where: str) -> None:
+    """A loader's own test split comes from one place, is not the training data, and its seed is an integer."""
+    check_split_seed(split_seed, where)
+    if test_file is None:
+        return
+    if test_fraction is not None:
+        raise UserError(f"{where}: data.options.test_path and test_fraction both say where the test split comes "
+                        f"from; keep one")
+    if test_file.resolve() == train_file.resolve():
+        raise UserError(f"{where}: data.options.test_path is the training file {train_file}; test on held-out "
+                        f"data: give another file, or test_fraction (like 0.2) to hold part of it out")
 
 
 def stratified_split(y: Tensor, holdout: int, seed: int) -> tuple[Tensor, Tensor]:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from curridistill.data.base import ArrayData, stratified_split
+from curridistill.data.base import ArrayData, check_split_seed, stratified_split
 from curridistill.data.registry import DATA_ENV, DATASETS, INPUT_OPTIONS, TEST_SPLITS
 from curridistill.errors import UserError
 
@@ -230,6 +230,7 @@ def load_image_folder(root: Path | str | None = None, path: str | None = None, i
     if not 0 < holdout < len(y):
         raise UserError(f"data.options.test_fraction={test_fraction} of {len(y)} images in {train_dir} leaves an "
                         f"empty split; add images or change test_fraction")
+    check_split_seed(split_seed, "image-folder")
     keep, hold = stratified_split(y, holdout, seed=split_seed)
     full = ArrayData(x, y, classes)
     return full.subset(keep), full.subset(hold)

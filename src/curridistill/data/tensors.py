@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from curridistill.data.base import ArrayData, stratified_split
+from curridistill.data.base import ArrayData, check_test_source, stratified_split
 from curridistill.data.registry import DATASETS
 from curridistill.errors import UserError
 
@@ -71,7 +71,10 @@ def _x(x: np.ndarray, layout: str, where: str) -> torch.Tensor:
     if np.issubdtype(x.dtype, np.floating):
         if not np.isfinite(x).all():
             raise UserError(f"{where}: x holds NaN or infinite values; clean the data")
-        x = x.astype(np.float32, copy=False)
+        with np.errstate(over="ignore"):  # reported below in one line, not as a numpy warning
+            x = x.astype(np.float32, copy=False)
+        if not np.isfinite(x).all():  # finite float64 beyond float32's range became inf
+            raise UserError(f"{where}: x holds values beyond float32's range (|x| > 3.4e38); rescale the data")
     elif x.dtype != np.uint8:
         if image:
             lo, hi = int(x.min()), int(x.max())
@@ -84,8 +87,6 @@ def _x(x: np.ndarray, layout: str, where: str) -> torch.Tensor:
     if x.ndim == 3:
         x = x[:, None]
     elif x.ndim == 4:
-        if layout not in ("auto", "nhwc", "nchw"):
-            raise UserError(f"data.options.layout is {layout!r}; use 'auto', 'nhwc' or 'nchw'")
         x = _images_to_nchw(x, layout, where)
     return torch.from_numpy(np.ascontiguousarray(x))
 
@@ -101,6 +102,8 @@ def _y(y: np.ndarray, n: int, where: str) -> torch.Tensor:
     if np.issubdtype(y.dtype, np.floating):
         if not np.isfinite(y).all() or not np.all(y == np.round(y)):
             raise UserError(f"{where}: y holds non-integer values; save integer class labels 0..K-1")
+        if len(y) and np.abs(y).max() >= 2**62:  # beyond int64 the cast below would wrap
+            raise UserError(f"{where}: y holds a label of {np.abs(y).max():.3g}; save class indices 0..K-1")
     elif not np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
         raise UserError(f"{where}: y has dtype {y.dtype}; save integer class labels 0..K-1")
     y = y.astype(np.int64)
@@ -117,11 +120,19 @@ def _classes(files: list[tuple[dict, Path]], labels: list[torch.Tensor]) -> list
             if c.ndim != 1:
                 raise UserError(f"{path}: classes has shape {tuple(c.shape)}; save a 1-D array of names")
             names = [str(v) for v in c.tolist()]
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise UserError(f"{path}: class name(s) {', '.join(map(repr, repeated))} appear twice in classes; "
+                                f"give each class one name")
             if given is not None and names != given:
                 raise UserError(f"{path}: classes differ from the training file's; save the same class names")
             given = names
     top = max(int(y.max()) for y in labels)
     if given is None:
+        samples = sum(len(y) for y in labels)
+        if top >= samples:  # every class needs a training sample, so K <= N: a huge label is a mistake
+            raise UserError(f"{files[0][1]}: labels go up to {top} with only {samples} samples; labels are class "
+                            f"indices 0..K-1")
         return [str(i) for i in range(top + 1)]
     if top >= len(given):
         raise UserError(f"{files[0][1]}: labels go up to {top} but classes names only {len(given)}; "
@@ -139,18 +150,21 @@ def load_tensors(root: Path | str | None = None, path: str | None = None, test_p
     if path in (None, ""):
         raise UserError("dataset 'tensors' needs data.options.path: an .npz with x and y (plus test_path), "
                         "or one with x_train, y_train, x_test, y_test")
+    if layout not in ("auto", "nhwc", "nchw"):
+        raise UserError(f"data.options.layout is {layout!r}; use 'auto', 'nhwc' or 'nchw'")
     train_file = _resolve(root, str(path), "path")
     d = _read(train_file)
     files = [(d, train_file)]
     if {"x_train", "y_train", "x_test", "y_test"} <= d.keys():
-        if test_path not in (None, ""):
-            raise UserError(f"{train_file} already holds x_test/y_test; remove data.options.test_path")
+        if test_path not in (None, "") or test_fraction is not None:
+            raise UserError(f"{train_file} already holds x_test/y_test; remove data.options.test_path and test_fraction")
         parts = [(d["x_train"], d["y_train"], f"{train_file} (x_train)"),
                  (d["x_test"], d["y_test"], f"{train_file} (x_test)")]
     elif {"x", "y"} <= d.keys():
         parts = [(d["x"], d["y"], str(train_file))]
         if test_path not in (None, ""):
             test_file = _resolve(root, str(test_path), "test_path")
+            check_test_source(train_file, test_file, test_fraction, split_seed, "tensors")
             t = _read(test_file)
             if not {"x", "y"} <= t.keys():
                 raise UserError(f"{test_file} has keys {sorted(t)}; a test file needs x and y")
@@ -172,6 +186,7 @@ def load_tensors(root: Path | str | None = None, path: str | None = None, test_p
         return ArrayData(xs[0], ys[0], classes), ArrayData(xs[1], ys[1], classes)
     if not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
         raise UserError(f"data.options.test_fraction is {test_fraction!r}; use a fraction between 0 and 1 (like 0.2)")
+    check_test_source(train_file, None, test_fraction, split_seed, "tensors")
     holdout = int(round(test_fraction * len(ys[0])))
     if not 0 < holdout < len(ys[0]):
         raise UserError(f"data.options.test_fraction={test_fraction} of {len(ys[0])} samples leaves an empty split; "

@@ -27,6 +27,7 @@ spec carries it and ``predict`` (``TextEncoder``) encodes new text exactly as th
 """
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import inspect
@@ -41,7 +42,7 @@ from typing import Iterable, Iterator
 import torch
 from torch import Tensor
 
-from curridistill.data.base import ArrayData, stratified_split
+from curridistill.data.base import ArrayData, check_split_seed, check_test_source, stratified_split
 from curridistill.data.registry import DATASETS, resolve_root
 from curridistill.errors import UserError
 from curridistill.pretrained import dir_digest, require_transformers, resolve_hf_dir
@@ -98,6 +99,11 @@ def _read_bytes(path: Path) -> bytes:
 
 
 def _decode(path: Path, encoding: str) -> str:
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise UserError(f"data.options.encoding {encoding!r} is not a text encoding Python knows; use e.g. utf-8 or "
+                        f"latin-1") from None
     try:
         return _read_bytes(path).decode(encoding)
     except UnicodeDecodeError as exc:
@@ -166,13 +172,22 @@ def read_table(path: Path, text_column: str, label_column: str, fmt: str = "auto
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as exc:
                     raise UserError(f"{path}:{n}: not a JSON object ({exc.msg}); write one object per line") from None
+                except RecursionError:
+                    raise UserError(f"{path}:{n}: nested too deeply to read; write one flat object per line") from None
         columns = sorted({k for r in rows if isinstance(r, dict) for k in r})
     else:
         reader = csv.DictReader(io.StringIO(text), delimiter="," if kind == "csv" else "\t")
-        rows = list(reader)
+        try:
+            rows = list(reader)
+        except csv.Error as exc:  # e.g. a field over the csv module's 128 KiB limit
+            raise UserError(f"{path}:{reader.line_num}: cannot read this {kind.upper()} row ({exc}); fix the row "
+                            f"(a text field is at most 128 KiB)") from None
         columns = list(reader.fieldnames or [])
     if not rows:
         raise UserError(f"{path} holds no rows; add data (a header row plus one row per sample)")
+    if text_column == label_column:
+        raise UserError(f"data.options.text_column and label_column are both {text_column!r}: the model would read "
+                        f"its labels; name the text column in text_column")
     for option, column in (("text_column", text_column), ("label_column", label_column)):
         if column not in columns:
             raise UserError(f"{path}: no column {column!r} for data.options.{option}; columns: {', '.join(columns)}")
@@ -350,6 +365,7 @@ def tokenize_splits(name: str, train: tuple[list[str], list[str]], test: tuple[l
 def _holdout(texts: list[str], ys: list[str], test_fraction: float, split_seed: int, where: str):
     if not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
         raise UserError(f"{where}: data.options.test_fraction is {test_fraction!r}; use a fraction between 0 and 1")
+    check_split_seed(split_seed, where)
     names = sorted(set(ys))
     y = torch.tensor([names.index(c) for c in ys])
     keep, hold = stratified_split(y, max(1, int(round(test_fraction * len(ys)))), seed=split_seed)
@@ -425,9 +441,11 @@ def load_text_table(root: Path | str | None = None, path: str | None = None, tes
         raise UserError("dataset 'text-table' needs data.options.path: a .csv, .tsv or .jsonl with text and label "
                         "columns (see data.options.text_column / label_column)")
     files = [_table_file(root, str(path), "path")]
+    test_file = _table_file(root, str(test_path), "test_path") if test_path not in (None, "") else None
+    check_test_source(files[0], test_file, test_fraction, split_seed, "text-table")
     texts, ys = read_table(files[0], text_column, label_column, format, encoding)
-    if test_path not in (None, ""):
-        files.append(_table_file(root, str(test_path), "test_path"))
+    if test_file is not None:
+        files.append(test_file)
         train, test = (texts, ys), read_table(files[1], text_column, label_column, format, encoding)
     elif test_fraction is not None:
         train, test = _holdout(texts, ys, test_fraction, split_seed, "text-table")

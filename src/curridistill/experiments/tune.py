@@ -42,10 +42,11 @@ from typing import Any, Callable
 import yaml
 
 from curridistill import api
-from curridistill.config import LessonConfig, apply_overrides, ce_only, load_config, validate_config
+from curridistill.config import LessonConfig, apply_overrides, ce_only, load_config, read_yaml, validate_config
 from curridistill.errors import NonFiniteLoss, UserError
 from curridistill.io import write_json, write_text
 from curridistill.locks import is_locked
+from curridistill.preflight import check_static
 from curridistill.search_space import Param, parse_space
 from curridistill.suggest import suggest
 from curridistill.workers import side_by_side
@@ -100,8 +101,8 @@ def check_space(raw: dict, params: dict[str, Param], where: str) -> None:
                            fallback="free-form options (model kwargs, data options) must be written in the config first")
             raise UserError(f"{where}: tune.space key {key!r} is not a path of this config; {hint}")
         for value in param.probes():
-            try:
-                validate_config(apply_values(raw, {key: value}), where)
+            try:  # the values and the names (models, terms, kinds) a trial would meet: before any trial runs
+                check_static(validate_config(apply_values(raw, {key: value}), where))
             except UserError as exc:
                 msg = str(exc).replace(f"{where}: ", "", 1).replace("--set ", "", 1)
                 raise UserError(f"{where}: tune.space key {key!r} with value {value!r}: {msg}") from None
@@ -311,7 +312,7 @@ def _load_raw(config: str | Path | dict, overrides: list[str] | None) -> tuple[d
     path = Path(config)
 
     load_config(path, overrides)  # the usual checks and messages (file, YAML, keys)
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw = read_yaml(path.read_text(encoding="utf-8")) or {}
     return apply_overrides(raw, overrides or []), str(path)
 
 

@@ -6,6 +6,14 @@ from torch import Tensor, nn
 from curridistill.models.registry import MODELS
 
 
+def _check_widths(widths: object, option: str) -> None:
+    """Layer widths are positive ints: a width of 0 builds a network that can only predict a constant."""
+    if not isinstance(widths, (list, tuple)) or not all(
+            isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+        # TypeError: build_model turns it into one line naming model.kwargs
+        raise TypeError(f"{option} must be a list of positive layer widths like [64, 32], got {widths!r}")
+
+
 @MODELS.register("mlp")
 class MLP(nn.Module):
     """Flatten -> [Linear-ReLU] x len(hidden) -> Linear. Stages: ``stage1`` .. ``stageK``, ``fc``.
@@ -26,6 +34,7 @@ class MLP(nn.Module):
             if len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size):
                 raise TypeError(f"image_size must be a positive int or [height, width], got {image_size!r}")
             width = in_channels * size[0] * size[1]
+        _check_widths(hidden, "hidden")
         self.flatten = nn.Flatten()
         for i, h in enumerate(hidden, start=1):
             self.add_module(f"stage{i}", nn.Sequential(nn.Linear(width, h), nn.ReLU(inplace=True), nn.Dropout(dropout)))
@@ -47,6 +56,7 @@ class CNN(nn.Module):
     def __init__(self, num_classes: int = 10, in_channels: int = 1, widths: tuple[int, ...] | list[int] = (32, 64),
                  dropout: float = 0.0):
         super().__init__()
+        _check_widths(widths, "widths")
         c = in_channels
         for i, w in enumerate(widths, start=1):
             self.add_module(f"stage{i}", nn.Sequential(
