@@ -18,18 +18,19 @@ from typing import Iterable
 import numpy as np
 import torch
 import yaml
+from pydantic import ValidationError
 from torch import nn
 
 from curridistill.compress.ship import ship
 from curridistill.export import export_model
-from curridistill.config import Config, EvalConfig, load_config, validate_config
+from curridistill.config import Config, EvalConfig, explain, load_config, validate_config
 from curridistill.data.folds import select_fold
 from curridistill.data.pipeline import Pipeline, load_splits
 from curridistill.errors import UserError
-from curridistill.evaluate.evaluation import add_pair_metrics, compare, evaluate_model
+from curridistill.evaluate.evaluation import add_pair_metrics, compare, evaluate_model, read_report
 from curridistill.evaluate.metrics import pair_metrics
 from curridistill.multirun import children, is_multi, write_aggregate
-from curridistill.io import clean_orphans, read_json, write_json, write_text
+from curridistill.io import clean_orphans, write_json, write_text
 from curridistill.knowledge.aggregate import aggregate_teachers
 from curridistill.locks import is_locked, run_dir_lock
 from curridistill.models.placement import cuda_speed, resolve_device
@@ -168,8 +169,9 @@ def resume(run_dir: str | Path, callbacks: Iterable = (), overrides: list[str] |
     """Continue a killed (or failed) run from its last checkpoint; the result equals an uninterrupted run (CPU).
 
     ``overrides`` (``--set``) change the saved config deliberately, e.g. a lower learning rate after a
-    failure: they are applied, recorded in config.yaml and reported on stderr. A config.yaml edited by
-    hand under a training state is refused, listing what changed.
+    failure: they are applied, recorded in config.yaml and reported on stderr once the run accepts them
+    (``_PendingChanges``); a value it refuses leaves the directory as it was. A config.yaml edited by hand
+    under a training state is refused, listing what changed.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -179,7 +181,7 @@ def resume(run_dir: str | Path, callbacks: Iterable = (), overrides: list[str] |
         if distributed.info().is_main:
             stack.enter_context(run_dir_lock(run_dir))
             clean_orphans(run_dir, recursive=True)
-        cfg = _resumed_config(run_dir, overrides or [])
+        cfg, changes = _resumed_config(run_dir, overrides or [])
         if is_multi(cfg):  # a multi-seed / cross-validation parent: finish every unfinished child
             if overrides:
                 raise UserError(f"{run_dir} holds several seeds or folds; --set with --resume works on one run "
@@ -187,7 +189,8 @@ def resume(run_dir: str | Path, callbacks: Iterable = (), overrides: list[str] |
             stack.close()  # each child locks its own directory
             return resume_multi(cfg, run_dir, callbacks=callbacks)
         check_static(cfg)
-        return _execute(cfg, run_dir, callbacks)
+        pending = _PendingChanges(run_dir, cfg, changes)
+        return _execute(cfg, run_dir, [pending, *callbacks], accepted=pending.apply)
 
 
 # ------------------------------------------------------------------------------- several seeds or folds
@@ -212,6 +215,9 @@ def resume_multi(cfg: Config, run_dir: str | Path, callbacks: Iterable = ()) -> 
 def _run_children(cfg: Config, run_dir: Path, kind: str, kids: list[tuple[str, Config]],
                   callbacks: Iterable) -> dict:
     callbacks = list(callbacks)
+    for name, _ in kids:  # every finished child's report is sound before anything trains or is aggregated
+        if (run_dir / name / "report.json").is_file():
+            _child_report(run_dir, name)
     if cfg.run.parallel > 1 and len(kids) > 1:
         reports = run_side_by_side(kids, run_dir, cfg.run.parallel, callbacks)
         return write_aggregate(run_dir, cfg, reports, kind, [n for n, _ in kids])
@@ -222,10 +228,17 @@ def _run_children(cfg: Config, run_dir: Path, kind: str, kids: list[tuple[str, C
     return write_aggregate(run_dir, cfg, reports, kind, [n for n, _ in kids])
 
 
+def _child_report(run_dir: Path, name: str) -> dict:
+    """The checked report.json of the finished child ``run_dir/name``."""
+    path = run_dir / name / "report.json"
+    return read_report(path, f"delete it and resume {run_dir} again to evaluate {name}'s trained models anew "
+                             f"(or delete {run_dir / name} to train {name} again)")
+
+
 def _run_child(child: Config, child_dir: Path, callbacks: Iterable) -> dict:
     """One child: finished -> its report; started -> resumed; else run."""
     if (child_dir / "report.json").is_file():
-        return read_json(child_dir / "report.json")
+        return _child_report(child_dir.parent, child_dir.name)
     if (child_dir / "config.yaml").is_file():
         return resume(child_dir, callbacks=callbacks)
     return run(child, out=child_dir, callbacks=callbacks)
@@ -263,8 +276,9 @@ def _child_job(raw: dict, child_dir: str, callbacks: list) -> dict:
     return _run_child(validate_config(raw, "child config"), Path(child_dir), callbacks)
 
 
-def _resumed_config(run_dir: Path, overrides: list[str]) -> Config:
-    """The saved config (+ ``overrides``), refused when config.yaml was edited by hand under a training state."""
+def _resumed_config(run_dir: Path, overrides: list[str]) -> tuple[Config, list[str]]:
+    """The saved config (+ ``overrides``) and what the overrides change (``key: old -> new``), refused when
+    config.yaml was edited by hand under a training state. Nothing is written here: see ``_PendingChanges``."""
     cfg = load_config(run_dir / "config.yaml")
     applied_path = run_dir / APPLIED
     if applied_path.is_file() and has_state(run_dir):
@@ -279,16 +293,36 @@ def _resumed_config(run_dir: Path, overrides: list[str]) -> Config:
                 raise UserError(f"{run_dir}/config.yaml was edited after training started ({shown}); restore it, or "
                                 f"pass the change as --resume {run_dir} --set KEY=VALUE to apply it knowingly")
     if not overrides:
-        return cfg
+        return cfg, []
     new = load_config(run_dir / "config.yaml", overrides)
-    changes = config_changes(cfg.model_dump(mode="json"), new.model_dump(mode="json"))
-    if changes and distributed.info().is_main:
-        _write_config(run_dir, new)
-        sys.stderr.write(f"note: resuming {run_dir} with {'; '.join(changes)}\n")
-    return new
+    return new, config_changes(cfg.model_dump(mode="json"), new.model_dump(mode="json"))
 
 
-def _execute(cfg: Config, run_dir: Path, callbacks: Iterable = (), given=None) -> dict:
+class _PendingChanges:
+    """The ``--set`` changes of a resume, written into config.yaml (and noted on stderr) only once the run has
+    accepted them: when a lesson starts training (the models built, the data loaded, the checkpoint loaded into
+    the changed model) or, with nothing left to train, before the evaluation. A value the run refuses (a model
+    that cannot be built, weights that do not fit it) leaves the directory as it was: a plain ``--resume``
+    still continues it. A callback (``on_phase``), so it runs at the start of the first lesson trained."""
+
+    def __init__(self, run_dir: Path, cfg: Config, changes: list[str]):
+        self.run_dir, self.cfg, self.changes = run_dir, cfg, changes
+
+    def on_phase(self, label: str) -> None:
+        self.apply()
+
+    def apply(self) -> None:
+        if not self.changes:
+            return
+        changes, self.changes = self.changes, []
+        if distributed.info().is_main:
+            _write_config(self.run_dir, self.cfg)
+            sys.stderr.write(f"note: resuming {self.run_dir} with {'; '.join(changes)}\n")
+
+
+def _execute(cfg: Config, run_dir: Path, callbacks: Iterable = (), given=None, accepted=None) -> dict:
+    """Train what is left, evaluate, write report.json. ``accepted``: called once every model is trained (or
+    loaded), before the evaluation (a resume records its ``--set`` changes then, at the latest)."""
     pipeline, device = prepare(cfg, given)
     _phase("building the models and lessons (dry run on a probe batch)", dry_build, cfg, pipeline, given)
     runner = CourseRunner(cfg, run_dir, pipeline, device, callbacks=callbacks, given=given)
@@ -300,6 +334,8 @@ def _execute(cfg: Config, run_dir: Path, callbacks: Iterable = (), given=None) -
     else:  # no teacher: the course trains the student alone (e.g. a self-paced curriculum on labels)
         student, rounds = _phase("training the student", runner.train_phase, "student", cfg.student, cfg.course, None,
                                  cfg.run.seed), []
+    if accepted is not None:
+        accepted()
     if not distributed.info().is_main:  # rank 0 evaluates and reports; the others are done
         distributed.barrier()
         return {"run_dir": str(run_dir), "rank": distributed.info().rank}
@@ -395,7 +431,10 @@ def evaluate(model: str | Path | nn.Module, data=None, batch_size: int | None = 
     ``overrides``: ``data.KEY=VALUE`` changes to the data evaluated on, e.g. ``data.options.path=new_folder``.
     ``device`` (cpu, cuda, cuda:N, auto): where the test split is predicted; None: where a module lives (it is
     neither moved nor left in eval mode), the CPU for a checkpoint."""
-    eval_cfg = eval if isinstance(eval, EvalConfig) or eval is None else EvalConfig(**eval)
+    try:
+        eval_cfg = eval if isinstance(eval, EvalConfig) or eval is None else EvalConfig.model_validate(eval)
+    except ValidationError as exc:
+        raise UserError(f"eval: {explain(exc, EvalConfig)}") from None
     where = None if device is None else resolve_device(device, "--device")
     return evaluate_objects(model, data, where, root=root, batch_size=batch_size,
                             eval_cfg=eval_cfg, overrides=overrides)

@@ -4,12 +4,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save as save_bytes, save_file
 
@@ -109,20 +111,93 @@ def read_json(path: str | Path) -> Any:
         raise UserError(f"corrupt JSON file {path}: {exc}; delete it or restore it from a backup") from None
 
 
+def read_checked(path: str | Path, schema: type[BaseModel], what: str, fix: str) -> dict:
+    """A JSON object that ``schema`` (a strict pydantic model of the parts its readers use) accepts, returned as
+    parsed; anything else is one line naming the file, the key, what is wrong and ``fix``. ``what``: the kind of
+    file, for a top level that is not an object ("a report")."""
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path} is not {what} (expected a JSON object, got a {type(data).__name__}); {fix}")
+    try:
+        schema.model_validate(data)
+    except ValidationError as exc:
+        raise UserError(f"{path}: {explain_invalid(exc)}; {fix}") from None
+    return data
+
+
+def explain_invalid(exc: ValidationError, at: tuple = ()) -> str:
+    """The first problem of a pydantic error in one phrase: ``key.path: what is wrong (got VALUE)``; ``at``: the
+    keys above what was validated."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in (*at, *err["loc"]))
+    if err["type"] == "missing":
+        return f"{where or 'a required key'} is missing"
+    msg = re.sub(r" or instance of \w+", "", err["msg"].removeprefix("Value error, "))
+    value = err.get("input")
+    got = f" (got {value!r})" if err["type"] != "value_error" and len(repr(value)) <= 60 else ""
+    return f"{where}: {msg}{got}" if where else f"{msg}{got}"
+
+
+class EpochRecord(BaseModel):
+    """The fields of a metrics.jsonl record that its readers rely on (the truncation a resume does, the report's
+    curves and schedules), type-checked where present; a model's record names its lesson and epoch. Other keys
+    pass unchecked."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: str | None = None
+    lesson: int | None = Field(None, ge=0)
+    epoch: int | None = Field(None, ge=0)
+    lesson_name: str | None = None
+    lr: float | None = None
+    temperature: float | None = None
+    weights: dict[str, float | None] | None = None
+    losses: dict[str, float | None] | None = None
+    train_loss: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    data_fraction: float | None = None
+    mean_sample_weight: float | None = None
+
+    @model_validator(mode="after")
+    def _placed(self) -> "EpochRecord":
+        missing = [k for k in ("lesson", "epoch") if getattr(self, k) is None]
+        if self.model is not None and missing:
+            raise ValueError(f"{missing[0]} is missing (each record of a model names its lesson and epoch)")
+        return self
+
+
+_FIX_LINE = "repair or delete that line (each line is one epoch's record, as training wrote it)"
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
-    """The JSON objects of a JSONL file (``metrics.jsonl``), one per line; a line cut by a kill mid-write (or any
-    line that is not a JSON object) is skipped, a missing file is no records."""
+    """The records of a JSONL file (``metrics.jsonl``), one JSON object per line; a line cut by a kill mid-write (or
+    any line that is not a JSON object) is skipped, a missing file is no records. A line that is not UTF-8, or a
+    record whose fields have the wrong types (``EpochRecord``), is one error naming the file and the line."""
     path = Path(path)
     if not path.is_file():
         return []
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for number, raw in enumerate(path.read_bytes().split(b"\n"), start=1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{path}, line {number}: not UTF-8 text (byte {raw[exc.start]:#04x} at column "
+                            f"{exc.start + 1}); {_FIX_LINE}") from None
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
             continue
-        if isinstance(rec, dict):
-            out.append(rec)
+        except RecursionError:
+            raise UserError(f"{path}, line {number}: JSON nested too deeply to read; {_FIX_LINE}") from None
+        if not isinstance(rec, dict):
+            continue
+        try:
+            EpochRecord.model_validate(rec)
+        except ValidationError as exc:
+            raise UserError(f"{path}, line {number}: {explain_invalid(exc)}; {_FIX_LINE}") from None
+        out.append(rec)
     return out
 
 

@@ -11,17 +11,22 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from curridistill.config import Config, validate_config
 from curridistill.errors import UserError
 from curridistill.evaluate.stats import aggregate_reports, format_p
-from curridistill.io import write_json, write_text
+from curridistill.io import explain_invalid, read_checked, write_json, write_text
 
 SELECTION_RULES = {"best_val": "validation-selected checkpoint, evaluated once on test", "last": "last epoch"}
 
 
 # ------------------------------------------------------------------------------------------------ seeds
+MAX_SEEDS = 1000  # a range like 0-2000000000 is a typo, not a plan (and its list alone would fill the memory)
+
+
 def parse_seeds(text: str) -> list[int]:
     """``"0,1,2"`` -> [0, 1, 2]; ranges ``"0-4"`` are accepted. Raises UserError naming the bad item."""
     seeds: list[int] = []
@@ -30,12 +35,16 @@ def parse_seeds(text: str) -> list[int]:
             raise UserError(f"--seeds {text!r}: empty item; give a comma-separated list of integers like --seeds 0,1,2")
         lo, sep, hi = item.partition("-") if not item.startswith("-") else (item, "", "")
         try:
-            values = list(range(int(lo), int(hi) + 1)) if sep else [int(item)]
+            values = range(int(lo), int(hi) + 1) if sep else range(int(item), int(item) + 1)  # lazy until checked
         except ValueError:
             raise UserError(f"--seeds {text!r}: {item!r} is not an integer; give a comma-separated list of "
                             f"integers like --seeds 0,1,2") from None
-        if not values:
+        count = values.stop - values.start  # not len(): a huge range overflows it
+        if count < 1:
             raise UserError(f"--seeds {text!r}: the range {item!r} is empty; write it low-high, e.g. 0-4")
+        if len(seeds) + count > MAX_SEEDS:
+            raise UserError(f"--seeds {text!r}: more than {MAX_SEEDS} seeds (each is a whole training run); "
+                            f"give fewer")
         seeds.extend(values)
     if len(set(seeds)) != len(seeds):
         raise UserError(f"--seeds {text!r}: a seed is repeated; each seed must be distinct")
@@ -87,6 +96,8 @@ def children(cfg: Config) -> tuple[str, list[tuple[str, Config]]]:
 
 # ------------------------------------------------------------------------------------------- aggregate
 def write_aggregate(run_dir: Path, cfg: Config, reports: list[dict], kind: str, names: list[str]) -> dict:
+    """aggregate.json and aggregate.md of the children's (checked) reports; both are computed before either is
+    written, so a failure leaves the previous aggregate as it was."""
     agg = aggregate_reports(reports)
     selection = reports[0].get("selection", cfg.run.selection)
     agg = {"kind": kind, "name": cfg.run.name, "children": names, **agg,
@@ -98,9 +109,73 @@ def write_aggregate(run_dir: Path, cfg: Config, reports: list[dict], kind: str, 
     comp = agg["comparisons"].get("student_vs_baseline")
     agg["p_value_student_vs_baseline"] = comp["p_value"] if comp else None
     agg["run_dir"] = str(run_dir)
+    markdown = aggregate_markdown(agg, reports)
     write_json(run_dir / "aggregate.json", agg)
-    write_text(run_dir / "aggregate.md", aggregate_markdown(agg, reports))
+    write_text(run_dir / "aggregate.md", markdown)
     return agg
+
+
+class Summary(BaseModel):
+    """One metric of one model across runs (``stats.summarize``)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    n: int = Field(ge=0)
+    mean: float | None = None
+    std: float | None = None
+    sem: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    min: float | None = None
+    max: float | None = None
+    confidence: float = Field(0.95, gt=0, lt=1)
+
+
+class Comparison(BaseModel):
+    """A Welch test between two models (``stats.welch_t_test``)."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    a: str | None = None
+    b: str | None = None
+    metric: str | None = None
+    mean_diff: float | None = None
+    t: float | None = None
+    df: float | None = None
+    p_value: float | None = None
+
+
+_SUMMARIES = TypeAdapter(dict[str, Summary])
+
+
+class AggregateFile(BaseModel):
+    """aggregate.json as ``report`` and ``compare`` read it: the run count, the models and, per model, a summary per
+    metric, the per-run values and the comparisons, type-checked; other keys pass unchecked."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    kind: Literal["seeds", "folds"] | None = None
+    n_runs: int = Field(ge=1)
+    models: list[str] = Field(min_length=1)
+    per_seed: dict[str, list[float]]
+    seeds: list[int | None] | None = None
+    children: list[str] | None = None
+    comparisons: dict[str, Comparison] | None = None
+
+    @model_validator(mode="after")
+    def _summaries(self) -> "AggregateFile":
+        for name in self.models:
+            try:
+                _SUMMARIES.validate_python((self.model_extra or {}).get(name), strict=True)
+            except ValidationError as exc:
+                raise ValueError(explain_invalid(exc, (name,))) from None
+        return self
+
+
+def read_aggregate(path: str | Path, fix: str) -> dict:
+    """A multi-seed / cross-validation parent's aggregate.json, checked (``AggregateFile``); one line naming the file,
+    the key and ``fix`` otherwise."""
+    return read_checked(path, AggregateFile, "an aggregate of runs", fix)
 
 
 def teacher_note(reports: list[dict], kind: str, cfg: Config) -> str | None:

@@ -99,7 +99,7 @@ def _bad_inputs(tmp):
     ("native", ["range.npy"], "must be pixels in [0, 1]"),
     ("onnx", ["ints.npy"], "pixels are 0..255"),
     ("native", ["keys.npz"], "has no array 'x'"),
-    ("onnx", ["broken.png"], "cannot read image"),
+    ("onnx", ["broken.png"], "cannot decode image"),
     ("native", ["notes.txt"], "expected an .npy/.npz array or an image"),
     ("native", ["missing.png"], "input not found"),
     ("onnx", ["emptydir"], "holds no images"),

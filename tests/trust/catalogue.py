@@ -303,7 +303,7 @@ CASES: list[Case] = [
     Case("config-missing", "config", "config path that does not exist",
          lambda tmp: ["validate", str(tmp / "absent.yaml")], "config file not found"),
     Case("config-directory", "config", "a directory given as the config",
-         lambda tmp: ["validate", str(tmp)], "config file not found"),
+         lambda tmp: ["validate", str(tmp)], "is a directory; give a config file"),
     Case("config-bad-yaml", "config", "YAML syntax error",
          lambda tmp: ["validate", write_cfg(tmp, "data: {name: digits\nstudent: [")], "is not valid YAML"),
     Case("config-not-utf8", "config", "a config saved as Latin-1 (not UTF-8)",

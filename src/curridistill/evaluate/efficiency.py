@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from curridistill.errors import UserError
 from curridistill.evaluate import measure
 from curridistill.models.placement import model_device, probe_input, synchronize
 
@@ -31,9 +32,19 @@ def flops_per_sample(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return int(counter.get_total_flops())
 
 
+def check_timing(latency_runs: int = 1, throughput_batch: int = 1, throughput_runs: int = 1) -> None:
+    """Refuse timing settings (``run.eval``) that measure nothing: the median of no runs, a batch of no samples."""
+    for key, value in (("latency_runs", latency_runs), ("throughput_batch", throughput_batch),
+                       ("throughput_runs", throughput_runs)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"run.eval.{key} is {value!r} but a timing needs at least 1; set run.eval.{key} to 1 "
+                            f"or more")
+
+
 @torch.inference_mode()
 def latency_ms(model: nn.Module, input_shape: tuple[int, ...], runs: int = 50, warmup: int = 5) -> float:
     """Median wall time of one batch-1 forward on the model's device, in milliseconds."""
+    check_timing(latency_runs=runs)
     model = model.eval()
     device = model_device(model)
     return measure.latency_ms(model, probe_input(model, input_shape, fill="randn"), runs, warmup,
@@ -43,6 +54,7 @@ def latency_ms(model: nn.Module, input_shape: tuple[int, ...], runs: int = 50, w
 @torch.inference_mode()
 def throughput(model: nn.Module, input_shape: tuple[int, ...], batch: int = 256, runs: int = 5) -> float:
     """Samples per second of batched forwards on the model's device (best of ``runs``, after one warm-up)."""
+    check_timing(throughput_batch=batch, throughput_runs=runs)
     model = model.eval()
     x = probe_input(model, input_shape, batch=batch, fill="randn")
     device = model_device(model)
@@ -59,7 +71,9 @@ def throughput(model: nn.Module, input_shape: tuple[int, ...], batch: int = 256,
 
 def efficiency(model: nn.Module, input_shape: tuple[int, ...], latency_runs: int = 50, throughput_batch: int = 256,
                throughput_runs: int = 5) -> dict:
-    """All cost metrics, measured on a CPU copy so results are comparable across devices."""
+    """All cost metrics, measured on a CPU copy so results are comparable across devices. Settings that would time
+    nothing are refused before anything is measured."""
+    check_timing(latency_runs, throughput_batch, throughput_runs)
     cpu_model = _cpu_copy(model)
     return {
         "params": count_params(cpu_model),

@@ -40,12 +40,12 @@ from concurrent.futures import FIRST_EXCEPTION, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Callable
 
 import torch
 import yaml
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from curridistill import api
 from curridistill.config import AutoConfig, Config, apply_overrides, ce_only, load_config, normalize, validate_config
@@ -55,7 +55,8 @@ from curridistill.experiments import auto_space as S
 from curridistill.experiments.auto_report import (auto_markdown, describe_fidelity, fmt_seconds, mean_pm,
                                                   pareto_front_numbers, plot_front, trial_row, write_trials_csv)
 from curridistill.experiments.tune import compact_course, mask_url, open_study, student_phase
-from curridistill.io import read_json, read_jsonl, write_json, write_text
+from curridistill.evaluate.evaluation import read_report
+from curridistill.io import read_checked, read_jsonl, write_json, write_text
 from curridistill.models import build_model
 from curridistill.train.callbacks import StopRequested
 from curridistill.train.course import CourseRunner
@@ -63,6 +64,65 @@ from curridistill.workers import side_by_side
 
 RUN_OVERHEAD_S = 1.5  # per api.run: data, evaluation, latency timing, files (measured: ~1 s on digits)
 STATE = "auto-state.json"
+
+
+# ---------------------------------------------------------------------------------------------- the state
+Seconds = Annotated[float, Field(ge=0, allow_inf_nan=False)]  # a duration: finite, not negative
+
+
+class _State(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class _Cost(_State):
+    model_config = ConfigDict(extra="forbid", strict=True)  # read back as auto_space.StudentCost(**cost)
+
+    params: int = Field(ge=0)
+    latency_ms: Seconds
+    stage: str | None
+
+
+class _ReferenceProxy(_State):
+    val_accuracy: float | None = Field(ge=0, le=1, allow_inf_nan=False)
+    seconds: Seconds
+
+
+class _Plan(_State):
+    top_k: int = Field(ge=1)
+    seeds: list[int] = Field(min_length=1)
+    reference: bool
+    finals_estimate_s: Seconds
+    search_s: Seconds
+    full_run_estimate_s: Seconds
+    trial_estimate_s: Seconds
+
+
+class AutoState(_State):
+    """``OUT/auto-state.json``, what ``--resume`` continues from (written by ``AutoJob.save_state``): the time used so
+    far, the measured costs, the teacher, the reference, the plan and the finished re-runs, type-checked (finite,
+    non-negative durations) before anything is read from it; other keys pass unchecked."""
+
+    used_s: Seconds = 0.0
+    budget_s: float | None = Field(None, gt=0, allow_inf_nan=False)
+    config: str | None = None
+    config_raw: dict | None = None
+    costs: dict[str, _Cost] | None = None
+    estimate_at_start: dict[str, Seconds] | None = None
+    invocations: int = Field(0, ge=0)
+    phases: dict[str, Seconds] | None = None
+    teacher_paths: list[str] | None = None
+    teacher_reused_from: list[str | None] | None = None
+    reference_proxy: _ReferenceProxy | None = None
+    plan: _Plan | None = None
+    finals_started: bool = False
+    finals_done: list[str] = Field(default_factory=list)
+
+
+def read_state(path: Path) -> dict:
+    """The checked state of the search in ``path.parent``; one line naming the file and the key otherwise."""
+    return read_checked(path, AutoState, "the state of an auto search",
+                        f"the search state is damaged: restore {path.name} from a backup, or start the search again "
+                        f"with another --out")
 
 
 # ---------------------------------------------------------------------------------------------- budget
@@ -324,7 +384,9 @@ def _seed_results(parent: Path, seeds: list[int]) -> dict:
     """Per seed: the selected checkpoint's validation accuracy (used to choose) and test accuracy (read later)."""
     val, test = [], []
     for s in seeds:
-        rep = read_json(parent / f"seed-{s}" / "report.json")
+        path = parent / f"seed-{s}" / "report.json"
+        rep = read_report(path, f"delete it and {parent / 'aggregate.json'}, then resume the search (the seed's "
+                                f"trained models are evaluated again)")
         val.append(float((rep["student"].get("selected") or {}).get("val_accuracy") or float("nan")))
         test.append(float(rep["student"]["accuracy"]))
     return {"val": val, "test": test}
@@ -390,7 +452,7 @@ class AutoJob:
             raise UserError(f"{self.out} already holds an auto search; continue it with --resume or choose another --out")
         if resume and not self.state_path.is_file():
             raise UserError(f"{self.out} holds no auto search to resume ({STATE} is missing); start one without --resume")
-        self.state = read_json(self.state_path) if resume else {}
+        self.state = read_state(self.state_path) if resume else {}
         if resume and self.state.get("config_raw") != json.loads(json.dumps(self.raw)):
             raise UserError(f"{self.out} was searched with another config; resume it with the same CONFIG and --set values")
         self.clock = Clock(budget_s, float(self.state.get("used_s", 0.0)))

@@ -3,6 +3,7 @@
 Each directory is a single run (``report.json``) or a multi-seed / cross-validation parent (``aggregate.json``).
 For every model of every run: test accuracy mean ± std and n, parameters, FLOPs, batch-1 latency, the gain over
 that run's own baseline, and the Welch p-value against the FIRST run's student (when both have at least 2 runs).
+A run whose report.json or aggregate.json is malformed is refused, naming the file: no run is left out silently.
 """
 from __future__ import annotations
 
@@ -11,26 +12,31 @@ from pathlib import Path
 
 import yaml
 
+from curridistill.config import read_yaml
 from curridistill.errors import UserError
+from curridistill.evaluate.evaluation import read_report
 from curridistill.evaluate.stats import aggregate_reports, format_p, welch_t_test
-from curridistill.io import read_json
+from curridistill.multirun import read_aggregate
 
 ORDER = ("teacher", "baseline", "student")
 
 
 def load_run(run_dir: str | Path) -> dict:
-    """{label, dir, kind, n, aggregate, data, method} of a run directory (single or multi)."""
+    """{label, dir, kind, n, aggregate, data, method} of a run directory (single or multi), its files checked."""
     d = Path(run_dir)
     if not d.is_dir():
         raise UserError(f"{d} is not a directory; pass run directories made by `curridistill run`")
+    leave_out = f"or leave {d} out of the comparison"
     if (d / "aggregate.json").is_file():
-        agg = read_json(d / "aggregate.json")
-        if not isinstance(agg, dict) or "per_seed" not in agg:
-            raise UserError(f"{d / 'aggregate.json'} is not an aggregate of runs; re-create it with `curridistill run --resume {d}`")
-        first = next((read_json(d / c / "report.json") for c in agg.get("children", []) if (d / c / "report.json").is_file()), {})
-        kind = agg.get("kind", "seeds")
+        agg = read_aggregate(d / "aggregate.json", f"delete it and re-create it with `curridistill run --resume {d}`, "
+                                                   f"{leave_out}")
+        reports = (d / c / "report.json" for c in agg.get("children") or [])
+        first = next((read_report(p, f"delete it and run `curridistill run --resume {p.parent}` (its trained models "
+                                     f"are evaluated again), {leave_out}") for p in reports if p.is_file()), {})
+        kind = agg.get("kind") or "seeds"
     elif (d / "report.json").is_file():
-        first = read_json(d / "report.json")
+        first = read_report(d / "report.json", f"delete it and run `curridistill run --resume {d}` (the trained models "
+                                               f"are evaluated again), {leave_out}")
         agg = aggregate_reports([first])
         kind = "single"
     else:
@@ -45,8 +51,10 @@ def method_label(run_dir: Path) -> str:
     if not path.is_file():
         return "?"
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError:
+        raw = read_yaml(path.read_text(encoding="utf-8")) or {}  # bounded: a run directory is data, maybe hostile
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError):
+        return "?"
+    if not isinstance(raw, dict):
         return "?"
     course = raw.get("course") or []
     if isinstance(course, dict):

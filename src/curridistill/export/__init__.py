@@ -7,6 +7,8 @@ or a plain safetensors checkpoint pair. ``export_model`` is what ``curridistill 
 """
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
 
 import torch
@@ -17,7 +19,8 @@ from curridistill.config import DataConfig
 from curridistill.data.pipeline import Pipeline, load_splits
 from curridistill.data.text import is_text_spec, trim
 from curridistill.errors import UserError
-from curridistill.export.onnx import OnnxModel, export_onnx, opset_of, public_spec, quantize_onnx
+from curridistill.io import atomic_write
+from curridistill.export.onnx import OnnxModel, export_onnx, newest_opset, opset_of, public_spec, quantize_onnx
 from curridistill.export.torchscript import export_torchscript, load_torchscript
 from curridistill.models.checkpoint import load_model, save_model
 
@@ -25,6 +28,8 @@ FORMATS = ("onnx", "onnx-int8", "torchscript", "safetensors")
 SUFFIX = {"onnx": ".onnx", "onnx-int8": ".int8.onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
 MAX_ABS_DIFF = 1e-4  # fp32 logits of the exported model vs PyTorch's, on held-out samples
 MIN_INT8_AGREEMENT = 0.98  # int8 ONNX: top-1 agreement with the fp32 model (its logits differ by design)
+FIXES = {"onnx": "try another --opset or --format torchscript", "onnx-int8": "ship the fp32 ONNX file",
+         "torchscript": "use --format onnx"}  # what to try when an export fails its check
 
 __all__ = ["FORMATS", "MAX_ABS_DIFF", "OnnxModel", "check_parity", "parity_ok", "export", "export_model", "held_out_samples",
            "public_spec", "spec_pipeline"]
@@ -105,42 +110,79 @@ def exported_runner(fmt: str, path: Path):
 def export_model(checkpoint: str | Path, fmt: str = "onnx", out: str | Path | None = None, opset: int = 18,
                  check_samples: int = 256, root: str | None = None) -> dict:
     """Export a native checkpoint and check the result on held-out samples. Raises UserError when the
-    exported model's logits differ from PyTorch's by more than ``MAX_ABS_DIFF`` or any top-1 differs."""
+    exported model's logits differ from PyTorch's by more than ``MAX_ABS_DIFF`` or any top-1 differs; the
+    file is then not written (an existing ``out`` is left as it was)."""
     if fmt not in FORMATS:
         raise UserError(f"export format {fmt!r} is not one of {', '.join(FORMATS)}")
     if opset < 7:
         raise UserError(f"--opset {opset} is too old; use 17 or later (default 18)")
+    if fmt.startswith("onnx") and opset > newest_opset():
+        raise UserError(f"--opset {opset} is newer than the ONNX package knows; use 17 to {newest_opset()} (default 18)")
     if check_samples < 1:
         raise UserError(f"--check-samples must be at least 1, got {check_samples}")
     src = Path(checkpoint)
     if src.suffix.lower() in (".onnx", ".pt"):
         raise UserError(f"{src} is already exported; export takes a native checkpoint (NAME.safetensors with NAME.json)")
-    model, spec = load_model(checkpoint)
     out = Path(out) if out else src.with_name(src.stem + ("-export" if fmt == "safetensors" else "") + SUFFIX[fmt])
     if out.resolve() == src.with_suffix(".safetensors").resolve():
         raise UserError(f"--out {out} would overwrite the checkpoint itself; choose another path")
+    check_writable(out, fmt)
+    model, spec = load_model(checkpoint)
     calibration = None
     if fmt == "onnx-int8":  # activation ranges from training samples, never from the held-out ones
         train, _ = held_out_samples(spec, 256, root, split="train")
         calibration = [train[i:i + 32] for i in range(0, len(train), 32)]
-    path = export(model, spec, fmt, out, opset, calibration)
-    result = {"checkpoint": str(checkpoint), "format": fmt, "path": str(path), "bytes": path.stat().st_size}
+    result = {"checkpoint": str(checkpoint), "format": fmt, "path": str(out)}
+    if fmt == "safetensors":  # the same PyTorch weights: nothing to check
+        path = export(model, spec, fmt, out, opset, calibration)
+        return {**result, "path": str(path), "bytes": path.stat().st_size}
+    # written beside ``out`` and moved onto it only once the check passed: a failed export loses no earlier file
+    atomic_write(out, lambda tmp: result.update(
+        export_checked(model, spec, fmt, Path(tmp), out, opset, calibration, check_samples, root)))
+    return result
+
+
+def check_writable(out: Path, fmt: str) -> None:
+    """Refuse an ``--out`` that cannot be written before any export work."""
+    if out.is_dir():
+        raise UserError(f"--out {out} is a directory; give a file path such as {out / ('model' + SUFFIX[fmt])}")
+    folder = next(p for p in (out.parent, *out.parent.parents) if p.exists())  # the nearest existing ancestor
+    if not folder.is_dir():
+        raise UserError(f"--out {out}: {folder} is a file, not a folder; choose another path")
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"--out {out}: folder {folder} is not writable; choose another path")
+
+
+def export_checked(model: nn.Module, spec: dict, fmt: str, tmp: Path, out: Path, opset: int,
+                   calibration: list[Tensor] | None, check_samples: int, root: str | None) -> dict:
+    """Export ``model`` to ``tmp`` and check it against PyTorch; returns bytes, opset and the check for
+    ``export_model``'s result. ``out``: where the file goes once it passed, as messages name it."""
+    export(model, spec, fmt, tmp, opset, calibration)
+    result: dict = {"bytes": tmp.stat().st_size}
     if fmt in ("onnx", "onnx-int8"):
-        result["opset"] = opset_of(path)  # the exporter keeps 18 when a lower opset cannot be converted to
+        result["opset"] = opset_of(tmp)  # the exporter keeps 18 when a lower opset cannot be converted to
         if result["opset"] != opset:
             result["opset_note"] = f"opset {opset} was asked; the exporter could not convert down and kept {result['opset']}"
-    runner = exported_runner(fmt, path)
-    if runner is not None:
-        x, source = held_out_samples(spec, check_samples, root)
-        check = check_parity(model, runner, x)
-        check["inputs"] = source
-        check["ok"] = parity_ok(fmt, check)
-        result["check"] = check
-        if not check["ok"]:
-            raise UserError(f"{path}: the exported model differs from PyTorch on {source} (max |logit diff| "
-                            f"{check['max_abs_diff']:.2e}, top-1 agreement {check['top1_agreement']:.4f}); "
-                            f"{'ship the fp32 ONNX file' if fmt == 'onnx-int8' else 'try another --opset'}")
+    x, source = held_out_samples(spec, check_samples, root)
+    check = check_parity(model, exported_runner(fmt, tmp), x)
+    check["inputs"] = source
+    check["ok"] = parity_ok(fmt, check)
+    if not check["ok"]:
+        raise UserError(f"{out} not written: {parity_failure(model, x, fmt, check, source)}")
+    result["check"] = check
     return result
+
+
+def parity_failure(model: nn.Module, x: Tensor, fmt: str, check: dict, source: str) -> str:
+    """Why the exported model failed its check, and what to do: another opset does not cure NaN logits."""
+    if not math.isfinite(check["max_abs_diff"]):  # NaN or inf logits on one side or both
+        if not bool(torch.isfinite(logits_of(model.cpu().eval(), x)).all()):
+            return (f"the checkpoint's model itself gives NaN or infinite logits on {source}; its weights overflow "
+                    f"on such inputs: retrain it (e.g. with a lower learning rate) before exporting")
+        return (f"the exported model gives NaN or infinite logits on {source} where PyTorch's are finite; "
+                f"{FIXES[fmt]}")
+    return (f"the exported model differs from PyTorch on {source} (max |logit diff| {check['max_abs_diff']:.2e}, "
+            f"top-1 agreement {check['top1_agreement']:.4f}); {FIXES[fmt]}")
 
 
 def parity_ok(fmt: str, check: dict) -> bool:

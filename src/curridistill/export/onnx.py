@@ -141,6 +141,11 @@ def _input_of(path: str | Path) -> tuple[str, str]:
     return first.name, "tensor(int64)" if elem == np.int64 else f"tensor({np.dtype(elem).name})"
 
 
+def newest_opset() -> int:
+    """The newest default-domain opset the installed ``onnx`` package knows: the exporter keeps 18 for any newer."""
+    return int(_need("onnx").defs.onnx_opset_version())
+
+
 def opset_of(path: str | Path) -> int:
     """The default-domain opset an ONNX file declares (the exporter may keep a newer one than asked)."""
     onnx = _need("onnx")

@@ -7,12 +7,15 @@ spec's is refused, naming the file.
 """
 from __future__ import annotations
 
+import reprlib
 from contextlib import contextmanager
 from contextvars import ContextVar
+from itertools import chain
 from pathlib import Path
-from typing import Iterator
+from typing import Annotated, Iterator
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, model_validator
 from torch import nn
 
 from curridistill.errors import UserError
@@ -21,7 +24,57 @@ from curridistill.models.registry import MODELS, build_model
 from curridistill.models.structure import apply_structure, structure_diff
 
 _TRUST_CODE: ContextVar[bool] = ContextVar("curridistill_trust_code", default=False)
-_REQUIRED = {"name": str, "num_classes": int}
+
+PositiveInt = Annotated[int, Field(ge=1)]
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+
+
+class CheckpointSpec(BaseModel):
+    """The fields of ``NAME.json`` that loading, eval, predict and export read. Other keys (``sha256``, ``tokenizer``,
+    ...) are checked where they are used. A field may be absent (older checkpoints), but a field that is there must
+    be right; ``null`` only where the readers treat it as absent."""
+
+    model_config = ConfigDict(strict=True, extra="allow")  # strict: a string is no number, nothing is coerced
+
+    name: str
+    num_classes: PositiveInt
+    kwargs: dict = Field(default_factory=dict)
+    in_channels: PositiveInt = 3
+    # these four may be absent but not null: the readers use their values as they are
+    input_shape: list[PositiveInt] = Field(None, min_length=1)
+    mean: list[FiniteFloat] = None
+    std: list[PositiveFloat] = None
+    normalize: bool = True
+    classes: list[str] | None = None
+    data: dict | None = None
+    structure: dict[str, dict[str, NonNegativeInt | list[NonNegativeInt]]] | None = None  # a pruned model's widths
+    object: str | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "CheckpointSpec":
+        if self.classes is not None and len(self.classes) != self.num_classes:
+            raise ValueError(f"'classes' names {len(self.classes)} classes but num_classes is {self.num_classes}")
+        channels = self.input_shape[0] if self.input_shape else None
+        if len(self.input_shape or ()) == 3 and "in_channels" in self.model_fields_set and self.in_channels != channels:
+            raise ValueError(f"'in_channels' is {self.in_channels} but input_shape {self.input_shape} has {channels} channels")
+        if self.mean is not None and self.std is not None:
+            if len(self.mean) != len(self.std):
+                raise ValueError(f"'mean' has {len(self.mean)} entries and 'std' {len(self.std)}; both hold one per input channel")
+            if channels is not None and len(self.mean) not in (1, channels):  # one value for all channels broadcasts
+                raise ValueError(f"'mean' and 'std' hold {len(self.mean)} entries but input_shape {self.input_shape} "
+                                 f"has {channels} channels")
+        return self
+
+
+_EXPECTED = {  # what each field of the spec must be, for the message
+    "name": "a string", "num_classes": "an integer of at least 1", "kwargs": "a JSON object",
+    "in_channels": "an integer of at least 1", "input_shape": "a list of positive integers such as [3, 32, 32]",
+    "classes": "a list of class names (strings)", "mean": "a list of finite numbers, one per input channel",
+    "std": "a list of positive finite numbers, one per input channel", "normalize": "true or false",
+    "data": "a JSON object (the data settings)", "structure": "a JSON object of layer widths (non-negative integers)",
+    "object": "a class name (a string)",
+}
 
 
 @contextmanager
@@ -60,7 +113,8 @@ def pruned_structure(model: nn.Module, spec: dict) -> dict:
 
 
 def read_spec(path: str | Path) -> dict:
-    """The checked spec beside a weights file: a JSON object with at least ``name`` and ``num_classes``."""
+    """The checked spec beside a weights file: a JSON object with at least ``name`` and ``num_classes``, whose
+    fields have the types and ranges ``CheckpointSpec`` gives (returned as read, unknown keys included)."""
     path = Path(path)
     spec_path = path.with_suffix(".json")
     if not spec_path.is_file():
@@ -69,17 +123,23 @@ def read_spec(path: str | Path) -> dict:
     if not isinstance(spec, dict):
         raise UserError(f"{spec_path} is not a checkpoint spec (a JSON object with name, num_classes, ...); "
                         f"restore the file saved with the weights")
-    for key, kind in _REQUIRED.items():
-        if key not in spec:
-            raise UserError(f"{spec_path} has no {key!r}; restore the file saved with the weights")
-        if not isinstance(spec[key], kind) or isinstance(spec[key], bool):
-            kind_name = {"str": "a string", "int": "an integer"}[kind.__name__]
-            raise UserError(f"{spec_path}: {key!r} is {spec[key]!r}, not {kind_name}; restore the file saved with the weights")
-    if spec["num_classes"] < 1:
-        raise UserError(f"{spec_path}: num_classes is {spec['num_classes']}; restore the file saved with the weights")
-    if not isinstance(spec.get("kwargs", {}), dict):
-        raise UserError(f"{spec_path}: 'kwargs' must be a JSON object; restore the file saved with the weights")
+    try:
+        CheckpointSpec.model_validate(spec)
+    except ValidationError as exc:
+        raise UserError(f"{spec_path}{_spec_problem(exc, spec)}; restore the file saved with the weights") from None
     return spec
+
+
+def _spec_problem(exc: ValidationError, spec: dict) -> str:
+    """The first problem pydantic found, as the rest of a sentence that starts with the spec's path."""
+    err = exc.errors()[0]
+    if err["type"] == "missing":
+        return f" has no {err['loc'][0]!r}"
+    if not err["loc"]:  # a check across fields: its own sentence
+        return f": {err['msg'].removeprefix('Value error, ')}"
+    field = str(err["loc"][0])
+    whole_int = err["type"] == "int_type" and len(err["loc"]) == 1  # 'ten' is not an integer at all, 0 is too small
+    return f": {field!r} is {reprlib.repr(spec[field])}, not {'an integer' if whole_int else _EXPECTED[field]}"
 
 
 def check_name(spec: dict, path: str | Path, allowed: tuple[str, ...] | list[str] = ()) -> None:
@@ -150,11 +210,32 @@ def load_model(path: str | Path, device: torch.device | str = "cpu",
     spec = read_spec(path)
     check_name(spec, path, allowed)
     verify_checksum(path, spec)
-    model = build_model(object_model(spec) or spec["name"], spec["num_classes"], spec.get("in_channels", 3),
-                        spec.get("kwargs", {}), where=str(path))
-    apply_structure(model, spec.get("structure"), where=str(path))  # a pruned model: its own layer widths
+    model = _build(spec, path)
     load_weights(model, path, where=str(path))
+    check_finite(model, path)
     return model.to(device).eval(), spec
+
+
+def _build(spec: dict, path: Path) -> nn.Module:
+    """The spec's model with fresh weights; a factory that fails on the spec's kwargs is the spec's fault."""
+    name = object_model(spec) or spec["name"]
+    try:
+        model = build_model(name, spec["num_classes"], spec.get("in_channels", 3), spec.get("kwargs", {}), where=str(path))
+        return apply_structure(model, spec.get("structure"), where=str(path))  # a pruned model: its own layer widths
+    except UserError:
+        raise
+    except Exception as exc:  # e.g. a negative width: torch raises RuntimeError or ValueError
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise UserError(f"{path}: cannot build model {name!r} from the kwargs in {path.with_suffix('.json')} "
+                        f"({type(exc).__name__}: {first}); restore the file saved with the weights") from None
+
+
+def check_finite(model: nn.Module, path: str | Path) -> None:
+    """Refuse a model whose parameters or floating buffers hold NaN or inf: its outputs would be NaN."""
+    for name, tensor in chain(model.named_parameters(), model.named_buffers()):
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise UserError(f"{path}: tensor {name!r} holds NaN or infinite values (training diverged, or the file "
+                            f"was damaged); retrain the model or restore the file")
 
 
 def match_input_normalization(model: nn.Module, spec: dict, mean: torch.Tensor, std: torch.Tensor) -> bool:

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from curridistill.errors import UserError
+from curridistill.evaluate.evaluation import read_report
 from curridistill.evaluate.stats import format_p
-from curridistill.io import read_json, read_jsonl, write_text
+from curridistill.io import read_jsonl, write_text
+from curridistill.multirun import read_aggregate
 from curridistill.report import plots
 
 # (key, label) of the scalar metrics shown in the main table, in display order
@@ -302,13 +304,13 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
             report_path, metrics_dir = children[0] / "report.json", children[0]
     if not report_path.is_file():
         raise UserError(f"no report.json in {run_dir}; is this a run directory? run `curridistill run CONFIG` first")
-    report = read_json(report_path)
-    if not isinstance(report, dict):
-        raise UserError(f"{report_path} is not a report (expected a JSON object); delete it and rerun the config")
+    # everything read is checked first: a malformed file is one line naming it, and nothing is drawn or written
+    report = read_report(report_path, f"restore it, or delete it and run `curridistill run --resume "
+                                      f"{report_path.parent}` (the trained models are evaluated again)")
     metrics = read_jsonl(metrics_dir / "metrics.jsonl")
-    aggregate = read_json(run_dir / "aggregate.json") if (run_dir / "aggregate.json").is_file() else None
-    if aggregate is not None and not isinstance(aggregate, dict):
-        raise UserError(f"{run_dir / 'aggregate.json'} is not an aggregate (expected a JSON object); delete it")
+    aggregate = (read_aggregate(run_dir / "aggregate.json", f"delete it; `curridistill run --resume {run_dir}` writes "
+                                                            f"it again from the runs' reports")
+                 if (run_dir / "aggregate.json").is_file() else None)
 
     plot_dir = run_dir / "plots"
     entries = plots.model_entries(report)

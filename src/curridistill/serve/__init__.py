@@ -71,10 +71,20 @@ def predict_ids(forward: Callable[[Tensor], Tensor], ids: Tensor, pad_id: int, b
     return torch.cat([_probabilities(forward(trim(ids[i:i + batch], pad_id))) for i in range(0, len(ids), batch)]).cpu()
 
 
+def _refuse_nonfinite(probs: Tensor, names: list[str], model_path: str | Path) -> None:
+    """NaN probabilities are no prediction (and no valid JSON): the model overflowed or its weights are damaged."""
+    bad = ~torch.isfinite(probs).all(1)
+    if bool(bad.any()):
+        first = names[int(bad.nonzero()[0])]
+        raise UserError(f"{model_path} gives NaN or infinite outputs for {first}; its weights are damaged or overflow "
+                        f"on this input: retrain or restore the model")
+
+
 def _text_rows(forward: Callable[[Tensor], Tensor], spec: dict, texts: list[str], names: list[str],
-               top_k: int) -> tuple[list[dict], list[str]]:
+               top_k: int, model_path: str | Path) -> tuple[list[dict], list[str]]:
     encoder = TextEncoder(spec)
     probs = predict_ids(forward, encoder(texts), encoder.pad_id)
+    _refuse_nonfinite(probs, names, model_path)
     classes = list(spec.get("classes") or [str(i) for i in range(probs.shape[1])])
     rows = top_k_rows(probs, classes, names, top_k)
     for row, text in zip(rows, texts):
@@ -94,7 +104,7 @@ def predict_texts(model_path: str | Path, texts: list[str] | str, top_k: int = 5
     forward, spec = load_predictor(model_path, device)
     if not is_text_spec(spec):
         raise UserError(f"{model_path} was not trained on text; give it images or arrays with predict_files")
-    return _text_rows(forward, spec, items, [f"texts[{i}]" for i in range(len(items))], top_k)
+    return _text_rows(forward, spec, items, [f"texts[{i}]" for i in range(len(items))], top_k, model_path)
 
 
 def predict_files(model_path: str | Path, inputs: list[str | Path], top_k: int = 5, text_column: str | None = None,
@@ -111,11 +121,12 @@ def predict_files(model_path: str | Path, inputs: list[str | Path], top_k: int =
     if is_text_spec(spec):
         options = (spec.get("data") or {}).get("options") or {}
         texts, names = read_texts(inputs, literal_texts, text_column, options.get("text_column"))
-        return _text_rows(forward, spec, texts, names, top_k)
+        return _text_rows(forward, spec, texts, names, top_k, model_path)
     if text_column is not None:
         raise UserError(f"--text-column is for models trained on text; {model_path} takes images or arrays")
     x, names = read_inputs(inputs, spec)
     probs = predict_tensor(forward, x)
+    _refuse_nonfinite(probs, names, model_path)
     classes = spec.get("classes") or [str(i) for i in range(probs.shape[1])]
     return top_k_rows(probs, list(classes), names, top_k), list(classes)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import csv
 import io
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -42,11 +44,16 @@ def collect(paths: list[str | Path]) -> list[Path]:
     return files
 
 
+DAMAGED = (OSError, EOFError, zipfile.BadZipFile, zlib.error)  # a truncated or corrupt file (an .npz is a zip)
+
+
 def _load_array(p: Path) -> np.ndarray:
     try:
         loaded = np.load(p, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except (ValueError, *DAMAGED) as exc:
         raise UserError(f"cannot read {p} as .npy/.npz ({str(exc).splitlines()[0][:120]}); save samples with numpy.save") from None
+    except MemoryError:
+        raise _too_large(p) from None
     if isinstance(loaded, np.lib.npyio.NpzFile):
         files = list(loaded.files)
         if "x" not in files and len(files) != 1:
@@ -56,7 +63,18 @@ def _load_array(p: Path) -> np.ndarray:
             loaded = loaded["x" if "x" in files else files[0]]
         except ValueError as exc:
             raise UserError(f"cannot read {p} ({exc}); save numeric arrays (uint8 pixels or floats in [0, 1])") from None
+        except DAMAGED as exc:
+            raise UserError(f"cannot read {p}: the .npz file is damaged ({str(exc).splitlines()[0][:120]}); "
+                            f"save the samples again with numpy.savez(path, x=samples)") from None
+        except MemoryError:
+            raise _too_large(p) from None
     return np.asarray(loaded)
+
+
+def _too_large(p: Path) -> UserError:
+    """A header that claims more data than memory holds: a damaged file far more often than a real array."""
+    return UserError(f"cannot read {p}: its header claims an array larger than this machine's memory; the file is "
+                     f"damaged, or split the samples into smaller files")
 
 
 def _fit_shape(x: Tensor, shape: tuple[int, ...], where: str) -> Tensor:
@@ -105,10 +123,7 @@ def read_image(p: Path, shape: tuple[int, ...]) -> Tensor:
     """One image file as a float sample in [0, 1] (1, C, H, W), resized to the model's input size."""
     if len(shape) != 3 or shape[0] not in (1, 3):
         raise UserError(f"{p}: the model takes inputs of shape {shape}, not images; give an .npy/.npz array")
-    try:
-        arr = decode(p, (shape[1], shape[2]), grayscale=shape[0] == 1)  # (H, W, C) uint8
-    except UserError:
-        raise UserError(f"cannot read image {p}: not a valid {p.suffix.lstrip('.').upper()} file; replace it") from None
+    arr = decode(p, (shape[1], shape[2]), grayscale=shape[0] == 1)  # (H, W, C) uint8; one line naming the cause
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0).float().div(255.0)
 
 
@@ -176,7 +191,10 @@ def _read_txt(p: Path) -> tuple[list[str], list[str]]:
 
 
 def _read_table(p: Path, text_column: str | None, trained_column: str | None) -> tuple[list[str], list[str]]:
-    reader = csv.DictReader(io.StringIO(_decode_text(p), newline=""), delimiter="\t" if p.suffix.lower() == ".tsv" else ",")
+    # strict: a quote that is never closed is an error, not one text running to the end of the file
+    reader = csv.DictReader(io.StringIO(_decode_text(p), newline=""), delimiter="\t" if p.suffix.lower() == ".tsv" else ",",
+                            strict=True)
+    row_start = 1  # the line the row being read starts on (a quoted text may span lines)
     try:
         columns = list(reader.fieldnames or [])
         if not columns:
@@ -192,6 +210,7 @@ def _read_table(p: Path, text_column: str | None, trained_column: str | None) ->
                                 f"--text-column (Python: text_column=...)")
             column = known[0] if known else columns[0]
         texts, names = [], []
+        row_start = reader.line_num + 1
         for row in reader:
             value = row.get(column)
             if value is None:
@@ -200,8 +219,10 @@ def _read_table(p: Path, text_column: str | None, trained_column: str | None) ->
             if value.strip():  # empty cells are skipped; names keep the line numbers
                 texts.append(value.strip())
                 names.append(f"{p}:{reader.line_num}")
+            row_start = reader.line_num + 1
     except csv.Error as exc:
-        raise UserError(f"{p}:{reader.line_num}: not valid {p.suffix.lstrip('.').upper()} ({exc}); fix the row") from None
+        hint = "close the quote opened there" if "unexpected end of data" in str(exc) else "fix the row"
+        raise UserError(f"{p}:{row_start}: not valid {p.suffix.lstrip('.').upper()} ({exc}); {hint}") from None
     return texts, names
 
 
