@@ -62,3 +62,27 @@ def test_ship_quickstart_runs_every_stage(tmp_path, capsys):
     # the shipped ONNX file predicts the PNG files it came with, from the command line
     assert cli.main(["predict", str(out / "ship" / "model.onnx"), str(out / "ship" / "samples"), "--top-k", "2"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 8
+
+
+def test_an_opset_the_exporter_cannot_honour_is_noted_not_hidden(tmp_path):
+    """A CNN cannot be converted below opset 18 by torch's exporter: the ship report says so."""
+    import torch
+
+    from curridistill.compress.ship import _export_checked, _Stages
+    from curridistill.config import ShipConfig
+    from curridistill.export.onnx import opset_of
+    from curridistill.models import build_model
+
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    model = build_model("cnn", 3, 1, {"widths": [4]}).eval()
+    spec = {"name": "cnn", "num_classes": 3, "in_channels": 1, "kwargs": {"widths": [4]}, "input_shape": [1, 8, 8]}
+    x, notes = torch.rand(4, 1, 8, 8), []
+    sc = ShipConfig(export=["onnx"], opset=10, check_samples=4)
+    entry = _export_checked(sc, _Stages(x, torch.zeros(4, dtype=torch.long), (1, 8, 8), runs=1), model, spec, "onnx",
+                            tmp_path / "model.onnx", "exported onnx", None, x, [], notes)
+    kept = opset_of(tmp_path / "model.onnx")
+    if kept == 10:
+        pytest.skip("this exporter converted the model down to opset 10")
+    assert entry["opset"] == kept and notes == [f"onnx: ship.opset 10 was asked; the exporter could not convert this "
+                                                 f"model down and kept opset {kept}"]

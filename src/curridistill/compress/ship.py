@@ -21,6 +21,7 @@ from curridistill.config import Config, ShipConfig
 from curridistill.errors import UserError
 from curridistill.evaluate.efficiency import count_params, flops_per_sample
 from curridistill.export import SUFFIX, check_parity, export, exported_runner, parity_ok
+from curridistill.export.onnx import opset_of
 from curridistill.io import read_json, write_json
 from curridistill.models.checkpoint import load_model, read_spec
 from curridistill.serve import predict_files
@@ -187,6 +188,10 @@ def _export_checked(sc: ShipConfig, stages: _Stages, model: nn.Module, spec: dic
     that another runtime runs); returns the export's entry for compression.json."""
     path = export(model, spec, fmt, path, sc.opset, calibration)
     entry = {"format": fmt, "path": str(path), "bytes": path.stat().st_size}
+    if fmt.startswith("onnx") and opset_of(path) != sc.opset:  # the exporter keeps 18 when it cannot convert down
+        entry["opset"] = opset_of(path)
+        notes.append(f"{fmt}: ship.opset {sc.opset} was asked; the exporter could not convert this model down and "
+                     f"kept opset {entry['opset']}")
     runner = exported_runner(fmt, path)
     if runner is None:
         return entry
