@@ -92,3 +92,26 @@ def write_image_folder(root: Path, splits: dict[str, int], classes: int = 3, siz
                     px[..., c] = 255
                 Image.fromarray(px).save(d / f"{i:03d}.png")
     return Path(root)
+
+
+def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``cli.main(argv)`` in this process: (exit code, stdout, stderr). argparse's usage errors leave through
+    SystemExit, whose code is returned like the others."""
+    from curridistill import cli
+
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error(code: int, out: str, err: str) -> str:
+    """The single stderr line of a refused command: exit 2, no traceback, one line starting with 'error: '."""
+    assert code == 2, f"exit {code}; stderr: {err}"
+    assert "Traceback" not in err and "Traceback" not in out
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]

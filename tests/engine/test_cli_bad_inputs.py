@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from curridistill import cli
-from tests.helpers import run_cli
+from tests.helpers import run_cli, run_main
 from tests.trust.catalogue import base, checkpoint, write_cfg
 
 
@@ -129,15 +128,6 @@ CASES = [
     ("compare-not-a-run", lambda t: ["compare", not_a_run(t)], "<tmp>/notrun has no report.json or aggregate.json"),
     ("compare-missing-directory", lambda t: ["compare", str(t / "absent")], "<tmp>/absent is not a directory"),
 ]
-
-
-def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:  # argparse usage errors leave through _Parser.error
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("make, expect", [c[1:] for c in CASES], ids=[c[0] for c in CASES])

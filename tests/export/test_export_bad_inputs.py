@@ -7,32 +7,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from curridistill import cli
 from curridistill.models.checkpoint import save_model
 from curridistill.models.registry import build_model
+from tests.helpers import one_error as one_line, run_main
 from tests.trust.catalogue import checkpoint, spec
 
 pytest.importorskip("onnxscript")
 pytest.importorskip("onnxruntime")
 
 OLD = b"the export of yesterday"
-
-
-def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:  # argparse usage errors leave through _Parser.error
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line(code: int, out: str, err: str) -> str:
-    assert code == 2, f"exit {code}; stderr: {err}"
-    assert "Traceback" not in err and "Traceback" not in out
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 def overflowing_checkpoint(tmp: Path) -> Path:

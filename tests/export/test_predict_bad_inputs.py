@@ -9,21 +9,12 @@ import pytest
 import torch
 from PIL import Image
 
-from curridistill import cli
 from curridistill.models.checkpoint import save_model
 from curridistill.models.registry import build_model
+from tests.helpers import run_main
 from tests.trust.catalogue import checkpoint, spec
 
 VOCAB = ["[PAD]", "[UNK]", "good", "bad", "film"]
-
-
-def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def npz_bytes(compressed: bool = False) -> bytes:

@@ -9,25 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from curridistill import cli
 from curridistill.models.checkpoint import load_model, read_spec, save_model
 from curridistill.models.registry import build_model
-from tests.helpers import REPO
+from tests.helpers import REPO, run_main
 from tests.trust.catalogue import checkpoint, edit_spec, spec
 
 
 def samples(tmp: Path) -> str:
     np.save(tmp / "x.npy", np.zeros((2, 8, 8), np.uint8))
     return str(tmp / "x.npy")
-
-
-def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        code = cli.main(argv)
-    except SystemExit as exc:  # argparse usage errors leave through _Parser.error
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line(code: int, out: str, err: str, expect: str) -> None:

@@ -12,24 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from curridistill import api, cli
+from curridistill import api
 from curridistill.config import load_config
+from tests.helpers import one_error, run_main
 from tests.trust.catalogue import base, write_cfg
-
-
-def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = cli.main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error(code: int, out: str, err: str) -> str:
-    assert code == 2, f"exit {code}; stderr: {err}"
-    assert "Traceback" not in err and "Traceback" not in out
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -15,30 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from curridistill import api, cli
+from curridistill import api
 from curridistill.config import load_config
 from curridistill.errors import UserError
 from curridistill.evaluate.efficiency import efficiency, latency_ms, throughput
 from curridistill.train.callbacks import StopAfterEpochs, StopRequested
+from tests.helpers import one_error, run_main
 from tests.trust.catalogue import base, write_cfg
 
 CONFIG_FILES = ("config.yaml", api.APPLIED)
-
-
-def run_main(argv: list[str], capsys) -> tuple[int, str, str]:
-    code = cli.main(argv)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error(code: int, out: str, err: str) -> str:
-    """The single stderr line of a refused command (exit 2, no traceback)."""
-    assert code == 2, f"exit {code}; stderr: {err}"
-    assert "Traceback" not in err and "Traceback" not in out
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 def snapshot(d: Path, names) -> dict[str, bytes]:
