@@ -32,6 +32,7 @@ import functools
 import hashlib
 import io
 import json
+import math
 import re
 import shutil
 import sys
@@ -333,7 +334,7 @@ def tune(config: str | Path | dict, trials: int, out: str | Path | None = None, 
         raise UserError(f"--trials {trials}: give at least 1 trial")
     if parallel < 1:
         raise UserError(f"--parallel {parallel}: give a number of worker processes >= 1")
-    if timeout is not None and timeout <= 0:
+    if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):  # nan passes "<= 0"
         raise UserError(f"--timeout {timeout}: give a positive number of seconds")
     raw, where = _load_raw(config, overrides)
     cfg = validate_config(raw, where)
