@@ -142,6 +142,22 @@ def test_a_malformed_metrics_line_is_named_on_resume(line, expect, runs, tmp_pat
     assert log.read_bytes() == before  # not truncated, not rewritten
 
 
+def test_nan_weights_in_the_last_checkpoint_are_named_on_resume(runs, tmp_path, capsys):
+    """A damaged (or diverged) epoch checkpoint: the file is named, not blamed on the learning rate."""
+    from safetensors.torch import load_file
+
+    from curridistill.io import save_tensors
+
+    d = copy_of(runs, "stopped", tmp_path)
+    last = next((d / "student").glob("last-*.safetensors"))
+    tensors = load_file(last)
+    first = next(k for k, v in tensors.items() if v.is_floating_point())
+    tensors[first] = torch.full_like(tensors[first], float("nan"))
+    save_tensors(last, tensors)
+    msg = one_error(*run_main(["run", "--quiet", "--resume", str(d)], capsys))
+    assert f"{last}: tensor {first!r} holds NaN or infinite values" in msg, msg
+
+
 # ------------------------------------------------------------------ 6. timing settings that measure nothing
 @pytest.mark.parametrize("override", ["run.eval.latency_runs=0", "run.eval.latency_runs=-1",
                                       "run.eval.throughput_runs=0", "run.eval.throughput_batch=0"])

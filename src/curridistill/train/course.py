@@ -26,7 +26,8 @@ from curridistill.models import build_model
 from curridistill.models.registry import with_defaults
 from curridistill.models.transfer import TransferPlan, init_model
 from curridistill.models.structure import apply_structure
-from curridistill.models.checkpoint import load_model, load_weights, match_input_normalization, read_spec, save_model
+from curridistill.models.checkpoint import (check_finite, load_model, load_weights, match_input_normalization,
+                                           read_spec, save_model)
 from curridistill.models.placement import probe_input
 from curridistill.train import distributed
 from curridistill.train.callbacks import Callbacks
@@ -214,6 +215,7 @@ class CourseRunner:
         if state:
             restore_structure(model, phase_dir, int(state["lesson"]))  # after a prune lesson: the pruned widths
             load_weights(model, phase_dir / state["weights"], where=f"{name} checkpoint")
+            check_finite(model, phase_dir / state["weights"])  # a diverged or damaged epoch: say so, not "lower the lr"
             self.log.truncate(name, start, int(state["lesson_state"]["epoch"]))
         else:
             self.log.truncate(name, 0, 0)
