@@ -174,6 +174,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from curridistill.export import export_model
 
+    if args.json_out and Path(args.json_out).is_dir():  # before the export: it would fail only once the model is written
+        raise UserError(f"--json {args.json_out} is a directory; give a file path such as {Path(args.json_out) / 'export.json'}")
     with trusting_code(getattr(args, "trust_code", False)):
         result = export_model(args.checkpoint, args.format, args.out, opset=args.opset,
                               check_samples=args.check_samples, root=args.root)
@@ -188,6 +190,7 @@ def cmd_export(args: argparse.Namespace) -> int:
                       f"{check['top1_agreement']:.2%}; batch-1 latency {check['exported_latency_ms']:.3f} ms "
                       f"(PyTorch {check['pytorch_latency_ms']:.3f} ms)", highlight=False)
     return 0
+
 
 def cmd_list(args: argparse.Namespace) -> int:
     from curridistill import catalog

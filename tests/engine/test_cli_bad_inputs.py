@@ -120,6 +120,8 @@ CASES = [
     ("run-xpu-device", lambda t: ["run", config(t), "--set", "run.device=xpu"], "run on the CPU or on CUDA GPUs"),
     ("export-unknown-format", lambda t: ["export", str(checkpoint(t)), "--format", "tflite"],
      "argument --format: invalid choice: 'tflite'"),
+    ("export-json-is-a-directory", lambda t: ["export", str(checkpoint(t)), "--json", str(t)],
+     "--json <tmp> is a directory; give a file path"),
     ("export-missing-checkpoint", lambda t: ["export", str(t / "nope.safetensors")],
      "checkpoint not found: <tmp>/nope.safetensors"),
     ("export-garbage-weights", lambda t: ["export", garbage_checkpoint(t)],
