@@ -26,6 +26,17 @@ from curridistill.suggest import suggest
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_yes_no_for_numbers(cls, value: Any, info) -> Any:
+        """``epochs: true`` is a slip, not 1: pydantic would take a YAML boolean as the number 1 (or 0)."""
+        if isinstance(value, bool) and info.field_name in cls.model_fields:
+            kinds = typing.get_args(cls.model_fields[info.field_name].annotation) or (
+                cls.model_fields[info.field_name].annotation,)
+            if bool not in kinds and any(k in (int, float) for k in kinds):
+                raise ValueError(f"{str(value).lower()} is a yes/no value where a number is expected; give a number")
+        return value
+
 
 # a seed torch, numpy and the derived seeds (teacher_seed + i, seed-mixing hashes) all take: |seed| < 2^62
 Seed = Annotated[int, Field(ge=-(2**62), lt=2**62)]

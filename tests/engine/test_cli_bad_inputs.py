@@ -104,6 +104,8 @@ CASES = [
      lambda t: ["bench", "throughput", "--data", "digits", "--teacher", "cnn", "--student", "mlp", "--subset", "1"],
      "--subset 1 is smaller than --batch-size"),
     ("tune-timeout-nan", lambda t: ["tune", config(t), "--timeout", "nan"], "--timeout nan: give a positive number"),
+    ("validate-epochs-a-boolean", lambda t: ["validate", config(t), "--set", "course.0.epochs=true"],
+     "course.0.epochs: true is a yes/no value where a number is expected"),
     ("validate-split-seed-not-int", lambda t: ["validate", config(t), "--set", "data.split_seed=abc"],
      "data.split_seed"),
     # ---------------------------------------------------- models and files given to eval / predict / export
