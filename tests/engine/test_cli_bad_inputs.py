@@ -66,6 +66,8 @@ CASES = [
     ("no-command", lambda t: [], "the following arguments are required: command"),
     ("validate-no-config", lambda t: ["validate"], "the following arguments are required: config"),
     ("run-unknown-option", lambda t: ["run", config(t), "--epochs", "3"], "unrecognized arguments: --epochs 3"),
+    ("run-parallel-without-seeds", lambda t: ["run", config(t), "--parallel", "2"],
+     "--parallel 2 runs seeds or folds side by side, and this run is one"),
     ("run-parallel-zero", lambda t: ["run", config(t), "--seeds", "0,1", "--parallel", "0"],
      "--parallel 0: give a number of processes >= 1"),
     ("validate-set-unknown-key", lambda t: ["validate", config(t), "--set", "run.sed=1"],
