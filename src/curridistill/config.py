@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from curridistill.curriculum import SCORERS, parse_pacing, parse_self_paced
 from curridistill.errors import UserError
+from curridistill.io import explain_invalid
 from curridistill.knowledge import load_all
 from curridistill.models.transfer import TransferConfig
 from curridistill.schedules import ScheduleSpec, parse_schedule
@@ -668,13 +669,7 @@ def explain(exc: ValidationError, model: type[BaseModel] = Config) -> str:
         if hint:
             return f"missing required key {path!r} — {hint} rename it to {str(loc[-1])!r}"
         return f"missing required key {path!r}; add it (see `curridistill validate --print` on an example in configs/)"
-    msg = err["msg"].removeprefix("Value error, ")
-    shown = f" (got {err['input']!r})" if err["type"] not in ("value_error",) and _short(err.get("input")) else ""
-    return f"invalid value at {path or 'top level'}: {msg}{shown}"
-
-
-def _short(value: Any) -> bool:
-    return isinstance(value, (str, int, float, bool)) and len(repr(value)) < 60
+    return f"invalid value at {explain_invalid(exc) if path else 'top level: ' + explain_invalid(exc)}"
 
 
 def _nearest(key: str, valid: list[str]) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save as save_bytes, save_file
 
@@ -130,7 +130,8 @@ def explain_invalid(exc: ValidationError, at: tuple = ()) -> str:
     """The first problem of a pydantic error in one phrase: ``key.path: what is wrong (got VALUE)``; ``at``: the
     keys above what was validated."""
     err = exc.errors()[0]
-    where = ".".join(str(p) for p in (*at, *err["loc"]))
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]  # validator frames
+    where = ".".join(str(p) for p in (*at, *loc))
     if err["type"] == "missing":
         return f"{where or 'a required key'} is missing"
     msg = re.sub(r" or instance of \w+", "", err["msg"].removeprefix("Value error, "))
@@ -139,42 +140,13 @@ def explain_invalid(exc: ValidationError, at: tuple = ()) -> str:
     return f"{where}: {msg}{got}" if where else f"{msg}{got}"
 
 
-class EpochRecord(BaseModel):
-    """The fields of a metrics.jsonl record that its readers rely on (the truncation a resume does, the report's
-    curves and schedules), type-checked where present; a model's record names its lesson and epoch. Other keys
-    pass unchecked."""
-
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    model: str | None = None
-    lesson: int | None = Field(None, ge=0)
-    epoch: int | None = Field(None, ge=0)
-    lesson_name: str | None = None
-    lr: float | None = None
-    temperature: float | None = None
-    weights: dict[str, float | None] | None = None
-    losses: dict[str, float | None] | None = None
-    train_loss: float | None = None
-    val_loss: float | None = None
-    val_accuracy: float | None = None
-    data_fraction: float | None = None
-    mean_sample_weight: float | None = None
-
-    @model_validator(mode="after")
-    def _placed(self) -> "EpochRecord":
-        missing = [k for k in ("lesson", "epoch") if getattr(self, k) is None]
-        if self.model is not None and missing:
-            raise ValueError(f"{missing[0]} is missing (each record of a model names its lesson and epoch)")
-        return self
+_FIX_LINE = "repair or delete that line (each line is one record, as it was written)"
 
 
-_FIX_LINE = "repair or delete that line (each line is one epoch's record, as training wrote it)"
-
-
-def read_jsonl(path: str | Path) -> list[dict]:
-    """The records of a JSONL file (``metrics.jsonl``), one JSON object per line; a line cut by a kill mid-write (or
-    any line that is not a JSON object) is skipped, a missing file is no records. A line that is not UTF-8, or a
-    record whose fields have the wrong types (``EpochRecord``), is one error naming the file and the line."""
+def read_jsonl(path: str | Path, schema: type[BaseModel] | None = None) -> list[dict]:
+    """The records of a JSONL file, one JSON object per line; a line cut by a kill mid-write (or any line that is
+    not a JSON object) is skipped, a missing file is no records. A line that is not UTF-8, or a record ``schema``
+    refuses, is one error naming the file and the line."""
     path = Path(path)
     if not path.is_file():
         return []
@@ -194,7 +166,8 @@ def read_jsonl(path: str | Path) -> list[dict]:
         if not isinstance(rec, dict):
             continue
         try:
-            EpochRecord.model_validate(rec)
+            if schema is not None:
+                schema.model_validate(rec)
         except ValidationError as exc:
             raise UserError(f"{path}, line {number}: {explain_invalid(exc)}; {_FIX_LINE}") from None
         out.append(rec)

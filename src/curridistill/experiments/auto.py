@@ -56,10 +56,11 @@ from curridistill.experiments.auto_report import (auto_markdown, describe_fideli
                                                   pareto_front_numbers, plot_front, trial_row, write_trials_csv)
 from curridistill.experiments.tune import compact_course, mask_url, open_study, student_phase
 from curridistill.evaluate.evaluation import read_report
-from curridistill.io import read_checked, read_jsonl, write_json, write_text
+from curridistill.io import read_checked, write_json, write_text
 from curridistill.models import build_model
 from curridistill.train.callbacks import StopRequested
 from curridistill.train.course import CourseRunner
+from curridistill.train.metrics_log import read_metrics
 from curridistill.workers import side_by_side
 
 RUN_OVERHEAD_S = 1.5  # per api.run: data, evaluation, latency timing, files (measured: ~1 s on digits)
@@ -375,7 +376,7 @@ def _trial_settings(raw: dict) -> dict:
 
 
 def _best_val(run_dir: Path) -> float | None:
-    vals = [r.get("val_accuracy") for r in read_jsonl(run_dir / "metrics.jsonl")
+    vals = [r.get("val_accuracy") for r in read_metrics(run_dir / "metrics.jsonl")
             if student_phase(str(r.get("model", ""))) and isinstance(r.get("val_accuracy"), (int, float))]
     return max(vals) if vals else None
 

@@ -16,9 +16,10 @@ from typing import Any
 from curridistill.errors import UserError
 from curridistill.evaluate.evaluation import read_report
 from curridistill.evaluate.stats import format_p
-from curridistill.io import read_jsonl, write_text
+from curridistill.io import write_text
 from curridistill.multirun import read_aggregate
 from curridistill.report import plots
+from curridistill.train.metrics_log import read_metrics
 
 # (key, label) of the scalar metrics shown in the main table, in display order
 SCALAR_METRICS = (
@@ -307,7 +308,7 @@ def write_report(run_dir: str | Path) -> dict[str, Path]:
     # everything read is checked first: a malformed file is one line naming it, and nothing is drawn or written
     report = read_report(report_path, f"restore it, or delete it and run `curridistill run --resume "
                                       f"{report_path.parent}` (the trained models are evaluated again)")
-    metrics = read_jsonl(metrics_dir / "metrics.jsonl")
+    metrics = read_metrics(metrics_dir / "metrics.jsonl")
     aggregate = (read_aggregate(run_dir / "aggregate.json", f"delete it; `curridistill run --resume {run_dir}` writes "
                                                             f"it again from the runs' reports")
                  if (run_dir / "aggregate.json").is_file() else None)

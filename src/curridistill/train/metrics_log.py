@@ -5,7 +5,43 @@ import json
 import os
 from pathlib import Path
 
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
 from curridistill.io import read_jsonl, write_text
+
+
+class EpochRecord(BaseModel):
+    """The fields of a metrics.jsonl record that its readers rely on (the truncation a resume does, the report's
+    curves and schedules), type-checked where present; a model's record names its lesson and epoch. Other keys
+    pass unchecked."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    model: str | None = None
+    lesson: int | None = Field(None, ge=0)
+    epoch: int | None = Field(None, ge=0)
+    lesson_name: str | None = None
+    lr: float | None = None
+    temperature: float | None = None
+    weights: dict[str, float | None] | None = None
+    losses: dict[str, float | None] | None = None
+    train_loss: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    data_fraction: float | None = None
+    mean_sample_weight: float | None = None
+
+    @model_validator(mode="after")
+    def _placed(self) -> "EpochRecord":
+        missing = [k for k in ("lesson", "epoch") if getattr(self, k) is None]
+        if self.model is not None and missing:
+            raise ValueError(f"{missing[0]} is missing (each record of a model names its lesson and epoch)")
+        return self
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The epoch records of a metrics.jsonl: a line cut by a kill mid-write is skipped, a damaged one is an error."""
+    return read_jsonl(path, EpochRecord)
 
 
 class MetricsLog:
@@ -26,7 +62,7 @@ class MetricsLog:
             f.write(line.encode("utf-8"))
 
     def records(self) -> list[dict]:
-        return read_jsonl(self.path)  # a line cut by a kill mid-write is skipped
+        return read_metrics(self.path)
 
     def truncate(self, model: str, lesson: int, epoch: int) -> None:
         """Drop ``model``'s records at or after (lesson, epoch): they are about to be recomputed."""
