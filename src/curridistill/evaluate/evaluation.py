@@ -11,7 +11,7 @@ from torch import nn
 from curridistill.config import EvalConfig
 from curridistill.evaluate.efficiency import efficiency
 from curridistill.evaluate.metrics import classification_metrics, pair_metrics, predict_logits
-from curridistill.evaluate.stats import _NOT_MODELS
+from curridistill.evaluate.stats import NOT_MODELS
 from curridistill.io import explain_invalid, read_checked
 
 MODEL_KEYS = ("accuracy", "top5", "f1_macro", "f1_weighted", "precision", "recall", "f1", "confusion", "loss",
@@ -133,7 +133,7 @@ class RunReport(BaseModel):
     @model_validator(mode="after")
     def _other_models(self) -> "RunReport":
         for key, value in (self.model_extra or {}).items():
-            if key in _NOT_MODELS or not isinstance(value, dict) or "accuracy" not in value:
+            if key in NOT_MODELS or not isinstance(value, dict) or "accuracy" not in value:
                 continue
             try:
                 ModelSection.model_validate(value)

@@ -23,7 +23,7 @@ def _student_t():
 
 DEFAULT_MODELS = ("teacher", "baseline", "student")
 # keys of a report.json that are never models, and scalar model keys that are bookkeeping, not metrics
-_NOT_MODELS = frozenset({"comparison", "comparisons", "data", "classes", "selection", "selection_note", "seed",
+NOT_MODELS = frozenset({"comparison", "comparisons", "data", "classes", "selection", "selection_note", "seed",
                          "device", "run_dir", "teachers", "config"})
 _NOT_METRICS = frozenset({"selected", "seed"})
 
@@ -119,7 +119,7 @@ def _model_names(reports: Sequence[dict], models: Sequence[str]) -> list[str]:
     present = [m for m in models if any(is_model(r.get(m)) for r in reports)]
     for r in reports:
         for key, value in r.items():
-            if key not in _NOT_MODELS and key not in present and is_model(value):
+            if key not in NOT_MODELS and key not in present and is_model(value):
                 present.append(key)
     return present
 

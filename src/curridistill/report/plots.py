@@ -16,12 +16,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
+from curridistill.evaluate.stats import NOT_MODELS  # noqa: E402
 from curridistill.io import atomic_write  # noqa: E402
 
 DPI = 110
 _MODEL_ORDER = ("teacher", "baseline", "student")
-_NOT_MODELS = frozenset({"comparison", "comparisons", "data", "classes", "selection", "selection_note", "seed",
-                         "device", "run_dir", "teachers", "config"})
 _LINESTYLES = ("-", "--", ":", "-.")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 
@@ -70,7 +69,7 @@ def _epoch_axis(ax) -> None:
 
 def model_entries(report: dict) -> list[tuple[str, dict]]:
     """(name, metrics) of every model in a report.json: teacher/baseline/student first, then other model keys."""
-    names = [k for k, v in report.items() if k not in _NOT_MODELS and isinstance(v, dict) and "accuracy" in v]
+    names = [k for k, v in report.items() if k not in NOT_MODELS and isinstance(v, dict) and "accuracy" in v]
     return [(n, report[n]) for n in _ordered(names)]
 
 
