@@ -13,6 +13,7 @@ in [0, 1]). ``y`` holds integer labels 0..K-1. Files are read with ``allow_pickl
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -120,7 +121,7 @@ def _classes(files: list[tuple[dict, Path]], labels: list[torch.Tensor]) -> list
             if c.ndim != 1:
                 raise UserError(f"{path}: classes has shape {tuple(c.shape)}; save a 1-D array of names")
             names = [str(v) for v in c.tolist()]
-            repeated = sorted({n for n in names if names.count(n) > 1})
+            repeated = sorted(n for n, count in Counter(names).items() if count > 1)
             if repeated:
                 raise UserError(f"{path}: class name(s) {', '.join(map(repr, repeated))} appear twice in classes; "
                                 f"give each class one name")
