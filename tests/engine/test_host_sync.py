@@ -89,7 +89,8 @@ CASES = {
 }
 
 
-def _run(tmp_path, cifar_shaped, case: dict, batch_size: int, name: str) -> None:
+def every_term_config(tmp_path, cifar_shaped, case: dict, batch_size: int, name: str) -> dict:
+    """A run of ``case`` (one of ``CASES``): resnet14 teacher(s), resnet8 student with every knowledge term."""
     raw = tiny_config(tmp_path, epochs=1)
     raw["data"] = {"name": "tensors", "options": {"path": str(cifar_shaped)}, "val_size": 0.1, "batch_size": batch_size,
                    **({"augment": {"crop_padding": 4, "flip": True}} if case["augment"] else {})}
@@ -106,7 +107,11 @@ def _run(tmp_path, cifar_shaped, case: dict, batch_size: int, name: str) -> None
     if "curriculum" in case:
         raw["course"][0]["curriculum"] = case["curriculum"]
     raw["run"]["cache_dir"] = str(tmp_path / f"cache-{name}")
-    api.run(load_config(raw), out=tmp_path / name)
+    return raw
+
+
+def _run(tmp_path, cifar_shaped, case: dict, batch_size: int, name: str) -> None:
+    api.run(load_config(every_term_config(tmp_path, cifar_shaped, case, batch_size, name)), out=tmp_path / name)
 
 
 @pytest.mark.parametrize("case", list(CASES))
