@@ -29,7 +29,7 @@ from curridistill.data.pipeline import Pipeline, load_splits
 from curridistill.errors import UserError
 from curridistill.evaluate.evaluation import add_pair_metrics, compare, evaluate_model, read_report
 from curridistill.evaluate.metrics import pair_metrics
-from curridistill.multirun import children, is_multi, write_aggregate
+from curridistill.multirun import check_parallel, children, is_multi, write_aggregate
 from curridistill.io import clean_orphans, write_json, write_text
 from curridistill.knowledge.aggregate import aggregate_teachers
 from curridistill.locks import is_locked, run_dir_lock
@@ -147,6 +147,7 @@ def run(cfg: Config | str | Path, out: str | Path | None = None, overrides: list
         cfg = load_config(cfg, overrides)
     if is_multi(cfg):
         return run_multi(cfg, out, callbacks=callbacks)
+    check_parallel(cfg)
     check_static(cfg)  # names, imports, ranges, checkpoints: before any directory or data
     distributed.init_from_env(cfg.run.device)
     run_dir, problem = None, None

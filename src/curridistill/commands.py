@@ -15,7 +15,7 @@ from curridistill.config import load_config
 from curridistill.errors import UserError
 from curridistill.io import write_json, write_text
 from curridistill.models.checkpoint import trusting_code
-from curridistill.multirun import is_multi
+from curridistill.multirun import check_parallel
 
 # logs, pipes and files: no terminal to fit, so never wrap (rich would wrap at 80 columns, splitting run names)
 PIPE_WIDTH = 4000
@@ -51,9 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise UserError(f"--parallel {args.parallel}: give a number of processes >= 1, e.g. --parallel 4")
             args.overrides = [*args.overrides, f"run.parallel={args.parallel}"]
         cfg = load_config(args.config, args.overrides)
-        if args.parallel is not None and args.parallel > 1 and not is_multi(cfg):
-            raise UserError(f"--parallel {args.parallel} runs seeds or folds side by side, and this run is one; add "
-                            f"--seeds 0,1,2 (or data.cv), or drop --parallel")
+        check_parallel(cfg)
         call = lambda: api.run(cfg, out=args.out, callbacks=callbacks)  # noqa: E731
     try:
         with trusting_code(getattr(args, "trust_code", False)):
@@ -127,6 +125,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from curridistill import preflight
 
     cfg = load_config(args.config, args.overrides)
+    check_parallel(cfg)
     preflight.check(cfg, build=not getattr(args, "static", False))
     if args.show:
         from curridistill.data.registry import DATA_ENV, resolve_root

@@ -54,6 +54,7 @@ def parse_seeds(text: str) -> list[int]:
 def _child_config(cfg: Config, edit: Callable[[dict], None]) -> Config:
     raw = cfg.model_dump(mode="json")
     edit(raw)
+    raw["run"]["parallel"] = 1  # a child is one run: running children side by side is the parent's setting
     return validate_config(raw, "child config")
 
 
@@ -81,6 +82,13 @@ def fold_children(cfg: Config) -> list[tuple[str, Config]]:
 def is_multi(cfg: Config) -> bool:
     """True for a parent config: several seeds, or cross-validation without a chosen fold."""
     return bool(cfg.run.seeds) or (cfg.data.cv is not None and cfg.data.cv.fold is None)
+
+
+def check_parallel(cfg: Config) -> None:
+    """``run.parallel`` > 1 needs several runs to put side by side: refused on a single run (it did nothing)."""
+    if cfg.run.parallel > 1 and not is_multi(cfg):
+        raise UserError(f"run.parallel {cfg.run.parallel} (--parallel) runs seeds or folds side by side, and this run "
+                        f"is one; add --seeds 0,1,2 (run.seeds) or data.cv, or set run.parallel: 1")
 
 
 def children(cfg: Config) -> tuple[str, list[tuple[str, Config]]]:

@@ -199,6 +199,7 @@ COMMANDS = {
                                     "course.0.epochs=1", "--set", f"run.cache_dir={tmp / 'cache'}"],
     "ship (prune, int8, ONNX)": lambda tmp: ["run", str(REPO / "configs" / "ship_quickstart.yaml"),
                                              "--set", "run.device=cuda", "--set", f"run.cache_dir={tmp / 'cache'}",
+                                             "--set", "teacher.course.0.epochs=1",
                                              *[f"--set=course.{i}.epochs=1" for i in range(3)]],
     "text: token augmentation, teacher-confidence curriculum": lambda tmp: ["run", _config_file(tmp, _text_config(tmp))],
 }
