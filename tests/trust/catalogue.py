@@ -338,6 +338,8 @@ CASES: list[Case] = [
          "assistants need a teacher"),
     Case("config-seeds-duplicate", "config", "`run.seeds: [0, 0]`", validate(_set("run.seeds", [0, 0])),
          "run.seeds must be a non-empty list of distinct integers"),
+    Case("config-parallel-single-run", "config", "`run.parallel: 3` without seeds or folds",
+         validate(_set("run.parallel", 3)), "run.parallel 3 (--parallel) runs seeds or folds side by side"),
     Case("config-curriculum-empty", "config", "a curriculum with neither pacing nor self_paced",
          validate(_set("course.0.curriculum", {"scorer": "teacher_confidence"})), "a curriculum needs 'pacing'"),
     Case("config-tune-test-metric", "config", "tuning on a test metric",
