@@ -149,6 +149,8 @@ def _dispatch(func, args, kwargs):
                              f"{DEVICE} and cpu! ({func}: {', '.join(shapes)})")
     target = _target(func, args, kwargs)
     to_device = _on_device(target) if target is not None else "device" in found
+    if not found & {"device"} and not to_device:  # CPU work (measurement, export, quantization): as it is
+        return func(*args, **kwargs)  # only the mode sees tensor-free or CPU-only calls; it is off in here
     args = tuple(CPU if _on_device(a) else a for a in args)
     kwargs = {k: (CPU if k == "device" and _on_device(v) else v) for k, v in kwargs.items()}
     plain_args, plain_kwargs = tree_map(_unwrap, args), tree_map(_unwrap, kwargs)

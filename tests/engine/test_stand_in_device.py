@@ -192,6 +192,10 @@ def _config_file(tmp_path, raw: dict) -> str:
     return str(path)
 
 
+SMALL_SHIP = {"teacher.course.0.epochs": 1, "course.0.epochs": 1, "course.1.epochs": 1, "course.2.epochs": 1,
+              "teacher.kwargs.widths": "[8,16]", "student.kwargs.widths": "[8,16]", "ship.export": "[onnx,onnx-int8]",
+              "ship.calibration_batches": 2, "ship.check_samples": 32, "ship.predict_samples": 2}
+
 COMMANDS = {
     "run --seeds 0,1": lambda tmp: ["run", _config_file(tmp, tiny_config(tmp)), "--seeds", "0,1", "--set",
                                     "run.device=cuda"],
@@ -199,8 +203,7 @@ COMMANDS = {
                                     "course.0.epochs=1", "--set", f"run.cache_dir={tmp / 'cache'}"],
     "ship (prune, int8, ONNX)": lambda tmp: ["run", str(REPO / "configs" / "ship_quickstart.yaml"),
                                              "--set", "run.device=cuda", "--set", f"run.cache_dir={tmp / 'cache'}",
-                                             "--set", "teacher.course.0.epochs=1",
-                                             *[f"--set=course.{i}.epochs=1" for i in range(3)]],
+                                             *[f"--set={key}={value}" for key, value in SMALL_SHIP.items()]],
     "text: token augmentation, teacher-confidence curriculum": lambda tmp: ["run", _config_file(tmp, _text_config(tmp))],
 }
 
