@@ -33,7 +33,7 @@ from curridistill.multirun import check_parallel, children, is_multi, write_aggr
 from curridistill.io import clean_orphans, write_json, write_text
 from curridistill.knowledge.aggregate import aggregate_teachers
 from curridistill.locks import is_locked, run_dir_lock
-from curridistill.models.placement import cuda_speed, resolve_device
+from curridistill.models.placement import cuda_speed, resolve_device, uses_amp
 from curridistill.models.registry import is_out_of_memory
 from curridistill.objects import Result, distill_config, evaluate_objects, load_trained, predict_objects
 from curridistill.preflight import check_static, dry_build
@@ -353,7 +353,7 @@ def _execute(cfg: Config, run_dir: Path, callbacks: Iterable = (), given=None, a
 
 
 def build_report(cfg: Config, pipeline: Pipeline, teachers, baseline, student, links=(), rounds=()) -> dict:
-    ev, amp = cfg.run.eval, cfg.run.amp and pipeline.device.type == "cuda"
+    ev, amp = cfg.run.eval, uses_amp(pipeline.device, cfg.run.amp)
     report: dict = {"selection": "best_val" if cfg.run.selection == "best_val" else "last",
                     "selection_note": ("each model is the checkpoint with the best validation accuracy, evaluated once on test"
                                        if cfg.run.selection == "best_val" else "each model is its last-epoch checkpoint"),

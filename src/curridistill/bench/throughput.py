@@ -52,7 +52,7 @@ from curridistill.errors import UserError
 from curridistill.io import write_json, write_text
 from curridistill.knowledge import Clock
 from curridistill.models import build_model
-from curridistill.models.placement import cuda_speed, resolve_device, synchronize
+from curridistill.models.placement import cuda_speed, resolve_device, synchronize, uses_amp
 from curridistill.models.taps import FeatureTaps
 from curridistill.train.captured import CapturedStep
 from curridistill.train.lesson import LessonContext, LessonRun
@@ -279,7 +279,7 @@ def run_throughput(teacher: str = "resnet56", student: str = "resnet20", data: s
         raise UserError(f"--subset {subset} is smaller than --batch-size {batch_size}; give at least one batch of "
                         f"training images")
     dev = resolve_device(device, "--device")
-    amp = dev.type == "cuda"
+    amp = uses_amp(dev, True)  # the bench measures what a run with run.amp (the default) does
     cuda_math = cuda_speed(dev, tf32=True, autotune=True)  # a run's defaults for image data
     t_setup = time.perf_counter()
     cfg = DataConfig(name=data, root=root, subset=subset, batch_size=batch_size, augment=AUGMENT, options=data_options or {})

@@ -85,11 +85,21 @@ def cuda_speed(device: torch.device, tf32: bool, autotune: bool) -> dict:
     return {"tf32": tf32, "cudnn_benchmark": autotune}
 
 
+# where run.amp turns bfloat16 autocast on: CUDA (on the CPU, bf16 autocast is slower than float32 for these
+# models). The tests add "cpu" to run the mixed-precision paths a GPU takes.
+AMP_DEVICE_TYPES: tuple[str, ...] = ("cuda",)
+
+
+def uses_amp(device: torch.device, requested: bool) -> bool:
+    """Whether ``run.amp`` (``requested``) means bfloat16 autocast on ``device``."""
+    return requested and device.type in AMP_DEVICE_TYPES
+
+
 def bf16_autocast(device: torch.device, enabled: bool):
-    """bfloat16 autocast on CUDA when ``enabled`` (``run.amp``); elsewhere a context that changes nothing
-    (also on devices without autocast, such as ``meta``)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    """bfloat16 autocast where ``uses_amp``; elsewhere a context that changes nothing (also on devices without
+    autocast, such as ``meta``)."""
+    if uses_amp(device, enabled):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 

@@ -28,7 +28,7 @@ from curridistill.models.transfer import TransferPlan, init_model
 from curridistill.models.structure import apply_structure
 from curridistill.models.checkpoint import (check_finite, load_model, load_weights, match_input_normalization,
                                            read_spec, save_model)
-from curridistill.models.placement import probe_input
+from curridistill.models.placement import probe_input, uses_amp
 from curridistill.train import distributed
 from curridistill.train.callbacks import Callbacks
 from curridistill.train.lesson import LessonContext, LessonRun
@@ -70,7 +70,7 @@ class CourseRunner:
         self.log = MetricsLog(self.run_dir / "metrics.jsonl", writes=self.main)
         tensorboard = tensorboard_sink(self.run_dir / "tensorboard") if cfg.run.tensorboard and self.main else None
         self.callbacks = Callbacks([tensorboard, *callbacks])
-        self.amp = cfg.run.amp and device.type == "cuda"
+        self.amp = uses_amp(device, cfg.run.amp)
 
     # ----------------------------------------------------------------- model building
     def model_spec(self, mc: ModelConfig) -> dict:

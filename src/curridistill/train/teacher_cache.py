@@ -41,7 +41,7 @@ from curridistill.data.pipeline import data_fingerprint
 from curridistill.evaluate.metrics import predict_logits
 from curridistill.io import clean_orphans, save_tensors
 from curridistill.locks import entry_lock
-from curridistill.models.placement import bf16_autocast
+from curridistill.models.placement import bf16_autocast, uses_amp
 from curridistill.train import distributed
 
 FORMAT = "curridistill-teacher-outputs-v1"
@@ -318,7 +318,7 @@ def cached_eval_logits(model: nn.Module, pipeline, split: str, cache_dir: str | 
     them equal a fresh pass. A stale or corrupt file is reported, deleted and recomputed.
     """
     key = cache_key(model, pipeline, split)
-    precision = "bf16" if amp and pipeline.device.type == "cuda" else "fp32"
+    precision = "bf16" if uses_amp(pipeline.device, amp) else "fp32"
     path = Path(cache_dir) / "teacher_outputs" / key / f"eval-{split}-{precision}-{pipeline.device.type}.safetensors"
     n, c = len(pipeline.split(split)), int(pipeline.splits.num_classes)
     if path.is_file():
