@@ -72,6 +72,8 @@ CASES = [
      "run.parallel 3 (--parallel) runs seeds or folds side by side, and this run is one"),
     ("validate-config-parallel-without-seeds", lambda t: ["validate", config(t, run={"parallel": 3})],
      "run.parallel 3 (--parallel) runs seeds or folds side by side, and this run is one"),
+    ("tune-config-parallel-without-seeds", lambda t: ["tune", config(t, run={"parallel": 3}), "--out", str(t / "s")],
+     "run.parallel 3 (--parallel) runs seeds or folds side by side, and this run is one"),
     ("run-parallel-zero", lambda t: ["run", config(t), "--seeds", "0,1", "--parallel", "0"],
      "--parallel 0: give a number of processes >= 1"),
     ("validate-set-unknown-key", lambda t: ["validate", config(t), "--set", "run.sed=1"],

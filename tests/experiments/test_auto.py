@@ -239,3 +239,12 @@ def test_resume_after_kill_keeps_every_trial(exp_root):
     assert S.decode_params(sp.dims, requeued[0].params)["recipe"] == killed_values["recipe"]
     assert result["n_trials"] == len(trials) == 4
     assert result["invocations"] == 2
+
+
+def test_trials_and_best_yaml_are_single_runs_whatever_run_parallel_says():
+    """A config's ``run.parallel`` is for seeds side by side: auto's trials and best.yaml are one run each (a single
+    run refuses run.parallel > 1), and the full-fidelity re-runs over seeds take it back."""
+    from curridistill.experiments.auto import _base_raw
+
+    base = _base_raw({"run": {"parallel": 4, "seeds": [0, 1]}, "auto": {}, "student": {"name": "mlp"}})
+    assert base["run"]["parallel"] == 1 and base["run"]["seeds"] is None and "auto" not in base

@@ -339,6 +339,7 @@ def _base_raw(raw: dict) -> dict:
     base.pop("repeat", None)
     base.pop("assistants", None)
     base.setdefault("run", {})["seeds"] = None
+    base["run"]["parallel"] = 1  # one run (a trial, best.yaml); the full-fidelity seeds take run.parallel back
     return base
 
 
@@ -681,6 +682,7 @@ class AutoJob:
         done = set(self.state.get("finals_done", []))
         full_base = copy.deepcopy(self.ckpt_raw)
         full_base["run"]["seeds"] = seeds
+        full_base["run"]["parallel"] = self.cfg.run.parallel  # the seeds of each re-run side by side, if asked
         jobs = ([("reference", None)] if plan["reference"] else []) + [(f"trial-{t.number}", t) for t in cands]
         t0 = time.monotonic()
         finals: list[dict] = []

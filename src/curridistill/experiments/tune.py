@@ -47,6 +47,7 @@ from curridistill.config import LessonConfig, apply_overrides, ce_only, load_con
 from curridistill.errors import NonFiniteLoss, UserError
 from curridistill.io import write_json, write_text
 from curridistill.locks import is_locked
+from curridistill.multirun import check_parallel
 from curridistill.preflight import check_static
 from curridistill.search_space import Param, parse_space
 from curridistill.suggest import suggest
@@ -338,6 +339,7 @@ def tune(config: str | Path | dict, trials: int, out: str | Path | None = None, 
         raise UserError(f"--timeout {timeout}: give a positive number of seconds")
     raw, where = _load_raw(config, overrides)
     cfg = validate_config(raw, where)
+    check_parallel(cfg)  # each trial is this config's run (its seeds side by side, or one run)
     if cfg.tune is None:
         raise UserError(f"{where} has no tune section; add one, e.g. tune: {{space: {{course.0.optimizer.lr: "
                         f"{{float: [0.01, 0.2], log: true}}}}}} (see configs/tune_quickstart.yaml)")
