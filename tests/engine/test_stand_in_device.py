@@ -21,7 +21,7 @@ from curridistill.bench import throughput
 from curridistill.models import build_model
 from curridistill.models.placement import probe_input, resolve_device
 from tests.engine.test_host_sync import CASES, every_term_config
-from tests.helpers import REPO, run_main, tiny_config
+from tests.helpers import REPO, cuda_marks, run_main, tiny_config
 from tests.stand_in_device import DEVICE, DeviceMismatch, OnDevice, stand_in_device
 from tests.text.tiny import write_table
 
@@ -33,11 +33,11 @@ def _resolve(name: str, option: str = "run.device") -> torch.device:
 
 
 @contextlib.contextmanager
-def placed(device: str, monkeypatch):
-    """``cuda``: ``--device cuda`` / ``run.device: cuda`` (and ``auto``) put the models on the stand-in device;
-    ``cpu``: nothing changes."""
+def placed(where: str, monkeypatch):
+    """``stand-in``: ``--device cuda`` / ``run.device: cuda`` (and ``auto``) put the models on the stand-in device;
+    ``cpu``, ``gpu`` (a real CUDA device, where there is one): nothing changes."""
     with monkeypatch.context() as patch:
-        if device == "cuda":
+        if where == "stand-in":
             for module in (api, throughput, serve):
                 patch.setattr(module, "resolve_device", _resolve)
             with stand_in_device(patch):
@@ -48,8 +48,9 @@ def placed(device: str, monkeypatch):
 
 @pytest.fixture
 def on_device(monkeypatch):
-    with placed("cuda", monkeypatch):
+    with placed("stand-in", monkeypatch):
         yield DEVICE
+
 
 
 # ------------------------------------------------------------------------ the stand-in itself can fail
@@ -119,7 +120,7 @@ def test_a_run_on_the_device_gives_the_numbers_of_the_cpu_run(tmp_path, cifar_sh
         raw["run"]["cache_dir"] = str(tmp_path / f"cache-{device}")  # the device run trains and caches its own
         path = tmp_path / f"{device}.yaml"
         path.write_text(yaml.safe_dump(raw))
-        with placed(device, monkeypatch):
+        with placed("stand-in" if device == "cuda" else "cpu", monkeypatch):
             code, _, err = run_main(["run", str(path), "--out", str(tmp_path / device), "--quiet"], capsys)
         assert code == 0, err
         reports[device] = json.loads((tmp_path / device / "report.json").read_text())
@@ -148,7 +149,7 @@ def test_eval_and_predict_on_the_device_give_the_cpu_answers(trained, tmp_path, 
     answers = {}
     for device in ("cpu", "cuda"):
         (tmp_path / device).mkdir()
-        with placed(device, monkeypatch):
+        with placed("stand-in" if device == "cuda" else "cpu", monkeypatch):
             for name, argv in commands.items():
                 code, _, err = run_main([a.format(out=tmp_path / device) for a in argv] + ["--device", device], capsys)
                 assert code == 0, (name, err)
@@ -163,7 +164,7 @@ def test_a_teacher_checkpoint_loads_onto_the_device(trained, tmp_path, capsys, m
     raw = tiny_config(tmp_path / "from-checkpoint")
     raw["teacher"]["checkpoint"] = str(trained / "teacher" / "model.safetensors")
     raw["run"]["device"] = "cuda"
-    with placed("cuda", monkeypatch):
+    with placed("stand-in", monkeypatch):
         code, _, err = run_main(["run", _config_file(tmp_path, raw), "--out", str(tmp_path / "on-device"), "--quiet"],
                                 capsys)
     assert code == 0, err
@@ -208,12 +209,19 @@ COMMANDS = {
 }
 
 
-@pytest.mark.parametrize("command", list(COMMANDS))
-def test_a_command_runs_on_the_device(on_device, tmp_path, capsys, command, monkeypatch):
+# on a GPU machine too (the gpu_check's CUDA step), except the ship path: its packages (Torch-Pruning, ONNX Runtime)
+# are an extra the GPU check does not install
+ON_A_GPU_TOO = ("run --seeds 0,1", "tune --trials 2", "text: token augmentation, teacher-confidence curriculum")
+
+
+@pytest.mark.parametrize("where, command", [("stand-in", c) for c in COMMANDS] + [
+    pytest.param("gpu", c, marks=cuda_marks()) for c in ON_A_GPU_TOO])
+def test_a_command_runs_on_the_device(where, tmp_path, capsys, command, monkeypatch):
     from curridistill.data import text
 
     monkeypatch.setenv(text.CACHE_ENV, str(tmp_path / "token-cache"))
-    code, _, err = run_main(COMMANDS[command](tmp_path) + ["--out", str(tmp_path / "out"), "--quiet"], capsys)
+    with placed(where, monkeypatch):
+        code, _, err = run_main(COMMANDS[command](tmp_path) + ["--out", str(tmp_path / "out"), "--quiet"], capsys)
     assert code == 0, err
 
 
@@ -227,7 +235,7 @@ def test_a_run_stopped_on_the_device_resumes_there_to_the_uninterrupted_numbers(
     assert code == 0, err
     raw["run"]["device"], raw["run"]["cache_dir"] = "cuda", str(tmp_path / "cache-device")
     config = _config_file(tmp_path, raw)
-    with placed("cuda", monkeypatch):
+    with placed("stand-in", monkeypatch):
         code, _, err = run_main(["run", config, "--out", str(tmp_path / "run"), "--stop-after-epochs", "1", "--quiet"],
                                 capsys)
         assert code == 3, err
@@ -238,11 +246,12 @@ def test_a_run_stopped_on_the_device_resumes_there_to_the_uninterrupted_numbers(
         assert resumed["student"][key] == whole["student"][key], key
 
 
-def test_bench_throughput_on_the_device(on_device, tmp_path, shared_data, capsys):
-    code, _, err = run_main(["bench", "throughput", "--teacher", "resnet14", "--student", "resnet8", "--data", "cifar10",
-                             "--root", str(shared_data), "--subset", "200", "--steps", "3", "--warmup", "1",
-                             "--rounds", "1", "--device", "cuda", "--out", str(tmp_path / "bench.json"), "--quiet"],
-                            capsys)
+def test_bench_throughput_on_the_device(tmp_path, shared_data, capsys, monkeypatch):  # on a GPU: gpu_check's bench steps
+    with placed("stand-in", monkeypatch):
+        code, _, err = run_main(["bench", "throughput", "--teacher", "resnet14", "--student", "resnet8", "--data",
+                                 "cifar10", "--root", str(shared_data), "--subset", "200", "--steps", "3", "--warmup",
+                                 "1", "--rounds", "1", "--device", "cuda", "--out", str(tmp_path / "bench.json"),
+                                 "--quiet"], capsys)
     assert code == 0, err
     modes = json.loads((tmp_path / "bench.json").read_text())["modes"]
     assert set(modes) == {"ceiling", "plain", "online_kd", "cached_kd"}
