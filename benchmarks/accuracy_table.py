@@ -32,7 +32,7 @@ from curridistill import api
 from curridistill.bench.throughput import git_commit, machine
 from curridistill.config import apply_overrides, load_config
 from curridistill.errors import UserError
-from curridistill.evaluate.stats import holm, summarize, welch_t_test
+from curridistill.evaluate.stats import holm, paired_t_test, summarize, welch_t_test
 from curridistill.io import write_json, write_text
 
 
@@ -226,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.render:  # e.g. after the table's wording changed, without training anything
         record = json.loads(Path(args.json_out).read_text())
         _mark_holm(record["rows"])  # the current correction, so the JSON and its table agree
+        _add_paired(record["rows"], record["seeds"])
+        record.setdefault("notes", {}).update(paired_p_vs_alone=PAIRED_NOTE, paired_p_vs_kd=PAIRED_NOTE)
         write_json(args.json_out, record)
         write_text(Path(args.json_out).with_suffix(".md"), markdown(record))
         return 0
@@ -307,6 +309,7 @@ def _record(args, argv, base: dict, seeds: list[int], results: dict, complete: b
         table_rows.append({"method": name, "seeds": r["seeds"], **_stats(r["student"], alone, kd),
                            "train_seconds": r["train_seconds"], "read_back": r["read_back"]})
     _mark_holm(table_rows)
+    _add_paired(table_rows, seeds)
     return {"command": "python benchmarks/accuracy_table.py " + " ".join(argv or sys.argv[1:]),
             "git": git_commit(), "machine": machine(torch.device("cpu")), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "complete": complete, "seeds": seeds,
@@ -320,7 +323,8 @@ def _record(args, argv, base: dict, seeds: list[int], results: dict, complete: b
                       "read_back": "seed -> the earlier invocation (commit, date) whose JSON record this seed's result "
                          "was read back from instead of training it again; empty: trained by this invocation",
             "p_vs_kd": "Welch's t-test over seeds against the kd row", "p_vs_alone": "Welch's t-test over "
-                      "seeds against the student trained alone (the kd row's baseline: same seeds and initialization)"},
+                      "seeds against the student trained alone (the kd row's baseline: same seeds and initialization)",
+            "paired_p_vs_alone": PAIRED_NOTE, "paired_p_vs_kd": PAIRED_NOTE},
             "seconds_this_invocation": time.time() - t0}
 
 
@@ -362,6 +366,31 @@ def _mark_holm(table_rows: list[dict], alpha: float = 0.05) -> None:
             adj = adjusted.get((kd, "p_vs_alone")) if repeats_kd_vs_alone(r, key) else adjusted[(i, key)]
             r[f"holm_{key}"] = adj
             r[f"holm_{key}_significant"] = adj is not None and adj < alpha
+
+
+PAIRED_NOTE = ("the paired t-test over the seeds both rows have (a seed is the same initialization and batch order "
+               "in every row); not Holm-corrected and not in the Markdown table, whose test is Welch's")
+
+
+def _add_paired(table_rows: list[dict], seeds: list[int]) -> None:
+    """``paired_p_vs_alone`` / ``paired_p_vs_kd``: the paired t-test over the seeds a row shares with the student
+    alone / the kd row. A seed gives every row the same initialization and batch order, so the pairs share that
+    part of the spread; Welch's test (the table's) ignores it and is the more conservative of the two."""
+    def by_seed(row: dict) -> dict[int, float]:
+        row_seeds = row.get("seeds") or (seeds if len(seeds) == len(row["per_seed"]) else [])
+        return dict(zip(row_seeds, row["per_seed"]))
+
+    refs = {"alone": next(r for r in table_rows if r["method"] == "student alone"),
+            "kd": next((r for r in table_rows if r["method"] == "kd"), None)}
+    for row in table_rows:
+        mine = by_seed(row)
+        for name, ref in refs.items():
+            if ref is None or ref is row:
+                row[f"paired_p_vs_{name}"] = None
+                continue
+            theirs = by_seed(ref)
+            common = [s for s in mine if s in theirs]
+            row[f"paired_p_vs_{name}"] = paired_t_test([mine[s] for s in common], [theirs[s] for s in common])["p_value"]
 
 
 def _stats(values: list[float], alone: list[float], kd: list[float]) -> dict:

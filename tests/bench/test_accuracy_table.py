@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from curridistill.config import load_config
+from curridistill.evaluate.stats import paired_t_test
 from tests.helpers import REPO, load_benchmark, tiny_config
 
 SCRIPT = REPO / "benchmarks" / "accuracy_table.py"
@@ -60,6 +61,9 @@ def test_table_is_paired_against_one_baseline_and_resumes(tmp_path):
     assert kd["p_vs_kd"] is None and 0 <= dist["p_vs_kd"] <= 1 and 0 <= alone["p_vs_kd"] <= 1
     assert all(len(r["train_seconds"]) == 2 and min(r["train_seconds"]) > 0 for r in record["rows"])
     assert alone["p_vs_alone"] is None and 0 <= kd["p_vs_alone"] <= 1 and record["complete"] is True
+    # the paired test over the shared seeds rides along in the JSON (the table's test stays Welch's)
+    assert dist["paired_p_vs_alone"] == paired_t_test(dist["per_seed"], alone["per_seed"])["p_value"]
+    assert kd["paired_p_vs_kd"] is None and "paired" in record["notes"]["paired_p_vs_kd"]
     assert record["command"].startswith("python benchmarks/accuracy_table.py") and record["seeds"] == [0, 1]
     assert "| dist |" in (tmp_path / "table.md").read_text()
     stamp = (tmp_path / "rows" / "dist" / "aggregate.json").stat().st_mtime_ns

@@ -1,4 +1,5 @@
-"""Multi-seed statistics: t intervals, Welch's test (against scipy and by hand), report aggregation."""
+"""Multi-seed statistics: t intervals, Welch's and the paired t-test (against scipy and by hand), report
+aggregation."""
 from __future__ import annotations
 
 import math
@@ -7,7 +8,7 @@ import pytest
 from scipy import stats
 
 from curridistill.errors import UserError
-from curridistill.evaluate.stats import aggregate_reports, summarize, welch_t_test
+from curridistill.evaluate.stats import aggregate_reports, paired_t_test, summarize, welch_t_test
 
 
 def test_summarize_hand_computed_interval():
@@ -59,6 +60,35 @@ def test_welch_matches_scipy(a, b):
     assert r["p_value"] == pytest.approx(float(ref.pvalue))
     if hasattr(ref, "df"):
         assert r["df"] == pytest.approx(float(ref.df))
+
+
+@pytest.mark.parametrize("a,b", [
+    ([0.6442, 0.6535, 0.6568, 0.6631, 0.6591], [0.6581, 0.6633, 0.6662, 0.6719, 0.6652]),  # shared seed spread
+    ([0.91, 0.93, 0.92], [0.90, 0.95, 0.91]),
+    ([0.5, 0.7], [0.45, 0.66]),
+])
+def test_paired_matches_scipy(a, b):
+    ref = stats.ttest_rel(a, b)
+    r = paired_t_test(a, b)
+    assert r["t"] == pytest.approx(float(ref.statistic))
+    assert r["p_value"] == pytest.approx(float(ref.pvalue))
+    assert r["df"] == len(a) - 1 and r["n"] == len(a)
+
+
+def test_paired_uses_the_pairing_welch_ignores():
+    # both seeds' spread is shared: Welch sees two overlapping groups, the pairs differ by 0.01 each time
+    a, b = [0.60, 0.70, 0.80, 0.65], [0.61, 0.71, 0.805, 0.662]
+    assert welch_t_test(a, b)["p_value"] > 0.8 and paired_t_test(a, b)["p_value"] < 0.01
+
+
+def test_paired_degenerate_cases():
+    assert paired_t_test([0.9, 0.8], [0.9, 0.8])["p_value"] == 1.0  # no difference at all
+    shifted = paired_t_test([0.75, 0.5, 0.25], [0.5, 0.25, 0.0])  # the same difference on every seed
+    assert shifted["p_value"] == 0.0 and shifted["t"] == math.inf and shifted["mean_diff"] == 0.25
+    one = paired_t_test([0.9, float("nan")], [0.8, 0.7])  # a missing value drops its pair
+    assert one["n"] == 1 and one["p_value"] is None and one["mean_diff"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_t_test([0.9, 0.8], [0.8])
 
 
 def test_welch_degenerate_cases():

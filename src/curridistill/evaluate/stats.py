@@ -111,6 +111,33 @@ def welch_t_test(a: Sequence[float], b: Sequence[float]) -> dict:
     return out
 
 
+def paired_t_test(a: Sequence[float], b: Sequence[float]) -> dict:
+    """Paired t-test of mean(a - b) == 0, two-sided: ``a[i]`` and ``b[i]`` come from the same seed (the same
+    initialization and batch order), so the seed-to-seed spread they share cancels (scipy's ``ttest_rel``).
+
+    Returns t, df (= n - 1), p_value, mean_diff, n (pairs with both values finite). Fewer than 2 pairs: t, df and
+    p_value are None. Every difference equal (zero spread): p_value 1.0 when they are 0, else 0.0, as in
+    ``welch_t_test``."""
+    if len(a) != len(b):
+        raise ValueError(f"paired_t_test needs equal lengths (one value per seed on each side), got {len(a)} and {len(b)}")
+    diffs = [x - y for x, y in zip(a, b) if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
+    n = len(diffs)
+    out: dict = {"t": None, "df": None, "p_value": None, "mean_diff": None, "n": n}
+    if n == 0:
+        return out
+    mean = math.fsum(diffs) / n
+    out["mean_diff"] = mean
+    if n < 2:
+        return out
+    sem = math.sqrt(_var(diffs, mean) / n)
+    if sem == 0.0:
+        out.update(t=0.0 if mean == 0.0 else math.copysign(math.inf, mean), df=n - 1, p_value=1.0 if mean == 0.0 else 0.0)
+        return out
+    t = mean / sem
+    out.update(t=t, df=n - 1, p_value=min(1.0, float(2.0 * _student_t().sf(abs(t), n - 1))))
+    return out
+
+
 def _model_names(reports: Sequence[dict], models: Sequence[str]) -> list[str]:
     """``models`` found in any report, in that order, then any other model-like keys in order of appearance."""
     def is_model(value) -> bool:
