@@ -194,15 +194,18 @@ def _config_file(tmp_path, raw: dict) -> str:
 
 
 SMALL_SHIP = {"teacher.course.0.epochs": 1, "course.0.epochs": 1, "course.1.epochs": 1, "course.2.epochs": 1,
-              "teacher.kwargs.widths": "[8,16]", "student.kwargs.widths": "[8,16]", "ship.export": "[onnx,onnx-int8]",
-              "ship.calibration_batches": 2, "ship.check_samples": 32, "ship.predict_samples": 2}
+              "teacher.kwargs.widths": "[8,16]", "student.kwargs.widths": "[8,16]",
+              # exporting is CPU work on a CPU copy (ONNX's exporter takes seconds a file; tests/export has it)
+              "ship.export": "[torchscript]", "ship.quantize": "[dynamic, static]",
+              "ship.calibration_batches": 2, "ship.check_samples": 32, "ship.predict_samples": 2,
+              "run.eval.latency_runs": 2, "run.eval.throughput_runs": 1, "run.eval.throughput_batch": 8}
 
 COMMANDS = {
     "run --seeds 0,1": lambda tmp: ["run", _config_file(tmp, tiny_config(tmp)), "--seeds", "0,1", "--set",
                                     "run.device=cuda"],
-    "tune --trials 2": lambda tmp: ["tune", str(REPO / "configs" / "tune_quickstart.yaml"), "--trials", "2", "--set",
-                                    "course.0.epochs=1", "--set", f"run.cache_dir={tmp / 'cache'}"],
-    "ship (prune, int8, ONNX)": lambda tmp: ["run", str(REPO / "configs" / "ship_quickstart.yaml"),
+    "tune --trials 2": lambda tmp: ["tune", _config_file(tmp, {**tiny_config(tmp), "tune": {"space": {
+        "course.0.optimizer.lr": {"float": [0.01, 0.2], "log": True}}}}), "--trials", "2", "--set", "run.device=cuda"],
+    "ship (prune, int8, export)": lambda tmp: ["run", str(REPO / "configs" / "ship_quickstart.yaml"),
                                              "--set", "run.device=cuda", "--set", f"run.cache_dir={tmp / 'cache'}",
                                              *[f"--set={key}={value}" for key, value in SMALL_SHIP.items()]],
     "text: token augmentation, teacher-confidence curriculum": lambda tmp: ["run", _config_file(tmp, _text_config(tmp))],
