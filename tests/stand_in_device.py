@@ -5,14 +5,16 @@ CPU-only CI cannot see those failures, and PyTorch's ``meta`` device holds no va
 read (a metric, ``.item()``). Here every tensor sent to the stand-in device is a CPU tensor wrapped in
 ``OnDevice``, which reports ``device='meta'`` and holds real values; each operation unwraps, computes on the CPU
 and wraps its results again, after checking what CUDA checks: an operation given tensors on both devices fails
-("Expected all tensors to be on the same device"), except for 0-dim CPU tensors (scalars, which CUDA accepts) and
-CPU index tensors in advanced indexing (which CUDA moves). ``.cpu()``, ``.item()`` and ``.tolist()`` read values
-back as on a GPU, and ``.numpy()`` of a device tensor fails as it does there.
+("Expected all tensors to be on the same device"), except for 0-dim CPU tensors (scalars, which CUDA accepts), CPU
+index tensors in advanced indexing (which CUDA moves) and a packed sequence's lengths and batch sizes (which CUDA
+wants on the CPU). ``.cpu()``, ``.item()`` and ``.tolist()`` read values back as on a GPU, and ``.numpy()`` of a
+device tensor fails as it does there.
 
 The device is labelled ``meta`` (not ``cuda``) because autograd asks the device's runtime for a stream, and a
-CPU-only build has no CUDA runtime to ask; the code under test therefore takes its non-CUDA branches (no autocast,
-no CUDA RNG, no synchronize), and those are left to ``benchmarks/gpu_check.py`` on real hardware. What this checks
-is placement: every tensor a command creates lives where the tensors it meets live.
+CPU-only build has no CUDA runtime to ask; the code under test therefore takes its non-CUDA branches. The bf16
+autocast ones run on the CPU's autocast in ``tests/engine/test_mixed_precision.py``; CUDA's own calls (RNG state,
+synchronize, CUDA graphs) are left to ``benchmarks/gpu_check.py`` on real hardware. What this checks is placement:
+every tensor a command creates lives where the tensors it meets live.
 """
 from __future__ import annotations
 
