@@ -172,6 +172,26 @@ def test_a_teacher_checkpoint_loads_onto_the_device(trained, tmp_path, capsys, m
     assert loaded["accuracy"] == saved["accuracy"] and loaded["loss"] == saved["loss"]
 
 
+def test_distill_with_the_callers_modules_on_the_device_gives_the_cpu_numbers(tmp_path, monkeypatch):
+    """The Python API with the caller's own modules and tensors (``objects``): trained on the device, handed back
+    on the CPU, with the CPU run's numbers."""
+    from curridistill.api import distill
+    from tests.engine.test_peer_loop import _data, _student, _teacher
+
+    (x, y), val, test = _data(0, 96), _data(1, 20), _data(2, 20)
+    results = {}
+    for where in ("cpu", "stand-in"):
+        with placed(where, monkeypatch):
+            results[where] = distill(_student(), teacher=_teacher(), train=(x, y), val=val, test=test,
+                                     out=tmp_path / where, course=[{"epochs": 2, "loss": {"ce": 0.5, "kd": 0.5}}],
+                                     run={"device": "cuda" if where == "stand-in" else "cpu", "tensorboard": False,
+                                          "cache_dir": str(tmp_path / f"cache-{where}")})
+    on_device = results["stand-in"]
+    assert all(type(p) is torch.nn.Parameter and p.device.type == "cpu" for p in on_device.student.parameters())
+    for model in ("teacher", "baseline", "student"):
+        assert on_device.report[model]["loss"] == results["cpu"].report[model]["loss"], model
+
+
 def _text_config(tmp_path) -> dict:
     return {"data": {"name": "text-table", "batch_size": 16, "val_size": 0.15,
                      "options": {"path": str(write_table(tmp_path / "reviews.csv")), "text_column": "review",
@@ -203,6 +223,10 @@ SMALL_SHIP = {"teacher.course.0.epochs": 1, "course.0.epochs": 1, "course.1.epoc
 COMMANDS = {
     "run --seeds 0,1": lambda tmp: ["run", _config_file(tmp, tiny_config(tmp)), "--seeds", "0,1", "--set",
                                     "run.device=cuda"],
+    "cross-validation, 2 folds": lambda tmp: ["run", _config_file(tmp, {**tiny_config(tmp), "data": {
+        "name": "digits", "val_size": 0.1, "batch_size": 64, "cv": {"folds": 2}}}), "--set", "run.device=cuda"],
+    "run.micro_batches 2": lambda tmp: ["run", _config_file(tmp, tiny_config(tmp)), "--set", "run.device=cuda",
+                                        "--set", "run.micro_batches=2"],
     "tune --trials 2": lambda tmp: ["tune", _config_file(tmp, {**tiny_config(tmp), "tune": {"space": {
         "course.0.optimizer.lr": {"float": [0.01, 0.2], "log": True}}}}), "--trials", "2", "--set", "run.device=cuda"],
     "ship (prune, int8, export)": lambda tmp: ["run", str(REPO / "configs" / "ship_quickstart.yaml"),
@@ -214,7 +238,8 @@ COMMANDS = {
 
 # on a GPU machine too (the gpu_check's CUDA step), except the ship path: its packages (Torch-Pruning, ONNX Runtime)
 # are an extra the GPU check does not install
-ON_A_GPU_TOO = ("run --seeds 0,1", "tune --trials 2", "text: token augmentation, teacher-confidence curriculum")
+ON_A_GPU_TOO = ("run --seeds 0,1", "cross-validation, 2 folds", "run.micro_batches 2", "tune --trials 2",
+                "text: token augmentation, teacher-confidence curriculum")
 
 
 @pytest.mark.parametrize("where, command", [("stand-in", c) for c in COMMANDS] + [
