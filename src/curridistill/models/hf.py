@@ -50,12 +50,26 @@ class Pooler(nn.Module):
         return masked_mean(h, mask) if self.kind == "mean" else h[:, 0]
 
 
+def _from_pretrained(transformers, folder, attn: str) -> nn.Module:
+    """``AutoModel.from_pretrained`` from local files only, without Hub kernels: transformers >= 4.54 turns
+    ``use_kernels`` on by default when the ``kernels`` package is installed, and on a GPU its ``kernelize`` fetches
+    and runs kernel code from the Hugging Face Hub for some layers (code from the network, numbers that differ
+    by machine). Older versions do not know the argument."""
+    try:
+        return transformers.AutoModel.from_pretrained(str(folder), local_files_only=True, attn_implementation=attn,
+                                                      use_kernels=False)
+    except TypeError as exc:
+        if "use_kernels" not in str(exc):
+            raise
+        return transformers.AutoModel.from_pretrained(str(folder), local_files_only=True, attn_implementation=attn)
+
+
 def load_encoder(path: str, where: str = "hf", attn: str = "sdpa") -> nn.Module:
     """The pretrained encoder (``AutoModel``) of a local directory."""
     transformers = require_transformers(where)
     folder = resolve_hf_dir(path, where)
     try:
-        return transformers.AutoModel.from_pretrained(str(folder), local_files_only=True, attn_implementation=attn)
+        return _from_pretrained(transformers, folder, attn)
     except (OSError, ValueError) as exc:
         raise UserError(f"{where}: cannot load a model from {folder} ({str(exc).splitlines()[0]}); save one there "
                         f"with model.save_pretrained()") from None
