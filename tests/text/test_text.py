@@ -299,8 +299,8 @@ def test_new_texts_are_encoded_with_the_training_tokenizer(bert_dir):
 
 
 def test_pretrained_encoders_load_without_hub_kernels(bert_dir):
-    """transformers >= 4.54 turns Hub kernels on by default when the `kernels` package is installed; on a GPU they
-    are kernel code fetched from the Hub and run (network, code from outside, numbers that vary by machine)."""
+    """Recent transformers (5.25 here) turns Hub kernels on by default when the `kernels` package is installed; on a
+    GPU they are kernel code fetched from the Hub and run (network, code from outside, numbers that vary by machine)."""
     model = build_model("hf", 2, 1, {"path": str(bert_dir)})
     assert getattr(model.backbone, "use_kernels", False) is False
 

@@ -51,10 +51,10 @@ class Pooler(nn.Module):
 
 
 def _from_pretrained(transformers, folder, attn: str) -> nn.Module:
-    """``AutoModel.from_pretrained`` from local files only, without Hub kernels: transformers >= 4.54 turns
-    ``use_kernels`` on by default when the ``kernels`` package is installed, and on a GPU its ``kernelize`` fetches
-    and runs kernel code from the Hugging Face Hub for some layers (code from the network, numbers that differ
-    by machine). Older versions do not know the argument."""
+    """``AutoModel.from_pretrained`` from local files only, without Hub kernels: recent transformers (5.25 here)
+    turns ``use_kernels`` on by default when the ``kernels`` package is installed, and on a GPU its ``kernelize``
+    fetches and runs kernel code from the Hugging Face Hub for some layers (code from the network, numbers that
+    differ by machine). Older versions do not know the argument."""
     try:
         return transformers.AutoModel.from_pretrained(str(folder), local_files_only=True, attn_implementation=attn,
                                                       use_kernels=False)
