@@ -22,7 +22,7 @@ from curridistill.curriculum.sampler import PacedBatches, RandomBatches
 from curridistill.errors import NonFiniteLoss, UserError
 from curridistill.evaluate.metrics import predict_logits
 from curridistill.knowledge import KNOWLEDGE, Clock, KnowledgeInputs, KnowledgeTerm, load_all
-from curridistill.models.placement import bf16_autocast, uses_amp
+from curridistill.models.placement import bf16_autocast
 from curridistill.models.taps import FeatureTaps
 from curridistill.schedules import build_schedule
 from curridistill.train import distributed
@@ -379,9 +379,8 @@ class LessonRun:
         """Student forward and the weighted sum of the terms: (loss, per-term means, logits, mean sample weight
         or None). The part of a step that ``run.compile=step`` compiles, so it takes everything as arguments
         (``clock`` only rides along in the terms' inputs: what follows it was computed before, on the host)."""
-        amp = uses_amp(x.device, self.ctx.amp)
         sample_weight = None
-        with bf16_autocast(x.device, amp):
+        with bf16_autocast(x.device, self.ctx.amp):  # decides where autocast applies (placement.uses_amp)
             logits = self.forward_model(x)
             inputs = self._knowledge_inputs(logits, y, taps.features, idx, clock, teacher_out)
             per_sample = torch.zeros(len(y), device=x.device)  # (B,) weighted sum of the terms
