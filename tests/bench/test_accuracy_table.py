@@ -148,3 +148,14 @@ def test_caption_names_the_rows_with_other_seeds():
     record = {"seeds": [0, 1, 2], "rows": [{"method": "kd", "seeds": [0, 1, 2, 3, 4]}, {"method": "at", "seeds": [0, 1, 2]},
                                           {"method": "dkd", "seeds": [0, 1, 2, 3, 4]}, {"method": "old"}]}
     assert table._seeds_text(record) == "0,1,2 (kd, dkd: 0,1,2,3,4)"
+
+
+def test_paired_vs_welch_counts_each_comparison_once(capsys):
+    """kd vs alone sits in two cells (the kd row's p vs alone, the alone row's p vs kd): counted once."""
+    record = {"rows": [
+        {"method": "student alone", "p_vs_alone": None, "paired_p_vs_alone": None, "p_vs_kd": 0.04, "paired_p_vs_kd": 0.2},
+        {"method": "kd", "p_vs_alone": 0.04, "paired_p_vs_alone": 0.2, "p_vs_kd": None, "paired_p_vs_kd": None},
+        {"method": "dkd", "p_vs_alone": 0.3, "paired_p_vs_alone": 0.01, "p_vs_kd": 0.5, "paired_p_vs_kd": 0.6}]}
+    found = load_benchmark("paired_vs_welch").comparisons(record)
+    assert {frozenset((r, ref)) for r, ref, _, _ in found} == {frozenset(p) for p in (
+        ("dkd", "kd"), ("dkd", "student alone"), ("kd", "student alone"))} and len(found) == 3
