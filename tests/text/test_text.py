@@ -303,6 +303,15 @@ def test_pretrained_encoders_load_without_hub_kernels(bert_dir):
     GPU they are kernel code fetched from the Hub and run (network, code from outside, numbers that vary by machine)."""
     model = build_model("hf", 2, 1, {"path": str(bert_dir)})
     assert getattr(model.backbone, "use_kernels", False) is False
+    # on the CPU the kernelized encoder (transformers' default) computes the same outputs: results measured with
+    # it on, as the README's text tables were, stand
+    import transformers
+
+    kernelized = transformers.AutoModel.from_pretrained(str(bert_dir), local_files_only=True).eval()
+    ids = torch.randint(1, 20, (3, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(kernelized(input_ids=ids).last_hidden_state,
+                           model.backbone.eval()(input_ids=ids).last_hidden_state)
 
 
 def test_hf_shorthand_in_the_config():
