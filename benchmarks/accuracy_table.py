@@ -382,13 +382,14 @@ def _add_paired(table_rows: list[dict], seeds: list[int]) -> None:
 
     refs = {"alone": next(r for r in table_rows if r["method"] == "student alone"),
             "kd": next((r for r in table_rows if r["method"] == "kd"), None)}
+    ref_values = {name: by_seed(ref) for name, ref in refs.items() if ref is not None}
     for row in table_rows:
         mine = by_seed(row)
         for name, ref in refs.items():
             if ref is None or ref is row:
                 row[f"paired_p_vs_{name}"] = None
                 continue
-            theirs = by_seed(ref)
+            theirs = ref_values[name]
             common = [s for s in mine if s in theirs]
             row[f"paired_p_vs_{name}"] = paired_t_test([mine[s] for s in common], [theirs[s] for s in common])["p_value"]
 

@@ -41,6 +41,12 @@ _CPU_ARGUMENTS_ALLOWED = {aten.index.Tensor, aten.index_put.default, aten.index_
                           aten.rnn_relu.data}
 
 
+# the torch entry points the stand-in replaces, as they are (captured at import, before any patch)
+_PLAIN = {(torch.Tensor, "to"): torch.Tensor.to, (torch.Tensor, "numpy"): torch.Tensor.numpy,
+          (torch.Tensor, "new_tensor"): torch.Tensor.new_tensor, (torch, "tensor"): torch.tensor,
+          (torch, "as_tensor"): torch.as_tensor}
+
+
 class DeviceMismatch(RuntimeError):
     pass
 
@@ -239,11 +245,6 @@ def _patches() -> list[tuple[object, str, object]]:
     return [(torch.Tensor, "to", _to), (torch.Tensor, "numpy", _numpy), (torch.Tensor, "new_tensor", _new_tensor),
             (torch, "tensor", _from_data(_PLAIN[(torch, "tensor")])),
             (torch, "as_tensor", _from_data(_PLAIN[(torch, "as_tensor")]))]
-
-
-_PLAIN = {(torch.Tensor, "to"): torch.Tensor.to, (torch.Tensor, "numpy"): torch.Tensor.numpy,
-          (torch.Tensor, "new_tensor"): torch.Tensor.new_tensor, (torch, "tensor"): torch.tensor,
-          (torch, "as_tensor"): torch.as_tensor}
 
 
 @contextlib.contextmanager
