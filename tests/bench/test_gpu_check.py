@@ -57,7 +57,8 @@ def test_toy_targets_time_the_protocol_and_the_parallel_runs(tmp_path):
 
 
 def test_prepared_subset_is_the_protocol_training_data(tmp_path, shared_data, monkeypatch):
-    """gpu_prepare's 10k file gives the CPU-scale protocol the same train/val split as the full file does."""
+    """gpu_prepare's 10k file gives the CPU-scale protocol the same train/val split as the full file does, and its
+    recompressed test file the official test set."""
     import torch
 
     from curridistill.config import load_config
@@ -71,7 +72,7 @@ def test_prepared_subset_is_the_protocol_training_data(tmp_path, shared_data, mo
     protocol = load_benchmark("gpu_check").REPO / "configs" / "protocol" / "cifar10_cpu_scale.yaml"
     full = load_splits(load_config(protocol, [f"data.root={shared_data}"]).data)
     copied = load_splits(load_config(protocol, [f"data.root={tmp_path / 'gpu' / 'data'}", "data.options.verify=false"]).data)
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
         a, b = getattr(full, split), getattr(copied, split)
         assert torch.equal(a.y, b.y) and torch.equal(a.x, b.x), split
     assert full.mean == copied.mean
