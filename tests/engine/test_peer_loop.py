@@ -6,10 +6,16 @@ the engine but the starting weights and the data. Whole-batch steps make the dat
 steps the student's weights must agree with the loop's to float rounding: the loss composition, the temperature
 scaling, the teacher's mode, the optimizer settings, the learning rate of every step and the batch-norm statistics
 are all checked at once.
+
+Feature terms are checked the same way on small convolutional models with named stages: the loop reads the
+stages with forward hooks and writes RepDistiller's losses (AT, SP, PKT, RKD) and FitNets' hint (mdistiller,
+shapes that need no regressor). Schedules are checked through a temperature that anneals and a DKD-style
+weight warm-up, at the documented per-step progress (step k of n reads the schedule at k / n).
 """
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -41,6 +47,16 @@ def _teacher() -> nn.Module:
                          nn.Linear(48, 10))
 
 
+def _conv(seed: int, width: int) -> nn.Module:
+    """Two named stages (8x8, then 4x4), global pooling, a linear head: what the feature terms tap."""
+    torch.manual_seed(seed)
+    return nn.Sequential(OrderedDict(
+        stage1=nn.Sequential(nn.Conv2d(1, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()),
+        stage2=nn.Sequential(nn.Conv2d(width, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
+                             nn.ReLU()),
+        pool=nn.AdaptiveAvgPool2d(1), flat=nn.Flatten(), fc=nn.Linear(width, 10)))
+
+
 def hinton_kd(s, t, y, T: float, alpha: float):
     kl = F.kl_div(F.log_softmax(s / T, 1), F.softmax(t / T, 1), reduction="batchmean")
     return (1 - alpha) * F.cross_entropy(s, y) + alpha * T * T * kl
@@ -58,19 +74,67 @@ def dkd(s, t, y, alpha: float, beta: float, T: float):
     return F.cross_entropy(s, y) + alpha * tckd + beta * nckd
 
 
+# RepDistiller's feature losses (HobbitLong/RepDistiller, distiller_zoo), written out again here
+def at_repdistiller(fs, ft):
+    def at(f):
+        return F.normalize(f.pow(2).mean(1).view(f.size(0), -1))
+    return (at(fs) - at(ft)).pow(2).mean()
+
+
+def sp_repdistiller(fs, ft):
+    b = fs.shape[0]
+    gs, gt = fs.view(b, -1) @ fs.view(b, -1).t(), ft.view(b, -1) @ ft.view(b, -1).t()
+    diff = F.normalize(gt) - F.normalize(gs)
+    return (diff * diff).view(-1, 1).sum(0)[0] / (b * b)
+
+
+def pkt_repdistiller(out, target, eps=1e-7):
+    out = out / (torch.sqrt(torch.sum(out ** 2, dim=1, keepdim=True)) + eps)
+    target = target / (torch.sqrt(torch.sum(target ** 2, dim=1, keepdim=True)) + eps)
+    model_sim, target_sim = (out @ out.t() + 1.0) / 2.0, (target @ target.t() + 1.0) / 2.0
+    model_sim = model_sim / model_sim.sum(dim=1, keepdim=True)
+    target_sim = target_sim / target_sim.sum(dim=1, keepdim=True)
+    return torch.mean(target_sim * torch.log((target_sim + eps) / (model_sim + eps)))
+
+
+def rkd_repdistiller(student, teacher, w_d=25.0, w_a=50.0):
+    def pdist(e, eps=1e-12):
+        sq = e.pow(2).sum(dim=1)
+        res = (sq.unsqueeze(1) + sq.unsqueeze(0) - 2 * e @ e.t()).clamp(min=eps).sqrt().clone()
+        res[range(len(e)), range(len(e))] = 0
+        return res
+
+    with torch.no_grad():
+        t_d = pdist(teacher)
+        t_d = t_d / t_d[t_d > 0].mean()
+    d = pdist(student)
+    d = d / d[d > 0].mean()
+    loss_d = F.smooth_l1_loss(d, t_d)
+    with torch.no_grad():
+        td = F.normalize(teacher.unsqueeze(0) - teacher.unsqueeze(1), p=2, dim=2)
+        t_angle = torch.bmm(td, td.transpose(1, 2)).view(-1)
+    sd = F.normalize(student.unsqueeze(0) - student.unsqueeze(1), p=2, dim=2)
+    s_angle = torch.bmm(sd, sd.transpose(1, 2)).view(-1)
+    return w_d * loss_d + w_a * F.smooth_l1_loss(s_angle, t_angle)
+
+
+def pooled(f):
+    return f.mean(dim=(2, 3))
+
+
 CASES = {
     "Hinton KD, SGD nesterov + weight decay, constant lr": dict(
         loss={"ce": 0.1, "kd": {"weight": 0.9, "temperature": 4.0}},
         optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
         schedule={"kind": "constant"},
-        peer_loss=lambda s, t, y: hinton_kd(s, t, y, T=4.0, alpha=0.9),
+        peer_loss=lambda s, t, y, **_: hinton_kd(s, t, y, T=4.0, alpha=0.9),
         peer_optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, nesterov=True, weight_decay=5e-4),
         peer_schedule=None),
     "Hinton KD, AdamW, linear decay per step": dict(
         loss={"ce": 0.5, "kd": {"weight": 0.5, "temperature": 2.0}},
         optimizer={"name": "adamw", "lr": 0.01, "weight_decay": 0.01},  # decoupled decay
         schedule={"kind": "linear", "start": 1.0, "end": 0.0},
-        peer_loss=lambda s, t, y: hinton_kd(s, t, y, T=2.0, alpha=0.5),
+        peer_loss=lambda s, t, y, **_: hinton_kd(s, t, y, T=2.0, alpha=0.5),
         peer_optimizer=lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.01),
         # PyTorch's LinearLR: factor 1 - k / STEPS at step k, as the schedule at progress step / total steps
         peer_schedule=lambda o: torch.optim.lr_scheduler.LinearLR(o, 1.0, 0.0, total_iters=STEPS)),
@@ -78,35 +142,90 @@ CASES = {
         loss={"ce": 0.1, "kd": {"weight": 0.9, "temperature": 4.0}},
         optimizer={"name": "sgd", "lr": 0.2, "momentum": 0.9, "weight_decay": 5e-4},
         schedule={"kind": "cosine", "start": 1.0, "end": 0.0}, grad_clip=0.5,
-        peer_loss=lambda s, t, y: hinton_kd(s, t, y, T=4.0, alpha=0.9),
+        peer_loss=lambda s, t, y, **_: hinton_kd(s, t, y, T=4.0, alpha=0.9),
         peer_optimizer=lambda p: torch.optim.SGD(p, lr=0.2, momentum=0.9, weight_decay=5e-4),
         peer_schedule=lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=STEPS)),
     "DKD (alpha 1, beta 8, T 4) + CE, SGD": dict(
         loss={"ce": 1.0, "dkd": {"weight": 1.0, "alpha": 1.0, "beta": 8.0, "temperature": 4.0}},
         optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
         schedule={"kind": "constant"},
-        peer_loss=lambda s, t, y: dkd(s, t, y, alpha=1.0, beta=8.0, T=4.0),
+        peer_loss=lambda s, t, y, **_: dkd(s, t, y, alpha=1.0, beta=8.0, T=4.0),
         peer_optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=5e-4),
         peer_schedule=None),
     "CE alone (the baseline), Adam": dict(
         loss={"ce": 1.0},
         optimizer={"name": "adam", "lr": 0.01, "weight_decay": 5e-4},  # L2 added to the gradient
         schedule={"kind": "constant"},
-        peer_loss=lambda s, t, y: F.cross_entropy(s, y),
+        peer_loss=lambda s, t, y, **_: F.cross_entropy(s, y),
         peer_optimizer=lambda p: torch.optim.Adam(p, lr=0.01, weight_decay=5e-4),
+        peer_schedule=None),
+    "KD with the temperature annealed 8 -> 2 per step, SGD": dict(
+        loss={"ce": 0.1, "kd": {"weight": 0.9, "temperature": {"kind": "linear", "start": 8.0, "end": 2.0}}},
+        optimizer={"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4},
+        schedule={"kind": "constant"},
+        peer_loss=lambda s, t, y, step, **_: hinton_kd(s, t, y, T=8.0 - 6.0 * step / STEPS, alpha=0.9),
+        peer_optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=5e-4),
+        peer_schedule=None),
+    "DKD with its weight warmed up over 4 of 6 epochs (one step each), SGD": dict(
+        loss={"ce": 1.0, "dkd": {"weight": {"kind": "constant", "value": 1.0, "warmup": 4, "unit": "epoch"},
+                                 "alpha": 1.0, "beta": 8.0, "temperature": 4.0}},
+        optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4},
+        schedule={"kind": "constant"},
+        # per step: during epoch e (1-based) the factor is (e - 1) / 4, where mdistiller holds e / 4 (documented)
+        peer_loss=lambda s, t, y, step, **_: F.cross_entropy(s, y) + min(step / 4, 1.0) * (
+            dkd(s, t, y, alpha=1.0, beta=8.0, T=4.0) - F.cross_entropy(s, y)),
+        peer_optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=5e-4),
         peer_schedule=None),
 }
 
+_SGD = dict(optimizer={"name": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4}, schedule={"kind": "constant"},
+            peer_optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=5e-4), peer_schedule=None)
+STAGES = {"student_layers": ["stage1", "stage2"], "teacher_layers": ["stage1", "stage2"]}
+ON_STAGE2 = {"student_layer": "stage2", "teacher_layer": "stage2"}
+FEATURE_CASES = {
+    "AT (beta 1000, two stages) + CE": dict(
+        loss={"ce": 1.0, "at": {"weight": 1000.0, **STAGES}}, teacher_width=12,
+        peer_loss=lambda s, t, y, fs, ft, **_: F.cross_entropy(s, y) + 1000.0 * sum(
+            at_repdistiller(fs[k], ft[k]) for k in ("stage1", "stage2")), **_SGD),
+    "SP (gamma 3000) + CE": dict(
+        loss={"ce": 1.0, "sp": {"weight": 3000.0, **ON_STAGE2}}, teacher_width=12,
+        peer_loss=lambda s, t, y, fs, ft, **_: F.cross_entropy(s, y) + 3000.0 * sp_repdistiller(
+            fs["stage2"], ft["stage2"]), **_SGD),
+    "PKT (30000, pooled) + CE": dict(
+        loss={"ce": 1.0, "pkt": {"weight": 30000.0, **ON_STAGE2}}, teacher_width=12,
+        peer_loss=lambda s, t, y, fs, ft, **_: F.cross_entropy(s, y) + 30000.0 * pkt_repdistiller(
+            pooled(fs["stage2"]), pooled(ft["stage2"])), **_SGD),
+    "RKD (distance 25, angle 50, pooled) + CE": dict(
+        loss={"ce": 1.0, "rkd": {"weight": 1.0, **ON_STAGE2}}, teacher_width=12,
+        peer_loss=lambda s, t, y, fs, ft, **_: F.cross_entropy(s, y) + rkd_repdistiller(
+            pooled(fs["stage2"]), pooled(ft["stage2"])), **_SGD),
+    "FitNets hint (100, matching shapes: no regressor) + KD": dict(
+        loss={"ce": 0.1, "kd": {"weight": 0.9, "temperature": 4.0}, "fitnet": {"weight": 100.0, **ON_STAGE2}},
+        teacher_width=8,
+        peer_loss=lambda s, t, y, fs, ft, **_: hinton_kd(s, t, y, T=4.0, alpha=0.9) + 100.0 * F.mse_loss(
+            fs["stage2"], ft["stage2"]), **_SGD),
+}
+
+
+def tapped(model: nn.Module, stages: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Forward hooks that keep each named stage's latest output."""
+    out: dict[str, torch.Tensor] = {}
+    for name in stages:
+        getattr(model, name).register_forward_hook(lambda module, args, result, name=name: out.__setitem__(name, result))
+    return out
+
 
 def peer_loop(student: nn.Module, teacher: nn.Module, x, y, case: dict) -> nn.Module:
+    stages = ("stage1", "stage2") if hasattr(student, "stage1") else ()
+    fs, ft = tapped(student, stages), tapped(teacher, stages)
     teacher.eval()
     with torch.no_grad():
         t = teacher(x)
     opt = case["peer_optimizer"](student.parameters())
     sched = case["peer_schedule"](opt) if case["peer_schedule"] else None
     student.train()
-    for _ in range(STEPS):
-        loss = case["peer_loss"](student(x), t, y)
+    for step in range(STEPS):
+        loss = case["peer_loss"](student(x), t, y, fs=fs, ft=ft, step=step)
         opt.zero_grad()
         loss.backward()
         if case.get("grad_clip"):
@@ -117,11 +236,14 @@ def peer_loop(student: nn.Module, teacher: nn.Module, x, y, case: dict) -> nn.Mo
     return student
 
 
-@pytest.mark.parametrize("name", list(CASES))
+@pytest.mark.parametrize("name", [*CASES, *FEATURE_CASES])
 def test_training_equals_the_peer_loop(tmp_path, name):
-    case = CASES[name]
+    case = CASES.get(name) or FEATURE_CASES[name]
     (x, y), val, test = _data(0, N), _data(1, 20), _data(2, 20)
-    student, teacher = _student(), _teacher()
+    if name in CASES:
+        student, teacher = _student(), _teacher()
+    else:
+        student, teacher = _conv(1, 8), _conv(2, case["teacher_width"])
     expected = peer_loop(copy.deepcopy(student), copy.deepcopy(teacher), x, y, case)
 
     lesson = {"epochs": STEPS, "loss": case["loss"], "optimizer": case["optimizer"], "lr_schedule": case["schedule"],
@@ -134,4 +256,5 @@ def test_training_equals_the_peer_loop(tmp_path, name):
     got = result.student.state_dict()
     for key, want in expected.state_dict().items():
         assert torch.allclose(got[key].float(), want.float(), rtol=1e-4, atol=1e-5), key
-    assert not torch.equal(expected.state_dict()["1.weight"], student.state_dict()["1.weight"])  # it trained
+    first = next(iter(student.state_dict()))
+    assert not torch.equal(expected.state_dict()[first], student.state_dict()[first])  # it trained
