@@ -171,7 +171,18 @@ def _dispatch(func, args, kwargs):
         return args[0]
     if func in _CPU_OUTPUTS:
         return type(out)(o if i in _CPU_OUTPUTS[func] else _wrap(o) for i, o in enumerate(out))
+    if torch.is_inference_mode_enabled() and _views_a_normal_tensor(func, args):
+        # under inference_mode a view of a normal tensor (a model's buffer sliced in its forward) is a normal
+        # tensor that shares its base's version counter; a wrapper made here would be an inference tensor
+        with torch.inference_mode(False):
+            return tree_map(_wrap, out)
     return tree_map(_wrap, out)
+
+
+def _views_a_normal_tensor(func, args) -> bool:
+    returns = func._schema.returns
+    aliases = bool(returns) and returns[0].alias_info is not None and not returns[0].alias_info.is_write
+    return aliases and bool(args) and isinstance(args[0], OnDevice) and not args[0].is_inference()
 
 
 def _follow(wrapper: OnDevice) -> None:

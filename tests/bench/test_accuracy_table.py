@@ -79,16 +79,28 @@ def test_table_is_paired_against_one_baseline_and_resumes(tmp_path):
     assert proc.returncode == 2 and "other settings" in proc.stderr and len(proc.stderr.splitlines()) == 1
 
 
-def test_bad_input_is_one_clear_line(tmp_path):
-    proc = run_table(tmp_path, "--rows", "nope")
-    assert proc.returncode == 2 and "unknown row(s) ['nope']" in proc.stderr and len(proc.stderr.splitlines()) == 1
-    proc = run_table(tmp_path, "--seeds", "0,x")
-    assert proc.returncode == 2 and "--seeds" in proc.stderr and len(proc.stderr.splitlines()) == 1
-    proc = run_table(tmp_path, "--set", "course.0.epochz=1")
-    assert proc.returncode == 2 and "epochz" in proc.stderr and len(proc.stderr.splitlines()) == 1
-    proc = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "missing.yaml"), "--json", str(tmp_path / "t.json")],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "not found" in proc.stderr and not (tmp_path / "t.json").exists()
+BAD_INPUTS = {  # arguments after a valid config (None: no config file at all) -> what the one line names
+    "unknown row": (["--rows", "nope"], "unknown row(s) ['nope']"),
+    "seed that is not a number": (["--seeds", "0,x"], "--seeds"),
+    "misspelt key in --set": (["--set", "course.0.epochz=1"], "epochz"),
+    "config file missing": (None, "not found"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_clear_line(tmp_path, capsys, case):
+    """In process (the script's ``main``), before anything trains: exit 2, one line, no JSON written."""
+    extra, named = BAD_INPUTS[case]
+    config = tmp_path / "base.yaml"
+    if extra is not None:
+        config.write_text(yaml.safe_dump(tiny_config(tmp_path, epochs=1)))
+        argv = [str(config), "--seeds", "0,1", "--rows", "dist", *extra]
+    else:
+        argv = [str(tmp_path / "missing.yaml")]
+    code = load_benchmark("accuracy_table").main([*argv, "--out", str(tmp_path / "rows"), "--json", str(tmp_path / "t.json")])
+    err = capsys.readouterr().err
+    assert code == 2 and named in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "t.json").exists() and not (tmp_path / "rows").exists()
 
 
 def test_seeds_recorded_in_the_json_are_read_back_when_the_run_folders_are_gone(tmp_path):

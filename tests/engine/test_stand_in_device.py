@@ -104,15 +104,48 @@ def _every_term(case: str):
     return lambda tmp_path, cifar_shaped, name: every_term_config(tmp_path, cifar_shaped, CASES[case], 36, name)
 
 
+def _hf_text(tmp_path, cifar_shaped, name: str) -> dict:
+    """A tiny random BERT teacher (transformers' own modules: buffers sliced under inference mode, masks built
+    from the input's device) and a student initialised from its layer 1, with the hidden-state and attention-map
+    terms and a length curriculum."""
+    pytest.importorskip("transformers")
+    from tests.text.tiny import make_bert_dir
+
+    bert = tmp_path / "tiny-bert"
+    if not bert.is_dir():
+        make_bert_dir(bert)
+    table = tmp_path / "reviews.csv"
+    if not table.is_file():
+        write_table(table)
+    layer = "backbone.encoder.layer"
+    return {"data": {"name": "text-table", "batch_size": 16, "val_size": 0.15,
+                     "options": {"path": str(table), "text_column": "review", "label_column": "sentiment",
+                                 "test_fraction": 0.25, "tokenizer": str(bert), "bucket": 3}},
+            "teacher": {"hf": str(bert), "course": [{"epochs": 1, "optimizer": {"name": "adamw", "lr": 0.003}}]},
+            "student": {"name": "text-transformer", "kwargs": {"init_from": str(bert), "init_layers": [1]}},
+            "course": [{"epochs": 2, "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.0},
+                        "loss": {"ce": 0.5, "kd": {"weight": 0.5, "temperature": 2},
+                                 "hidden": {"weight": 1.0, "mask": "mask", "layers": {f"{layer}.0": f"{layer}.1"}},
+                                 "attention_maps": {"weight": 1.0, "mask": "mask", "heads": 2, "layers": {
+                                     f"{layer}.0.attention.self.query": f"{layer}.1.attention.self.query"}}},
+                        "curriculum": {"scorer": "length", "pacing": {"kind": "linear", "start": 0.5}}}],
+            "run": {"seed": 0, "tensorboard": False, "eval": {"latency_runs": 2, "throughput_runs": 1,
+                                                              "throughput_batch": 8}}}
+
+
 RUNS = {  # the teacher cache with a paced curriculum is the resume test's run; self-paced weights: test_meta_device
     "digits kd": _tiny,
     "every term, teacher online, augmented": _every_term("every term, augmented (teacher online)"),
     "two teachers, per-sample best": _every_term("two teachers, per-sample best"),
+    "text: tiny BERT teacher, hidden + attention-map terms": _hf_text,
 }
 
 
 @pytest.mark.parametrize("case", list(RUNS))
 def test_a_run_on_the_device_gives_the_numbers_of_the_cpu_run(tmp_path, cifar_shaped, monkeypatch, capsys, case):
+    from curridistill.data import text
+
+    monkeypatch.setenv(text.CACHE_ENV, str(tmp_path / "token-cache"))
     reports = {}
     for device in ("cpu", "cuda"):
         raw = RUNS[case](tmp_path, cifar_shaped, device)
@@ -236,14 +269,24 @@ COMMANDS = {
 }
 
 
+
+def _hf_text_on_cuda(tmp) -> list[str]:
+    raw = _hf_text(tmp, None, "gpu")
+    raw["run"].update(device="cuda", cache_dir=str(tmp / "cache"))
+    return ["run", _config_file(tmp, raw)]
+
+
 # on a GPU machine too (the gpu_check's CUDA step), except the ship path: its packages (Torch-Pruning, ONNX Runtime)
-# are an extra the GPU check does not install
+# are an extra the GPU check does not install. The Hugging Face run is there only: on the stand-in it is one of RUNS
+# (compared with the CPU run), and the GPU image has transformers
 ON_A_GPU_TOO = ("run --seeds 0,1", "cross-validation, 2 folds", "run.micro_batches 2", "tune --trials 2",
                 "text: token augmentation, teacher-confidence curriculum")
+ON_A_GPU_ONLY = {"text: tiny BERT teacher, hidden + attention-map terms": _hf_text_on_cuda}
+COMMANDS.update(ON_A_GPU_ONLY)
 
 
-@pytest.mark.parametrize("where, command", [("stand-in", c) for c in COMMANDS] + [
-    pytest.param("gpu", c, marks=cuda_marks()) for c in ON_A_GPU_TOO])
+@pytest.mark.parametrize("where, command", [("stand-in", c) for c in COMMANDS if c not in ON_A_GPU_ONLY] + [
+    pytest.param("gpu", c, marks=cuda_marks()) for c in (*ON_A_GPU_TOO, *ON_A_GPU_ONLY)])
 def test_a_command_runs_on_the_device(where, tmp_path, capsys, command, monkeypatch):
     from curridistill.data import text
 
