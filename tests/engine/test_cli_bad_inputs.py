@@ -171,10 +171,20 @@ def test_the_process_exits_2_with_one_line(tmp_path):
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
-def test_captured_step_under_torchrun_is_refused_before_joining(tmp_path, capsys, monkeypatch):
+ONE_PROCESS_ONLY = {  # config sections -> the line
+    "run.compile: step": ({"run": {"compile": "step"}},
+                          "run.compile: step runs in one process; under torchrun use run.compile: true"),
+    "crd's memory bank": ({"course": [{"epochs": 1, "loss": {"ce": 1.0, "crd": {"weight": 0.8}}}]},
+                          "course.0.loss.crd: crd's memory bank keeps one embedding per training sample"),
+}
+
+
+@pytest.mark.parametrize("case", list(ONE_PROCESS_ONLY))
+def test_one_process_options_under_torchrun_are_refused_before_joining(tmp_path, capsys, monkeypatch, case):
+    sections, line = ONE_PROCESS_ONLY[case]
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it; the check runs before the process group is joined
-    code, out, err = run_main(["run", config(tmp_path, run={"compile": "step"}), "--out", str(tmp_path / "r")], capsys)
+    code, out, err = run_main(["run", config(tmp_path, **sections), "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "run.compile: step runs in one process; under torchrun use run.compile: true" in err
+    assert line in err, err
     assert not (tmp_path / "r").exists()

@@ -49,12 +49,17 @@ def teacher_net(wide: int = 0) -> TinyCNN:
     return TinyCNN((6 + wide, 10 + wide, 12 + wide), (1, 1, 4))  # 8x8, 8x8, 2x2
 
 
+TRAINING_LABELS = torch.arange(400) % C  # 400 samples: crd's default 16384 negatives are drawn with replacement
+
+
 def make_setup(name: str, teacher_index: int = 0, device: str = "cpu"):
     """``device``: where models, batch and term live, moved the way the runner moves them (``.to`` before
     and after ``build``)."""
     torch.manual_seed(0)
     cls = load_all().get(name)
-    term: KnowledgeTerm = cls(cls.Params(), teacher_index=teacher_index).to(device)
+    term: KnowledgeTerm = cls(cls.Params(), teacher_index=teacher_index)
+    term.attach_training_labels(TRAINING_LABELS)  # the batch's indices are 100..105 of this training set
+    term.to(device)
     student = student_net().to(device)
     teachers = [teacher_net().to(device), teacher_net(wide=2).to(device)]
     for t in teachers:

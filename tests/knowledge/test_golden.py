@@ -351,7 +351,7 @@ def test_crd_finite_decreasing_and_bounded_queue():
     n, k = 32, 48
     data_t = torch.randn(n, 10, generator=g)
     proj = torch.randn(10, 6, generator=g)
-    term = CRD(CRDParams(student_layer="s", teacher_layer="t", feat_dim=8, num_negatives=k))
+    term = CRD(CRDParams(student_layer="s", teacher_layer="t", feat_dim=8, num_negatives=k, memory="queue"))
     idx0 = torch.arange(8)
     term.build(crd_inputs(data_t[idx0] @ proj, data_t[idx0], idx0))
     assert term.queue_s.shape == (k, 8) and term.queue_index.shape == (k,)

@@ -2,42 +2,46 @@
 
 CRD embeds the student's and the teacher's penultimate features with two trainable heads
 (linear -> 128-d, L2-normalized: v^s = g_s(f^s), v^t = g_t(f^t)) and trains them, with the
-student, to make each sample's (v^s_i, v^t_i) pair stand out against K negatives, in both
-directions (student anchor vs. teacher embeddings, teacher anchor vs. student embeddings):
+student, to make each sample's (student, teacher) pair stand out against K negatives, in both
+directions (student anchor vs. teacher embeddings, teacher anchor vs. student embeddings), with
+tau = 0.07, K = 16384 negatives, feat_dim = 128 and weight 0.8 (RepDistiller / mdistiller CIFAR-100).
+In each direction the other side (positive and negatives) carries no gradient.
 
-    L_i = -log  exp(<v^s_i, v^t_i> / tau) / ( exp(<v^s_i, v^t_i> / tau) + sum_k exp(<v^s_i, m^t_k> / tau) )
-          -log  exp(<v^t_i, v^s_i> / tau) / ( exp(<v^t_i, v^s_i> / tau) + sum_k exp(<v^t_i, m^s_k> / tau) )
+``memory`` picks where the positives and negatives come from:
 
-with tau = 0.07, K = 16384 negatives, feat_dim = 128 and weight 0.8 (RepDistiller / mdistiller
-CIFAR-100). In each direction the other side (positive and negatives) carries no gradient, as
-RepDistiller's memory bank entries carry none.
+* ``bank`` (default, the paper's): RepDistiller's memory bank and NCE objective, one momentum-updated
+  embedding per training sample and side, negatives from the other classes, the normaliser Z fixed at
+  the first batch (``contrast_memory`` gives the formulas). Memory O(N * feat_dim) per side (50,000
+  CIFAR images: 26 MB each); the runner hands the term the training labels before the first batch
+  (``attach_training_labels``). One process only: torchrun's ranks would update different rows.
+* ``queue``: bounded memory for large datasets. The negatives are a FIFO queue of the last K student
+  and teacher embeddings (as in MoCo, He et al. 2020): memory O(K) whatever the dataset, stored in
+  registered buffers so it is checkpointed, updated without gradient after each forward in training
+  mode only, starting with random unit vectors. Queue entries of the same dataset index as the anchor
+  (the sample seen in an earlier epoch) are masked out of its negatives. With no fixed dataset size for
+  NCE's noise prior, each direction is the softmax (InfoNCE) loss, the paper's Eq. (16) alternative::
 
-Deviations from RepDistiller, on purpose:
+      L_i = -log  exp(<v^s_i, v^t_i> / tau) / ( exp(<v^s_i, v^t_i> / tau) + sum_k exp(<v^s_i, m^t_k> / tau) )
+            -log  exp(<v^t_i, v^s_i> / tau) / ( exp(<v^t_i, v^s_i> / tau) + sum_k exp(<v^t_i, m^s_k> / tau) )
 
-* **Bounded memory.** RepDistiller keeps one momentum-updated embedding per training sample
-  (memory O(N), N = dataset size) and draws K indices from it. Here the negatives are a FIFO
-  queue of the last K student and teacher embeddings (as in MoCo, He et al. 2020): memory O(K)
-  whatever the dataset, stored in registered buffers so it is checkpointed. The queue is
-  updated without gradient after each forward, in training mode only; it starts with random unit
-  vectors. Queue entries of the same dataset index as the anchor (the sample seen in an earlier
-  epoch) are masked out of its negatives, so a sample is never its own negative.
-* **InfoNCE instead of NCE.** With a queue there is no fixed dataset size for NCE's noise prior
-  Pn = 1 / N, so each direction is the softmax (InfoNCE) loss above, the paper's Eq. (16)
-  alternative, rather than RepDistiller's binary NCE with a Z normalizer.
-* The positive is the current batch's paired embedding rather than the memory entry of the same
-  index.
+  and the positive is the current batch's paired embedding rather than a memory entry.
 
 Features: ``student_layer`` / ``teacher_layer`` dotted module paths (default ``stage3``), 4-D maps globally
 average-pooled, others flattened. Per sample: (B,), the mean is the batch loss.
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from curridistill.knowledge.adapters import pool_flatten, student_feature, teacher_feature
+from curridistill.errors import UserError
+from curridistill.knowledge.adapters import full_precision, pool_flatten, student_feature, teacher_feature
+from curridistill.knowledge.contrast_memory import (NegativeSampler, contrast_scores, initial_memory, momentum_update,
+                                                    nce_per_sample)
 from curridistill.knowledge.base import KnowledgeInputs, KnowledgeTerm
 from curridistill.knowledge.registry import KNOWLEDGE
 
@@ -47,8 +51,10 @@ class CRDParams(BaseModel):
     student_layer: str = "stage3"
     teacher_layer: str = "stage3"
     feat_dim: int = Field(128, ge=1)
-    num_negatives: int = Field(16384, ge=1)  # queue length K
+    num_negatives: int = Field(16384, ge=1)  # K: negatives per anchor (bank), queue length (queue)
     nce_t: float = Field(0.07, gt=0.0)
+    memory: Literal["bank", "queue"] = "bank"
+    nce_m: float = Field(0.5, ge=0.0, lt=1.0)  # bank: momentum of the memory update
 
 
 class Embed(nn.Module):
@@ -87,20 +93,44 @@ def crd_loss(v_s: Tensor, v_t: Tensor, queue_s: Tensor, queue_t: Tensor, tau: fl
 class CRD(KnowledgeTerm):
     Params = CRDParams
     paper = "Tian, Krishnan, Isola. Contrastive Representation Distillation. ICLR 2020"
-    summary = "contrastive (InfoNCE) match of student/teacher embeddings against a bounded negative queue"
+    summary = ("contrastive match of student/teacher embeddings: the paper's memory bank + NCE, or a bounded "
+               "queue + InfoNCE")
     default_weight = 0.8
     carries_state = True
 
     def __init__(self, params: BaseModel | None = None, teacher_index: int = 0):
         super().__init__(params, teacher_index)
         k, d = self.params.num_negatives, self.params.feat_dim
-        gen = torch.Generator().manual_seed(0)  # the initial queue does not consume the global RNG
-        self.register_buffer("queue_s", F.normalize(torch.randn(k, d, generator=gen), dim=1))
-        self.register_buffer("queue_t", F.normalize(torch.randn(k, d, generator=gen), dim=1))
-        self.register_buffer("queue_index", torch.full((k,), -1, dtype=torch.long))
-        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        if self.params.memory == "queue":
+            gen = torch.Generator().manual_seed(0)  # the initial queue does not consume the global RNG
+            self.register_buffer("queue_s", F.normalize(torch.randn(k, d, generator=gen), dim=1))
+            self.register_buffer("queue_t", F.normalize(torch.randn(k, d, generator=gen), dim=1))
+            self.register_buffer("queue_index", torch.full((k,), -1, dtype=torch.long))
+            self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.sampler: NegativeSampler | None = None  # bank: set by attach_training_labels
         self.embed_s: nn.Module | None = None
         self.embed_t: nn.Module | None = None
+
+    @classmethod
+    def refuses_several_processes(cls, params: BaseModel) -> str | None:
+        if params.memory == "bank":
+            return ("crd's memory bank keeps one embedding per training sample in each process, and torchrun's ranks "
+                    "would update different rows of it; use crd's memory: queue under torchrun")
+        return None
+
+    def attach_training_labels(self, labels: Tensor) -> None:
+        if self.params.memory != "bank":
+            return
+        try:
+            self.sampler = NegativeSampler(labels, self.params.num_negatives)
+        except ValueError as exc:
+            raise UserError(f"{exc}; use crd's memory: queue or data with several classes") from None
+        n, d = len(labels), self.params.feat_dim
+        self.register_buffer("memory_s", initial_memory(n, d, seed=0))
+        self.register_buffer("memory_t", initial_memory(n, d, seed=1))
+        self.register_buffer("z", torch.full((2,), -1.0))  # student-anchor and teacher-anchor Z; < 0: not yet set
+        for name, table in self.sampler.tables.items():  # derived from the data, not checkpointed
+            self.register_buffer(f"negatives_{name}", table, persistent=False)
 
     def feature_paths(self) -> dict[str, list[str]]:
         return {"student": [self.params.student_layer], "teacher": [self.params.teacher_layer]}
@@ -138,10 +168,34 @@ class CRD(KnowledgeTerm):
             raise RuntimeError("crd: build(inputs) must run before the first forward (it creates the embed heads)")
         fs, ft = self._features(inputs)
         v_s, v_t = self.embed_s(fs), self.embed_t(ft)
+        if self.params.memory == "bank":
+            with full_precision(v_s.device):
+                return self._bank_loss(v_s.float(), v_t.float(), inputs.indices)
         mask = None
         if inputs.indices is not None:
             mask = inputs.indices.view(-1, 1).to(self.queue_index.device) == self.queue_index.view(1, -1)
         loss = crd_loss(v_s, v_t, self.queue_s, self.queue_t, self.params.nce_t, mask)
         if self.training:
             self._enqueue(v_s, v_t, inputs.indices)
+        return loss
+
+    def _bank_loss(self, v_s: Tensor, v_t: Tensor, indices: Tensor | None) -> Tensor:
+        if self.sampler is None or indices is None:
+            raise RuntimeError("crd with memory: bank needs attach_training_labels(labels) before the first batch and "
+                               "the samples' dataset indices in KnowledgeInputs.indices")
+        indices = indices.to(self.memory_s.device)
+        tables = {name: getattr(self, f"negatives_{name}") for name in self.sampler.tables}
+        generator = None if self.training else torch.Generator().manual_seed(0)
+        contrast = torch.cat([indices.view(-1, 1), self.sampler.draw(indices, tables, generator)], dim=1)
+        tau, n = self.params.nce_t, self.sampler.n
+        # student anchors against the teacher's memory, teacher anchors against the student's (RepDistiller's
+        # out_v1 and out_v2); memory rows carry no gradient
+        scores = torch.stack([contrast_scores(v_s, self.memory_t, contrast, tau),
+                              contrast_scores(v_t, self.memory_s, contrast, tau)])
+        z = torch.where(self.z > 0, self.z, scores.detach().mean(dim=(1, 2)) * n)  # fixed at the first batch
+        loss = nce_per_sample(scores[0] / z[0], n) + nce_per_sample(scores[1] / z[1], n)
+        if self.training:
+            self.z = z
+            self.memory_s = momentum_update(self.memory_s, indices, v_s, self.params.nce_m)
+            self.memory_t = momentum_update(self.memory_t, indices, v_t, self.params.nce_m)
         return loss

@@ -113,6 +113,7 @@ class LessonRun:
             if ctx.teachers is not None and cls.uses_teacher and term_cfg.teacher >= len(ctx.teachers):
                 raise UserError(f"loss.{name}.teacher={term_cfg.teacher} but only {len(ctx.teachers)} teacher(s) exist")
             self.terms[name] = cls(cls.Params(**term_cfg.params), teacher_index=term_cfg.teacher)
+            self.terms[name].attach_training_labels(data.splits.train.y)
             self.weights[name] = build_schedule(term_cfg.weight, lesson.epochs, where=f"loss.{name}.weight")
             self.temps[name] = (build_schedule(term_cfg.temperature, lesson.epochs, where=f"loss.{name}.temperature")
                                 if term_cfg.temperature is not None else None)

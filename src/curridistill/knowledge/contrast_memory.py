@@ -1,0 +1,96 @@
+"""CRD's memory bank and NCE objective, as in the authors' code (RepDistiller's ``ContrastMemory``,
+``ContrastLoss`` and ``CIFAR100InstanceSample``), for ``crd: {memory: bank}``.
+
+One embedding per training sample and per side (student ``memory_s``, teacher ``memory_t``, N x D each),
+initialised uniformly in ``[-1/sqrt(D/3), 1/sqrt(D/3)]`` and updated after each training forward with momentum m
+(0.5): ``memory[i] <- normalize(m * memory[i] + (1 - m) * v_i)``.
+
+For anchor i (dataset index, label c) the contrast set is its own memory entry (the positive) and K negatives
+drawn from the samples of the other classes, without replacement when the smallest such pool has K samples, with
+replacement otherwise (the authors' ``mode: exact`` and ``replace`` rule). Each side's anchor is scored against the
+other side's memory: ``P = exp(<v, memory_j> / tau) / Z``, with ``Z = mean(exp(<v, memory_j> / tau)) * N`` fixed at
+the first training batch. NCE with the uniform noise prior Pn = 1 / N, per sample::
+
+    L_i = -( log P_i0 / (P_i0 + K Pn + eps)  +  sum_k log K Pn / (P_ik + K Pn + eps) )        eps = 1e-7
+
+so ``L.mean()`` is ContrastLoss's batch value; the term adds the two directions.
+
+Where this differs: the scores come from one (B, N) product ``v @ memory.T`` gathered at the contrast indices,
+the same numbers as the authors' (B, K+1, D) gather with less memory traffic when K is large; negatives are
+drawn on the training device from torch's generator (saved with the run, so a resume continues the draws) in
+the order of the batch's dataset indices, so a sample's negatives do not depend on its place in the batch; in
+eval mode (not used by training) nothing is updated and the draws come from a fixed seed.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+NCE_EPS = 1e-7
+
+
+def initial_memory(n: int, dim: int, seed: int) -> Tensor:
+    """(n, dim) uniform in [-stdv, stdv], stdv = 1 / sqrt(dim / 3): rows of about unit norm, as RepDistiller."""
+    stdv = 1.0 / math.sqrt(dim / 3)
+    gen = torch.Generator().manual_seed(seed)  # does not consume the run's random stream
+    return torch.rand(n, dim, generator=gen) * (2 * stdv) - stdv
+
+
+class NegativeSampler:
+    """K dataset indices per anchor, all of classes other than the anchor's."""
+
+    def __init__(self, labels: Tensor, k: int):
+        labels = labels.detach().cpu().long()
+        counts = torch.bincount(labels)
+        self.k, self.n = int(k), len(labels)
+        smallest_pool = self.n - int(counts.max())
+        if smallest_pool < 1:
+            raise ValueError("crd memory bank: every sample has the same label, so no sample has a negative")
+        self.with_replacement = self.k > smallest_pool
+        order = torch.argsort(labels, stable=True)
+        self.tables = {"labels": labels, "by_class": order, "class_start": torch.cumsum(counts, 0) - counts,
+                       "class_count": counts}
+
+    def draw(self, indices: Tensor, tables: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
+        """(B,) dataset indices -> (B, K) negatives. ``tables``: ``self.tables`` on the device of ``indices``.
+        Rows are drawn for the anchors in increasing index order, so a sample's draw does not depend on its
+        position in the batch. ``generator``: a CPU generator (eval mode); None: torch's, on the device."""
+        device = indices.device
+        rank = torch.argsort(torch.argsort(indices))
+        anchor_class = tables["labels"][indices]
+        if self.with_replacement:
+            shape = (len(indices), self.k)
+        else:
+            shape = (len(indices), self.n)
+        u = (torch.rand(shape, generator=generator).to(device) if generator is not None
+             else torch.rand(shape, device=device))[rank]
+        if not self.with_replacement:  # the K smallest random keys among the other classes' samples
+            same = tables["labels"].view(1, -1) == anchor_class.view(-1, 1)
+            return u.masked_fill(same, 2.0).topk(self.k, dim=1, largest=False, sorted=False).indices
+        count = tables["class_count"][anchor_class].view(-1, 1)
+        start = tables["class_start"][anchor_class].view(-1, 1)
+        pick = (u * (self.n - count)).long().clamp_max(self.n - count - 1)  # a position among the others
+        pick = pick + (pick >= start).long() * count  # skip the anchor's class block
+        return tables["by_class"][pick]
+
+
+def contrast_scores(anchor: Tensor, memory: Tensor, contrast: Tensor, tau: float) -> Tensor:
+    """exp(<anchor_i, memory_j> / tau) for j in ``contrast[i]``: (B, D), (N, D), (B, K+1) -> (B, K+1)."""
+    return torch.exp((anchor @ memory.t()).gather(1, contrast) / tau)
+
+
+def nce_per_sample(p: Tensor, n_data: int, eps: float = NCE_EPS) -> Tensor:
+    """(B, K+1) normalised scores, positive first -> (B,) NCE loss; the mean is RepDistiller's ContrastLoss."""
+    noise = (p.shape[1] - 1) / n_data  # K * Pn
+    positive = torch.log(p[:, 0] / (p[:, 0] + noise + eps))
+    negatives = torch.log(noise / (p[:, 1:] + noise + eps)).sum(dim=1)
+    return -(positive + negatives)
+
+
+def momentum_update(memory: Tensor, indices: Tensor, v: Tensor, momentum: float) -> Tensor:
+    """A new memory with rows ``indices`` moved towards ``v`` and renormalised (out of place: this step's graph
+    may hold the old one)."""
+    rows = memory.index_select(0, indices) * momentum + v.detach().to(memory.dtype) * (1 - momentum)
+    return memory.index_copy(0, indices, rows / rows.norm(dim=1, keepdim=True))
