@@ -243,14 +243,14 @@ def stage_names(model: nn.Module) -> list[str]:
     return sorted(names, key=lambda n: int(n[5:]))
 
 
-CRD_MAX_NEGATIVES = 16384  # the paper's queue (CIFAR, 50k samples)
+CRD_MAX_NEGATIVES = 16384  # the paper's K (CIFAR, 50k samples)
 
 
 def _feature_term(kind: str, student_layer: str, teacher_layer: str, weight: float, n_train: int | None = None) -> dict:
     if kind == "at":
         return {"weight": weight, "student_layers": [student_layer], "teacher_layers": [teacher_layer]}
     term = {"weight": weight, "student_layer": student_layer, "teacher_layer": teacher_layer}
-    if kind == "crd" and n_train:  # a queue longer than the data repeats samples and costs time for nothing
+    if kind == "crd" and n_train:  # more negatives than samples repeats samples and costs time for nothing
         term["num_negatives"] = int(min(CRD_MAX_NEGATIVES, max(256, n_train)))
     return term
 
