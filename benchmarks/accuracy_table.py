@@ -37,7 +37,7 @@ from curridistill.io import write_json, write_text
 
 
 BASELINE_ROW = "kd"
-FEATURE_TERMS = {"fitnet", "at"}
+FEATURE_TERMS = {"fitnet", "at", "crd"}
 # TAKD's assistant sits between teacher and student in depth (Mirzadeh et al. use one of intermediate size)
 TAKD_ASSISTANT = {"resnet8": "resnet14", "resnet14": "resnet20", "resnet20": "resnet32", "resnet32": "resnet44",
                   "wrn_16_1": "wrn_16_2", "wrn_16_2": "wrn_28_2", "vgg8": "vgg11"}
@@ -81,6 +81,11 @@ def rows(base: dict, assistant: str | None = None) -> dict[str, dict]:
         "at": {"course": [_lesson(base, loss={"ce": 1.0, "at": {"weight": 1000, "student_layers": ["stage2", "stage3"],
                                                                   "teacher_layers": ["stage2", "stage3"]}})]},
         "ctkd": {"course": [_lesson(base, loss={"ce": 0.1, "ctkd": 0.9})]},
+        # RepDistiller's CRD row (-r 1 -a 0 -b 0.8) on the pooled last stage; K keeps the paper's K / N (16384 of
+        # 50,000) on this training set; the paper's memory bank + NCE, and the bounded queue + InfoNCE
+        "crd": {"course": [_lesson(base, loss={"ce": 1.0, "crd": {"weight": 0.8, "num_negatives": _crd_k(base)}})]},
+        "crd (queue)": {"course": [_lesson(base, loss={"ce": 1.0, "crd": {
+            "weight": 0.8, "num_negatives": _crd_k(base), "memory": "queue"}})]},
         "curriculum+kd": {"course": [_lesson(base, loss=_kd(base), curriculum=CONFIDENCE_CURRICULUM)]},
         "self-paced kd": {"course": [_lesson(base, loss=_kd(base), curriculum=SELF_PACED)]},
         # the curricula alone, without soft targets (CE only): the teacher only scores (Hacohen & Weinshall's
@@ -98,6 +103,15 @@ def rows(base: dict, assistant: str | None = None) -> dict[str, dict]:
     if assistant:
         table[f"takd ({assistant})"] = {"course": [_lesson(base, loss=_kd(base))], "assistants": [{"name": assistant}]}
     return table
+
+
+def _crd_k(base: dict) -> int:
+    """CRD's negatives per anchor at the paper's ratio to the training set (16384 of CIFAR's 50,000); a config
+    without ``data.subset`` is taken as the full 50,000-image training file."""
+    data = load_config(base).data
+    n_train = data.subset or 50_000
+    n_train -= round(data.val_size * n_train) if data.val_size < 1 else int(data.val_size)
+    return max(256, round(16384 * n_train / 50_000))
 
 
 def _row_dir(out: Path, name: str) -> Path:
