@@ -16,6 +16,7 @@ from torch import nn
 from curridistill.knowledge import Clock, KnowledgeInputs, KnowledgeTerm, load_all
 from curridistill.knowledge.aggregate import aggregate_teachers
 from curridistill.models.taps import FeatureTaps
+from tests.helpers import cuda_marks
 
 NAMES = list(load_all())
 B, C, SIZE = 6, 5, 8
@@ -138,20 +139,24 @@ def test_forward_backward(name):
         assert not t.training, f"{name} put a teacher in training mode"
 
 
+@pytest.mark.parametrize("device", ["meta", pytest.param("cuda", marks=cuda_marks())])
 @pytest.mark.parametrize("name", NAMES)
-def test_runs_where_its_inputs_live(name):
+def test_runs_where_its_inputs_live(name, device):
     """Issue 13's class of bugs, seen without a GPU: on the ``meta`` device (shapes, no data) a tensor a term
     creates on the CPU fails on first use, as it would on CUDA; so do ops whose output size depends on
-    the data (boolean-mask indexing) and ``.item()``, which would make the host wait for the GPU every step."""
-    term, student, teachers, inputs_for = make_setup(name, device="meta")
+    the data (boolean-mask indexing) and ``.item()``, which would make the host wait for the GPU every step.
+    On a GPU machine the same runs on CUDA, with values: finite losses and gradients there."""
+    term, student, teachers, inputs_for = make_setup(name, device=device)
     term.train()
     loss = term(inputs_for(grad=True), temperature_of(term))
-    assert loss.shape == (B,) and loss.device.type == "meta"
+    assert loss.shape == (B,) and loss.device.type == device
     loss.mean().backward()
     grads = [p.grad for p in student.parameters() if p.grad is not None]
-    assert grads and all(g.device.type == "meta" for g in grads)
+    assert grads and all(g.device.type == device for g in grads)
     placed = list(term.parameters()) + list(term.buffers())
-    assert all(t.device.type == "meta" for t in placed), f"{name} keeps state off the inputs' device"
+    assert all(t.device.type == device for t in placed), f"{name} keeps state off the inputs' device"
+    if device != "meta":
+        assert torch.isfinite(loss).all() and all(torch.isfinite(g).all() for g in grads)
 
 
 def _held_tensors(term: KnowledgeTerm) -> dict[str, int]:
