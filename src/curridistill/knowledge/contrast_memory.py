@@ -60,10 +60,7 @@ class NegativeSampler:
         device = indices.device
         rank = torch.argsort(torch.argsort(indices))
         anchor_class = tables["labels"][indices]
-        if self.with_replacement:
-            shape = (len(indices), self.k)
-        else:
-            shape = (len(indices), self.n)
+        shape = (len(indices), self.k if self.with_replacement else self.n)  # a key per draw, or per sample
         u = (torch.rand(shape, generator=generator).to(device) if generator is not None
              else torch.rand(shape, device=device))[rank]
         if not self.with_replacement:  # the K smallest random keys among the other classes' samples
