@@ -15,7 +15,6 @@ from curridistill.knowledge import KnowledgeInputs, load_all
 from curridistill.knowledge.adapters import make_adapter, pool_flatten
 from curridistill.knowledge.aggregate import AGGREGATIONS, aggregate_teachers
 from curridistill.knowledge.at import AT, ATParams, at_loss
-from curridistill.knowledge.crd import CRD, CRDParams, info_nce
 from curridistill.knowledge.dist import dist_loss, dist_parts
 from curridistill.knowledge.dkd import DKD, DKDParams, dkd_loss, tckd_nckd
 from curridistill.knowledge.fitnet import FitNet, FitNetParams
@@ -325,69 +324,6 @@ def test_pkt_small_case():
     # RepDistiller's torch.mean over the B x B matrix
     assert pkt_loss(fs, ft).mean().item() == pytest.approx((q * np.log((q + 1e-7) / (p + 1e-7))).mean(), rel=1e-6)
     assert pkt_loss(fs, fs.clone() * 4).abs().max().item() < 1e-9
-
-
-# ------------------------------------------------------------------------------------------ CRD
-def crd_inputs(fs, ft, idx):
-    return KnowledgeInputs(student_logits=torch.zeros(len(fs), 2), targets=torch.zeros(len(fs), dtype=torch.long),
-                           student_features={"s": fs}, teacher_features=[{"t": ft}], indices=idx)
-
-
-def test_info_nce_aligned_is_lower():
-    g = torch.Generator().manual_seed(0)
-    v = F.normalize(torch.randn(8, 16, generator=g), dim=1)
-    neg = F.normalize(torch.randn(32, 16, generator=g), dim=1)
-    aligned = info_nce(v, v, neg, 0.07)
-    random = info_nce(v, F.normalize(torch.randn(8, 16, generator=g), dim=1), neg, 0.07)
-    assert torch.isfinite(aligned).all() and (aligned < random).all()
-    # hand value for one anchor: -log(e^{1/tau} / (e^{1/tau} + sum_k e^{<v, n_k>/tau}))
-    hand = -(1 / 0.07) + torch.logsumexp(torch.cat([torch.tensor([1 / 0.07]), neg @ v[0] / 0.07]), 0)
-    torch.testing.assert_close(aligned[0], hand, rtol=1e-5, atol=1e-5)
-
-
-def test_crd_finite_decreasing_and_bounded_queue():
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    n, k = 32, 48
-    data_t = torch.randn(n, 10, generator=g)
-    proj = torch.randn(10, 6, generator=g)
-    term = CRD(CRDParams(student_layer="s", teacher_layer="t", feat_dim=8, num_negatives=k, memory="queue"))
-    idx0 = torch.arange(8)
-    term.build(crd_inputs(data_t[idx0] @ proj, data_t[idx0], idx0))
-    assert term.queue_s.shape == (k, 8) and term.queue_index.shape == (k,)
-    student = nn.Linear(10, 6)
-    opt = torch.optim.SGD(list(student.parameters()) + list(term.parameters()), lr=0.5)
-    losses = []
-    for epoch in range(12):
-        for start in range(0, n, 8):
-            idx = torch.arange(start, start + 8)
-            loss = term(crd_inputs(student(data_t[idx]), data_t[idx], idx)).mean()
-            assert torch.isfinite(loss)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            losses.append(loss.item())
-    assert np.mean(losses[-4:]) < 0.8 * np.mean(losses[:4])
-    assert term.queue_s.shape == (k, 8)  # bounded: O(K), never grows with the data
-    torch.testing.assert_close(term.queue_s.norm(dim=1), torch.ones(k))
-    # eval mode leaves the queue alone; training mode advances it
-    term.eval()
-    before = term.queue_ptr.clone(), term.queue_s.clone()
-    term(crd_inputs(student(data_t[:8]), data_t[:8], torch.arange(8)))
-    assert torch.equal(term.queue_ptr, before[0]) and torch.equal(term.queue_s, before[1])
-    term.train()
-    term(crd_inputs(student(data_t[:8]), data_t[:8], torch.arange(8)))
-    assert int(term.queue_ptr) == (int(before[0]) + 8) % k
-    assert {"queue_s", "queue_t", "queue_index", "queue_ptr"} <= set(term.state_dict())
-
-
-def test_crd_masks_the_anchor_own_index():
-    v = F.normalize(torch.randn(2, 4), dim=1)
-    queue = torch.cat([v, F.normalize(torch.randn(3, 4), dim=1)])
-    mask = torch.tensor([[True, False, False, False, False], [False, True, False, False, False]])
-    masked = info_nce(v, v, queue, 0.1, mask)
-    unmasked_without = info_nce(v, v, queue[2:], 0.1)
-    torch.testing.assert_close(masked, unmasked_without)
 
 
 # ------------------------------------------------------------------------------------------ aggregation

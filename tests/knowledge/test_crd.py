@@ -1,17 +1,19 @@
-"""CRD's default ``memory: bank`` against RepDistiller's code (``crd/memory.py`` ContrastMemory, ``crd/criterion.py``
-ContrastLoss and CRDLoss, ``dataset/cifar100.py`` CIFAR100InstanceSample), written out again here: with the same
-contrast indices, two training steps give the same loss, gradients, normaliser Z and memory."""
+"""CRD. The default ``memory: bank`` against RepDistiller's code (``crd/memory.py`` ContrastMemory,
+``crd/criterion.py`` ContrastLoss and CRDLoss, ``dataset/cifar100.py`` CIFAR100InstanceSample), written out again
+here: with the same contrast indices, two training steps give the same loss, gradients, normaliser Z and memory.
+``memory: queue``: InfoNCE against a bounded queue. Both learn."""
 from __future__ import annotations
 
 import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from curridistill.errors import UserError
 from curridistill.knowledge import KnowledgeInputs, load_all
 from curridistill.knowledge.contrast_memory import NegativeSampler
-from curridistill.knowledge.crd import CRD, CRDParams
+from curridistill.knowledge.crd import CRD, CRDParams, info_nce
 
 load_all()
 N, K, D, DS, DT, B = 40, 12, 8, 6, 10, 5
@@ -160,16 +162,15 @@ def test_bank_is_refused_under_torchrun_and_the_queue_is_not():
     assert CRD.refuses_several_processes(CRDParams(memory="queue")) is None
 
 
-def test_loss_is_finite_and_falls_as_the_student_learns():
-    torch.manual_seed(0)
+def _train(term: CRD, epochs: int, lr: float) -> tuple[list[float], torch.nn.Module, torch.Tensor]:
+    """A linear student learns a fixed teacher's features under the term alone; the loss summed per epoch."""
     g = torch.Generator().manual_seed(0)
     data_t = torch.randn(N, DT, generator=g)
     student = torch.nn.Linear(DT, DS)
-    term = _term()
     term.build(_inputs(student(data_t[:B]), data_t[:B], torch.arange(B)))
-    opt = torch.optim.SGD(list(student.parameters()) + list(term.parameters()), lr=0.05, momentum=0.9)
-    epochs = []
-    for _ in range(15):
+    opt = torch.optim.SGD(list(student.parameters()) + list(term.parameters()), lr=lr, momentum=0.9)
+    totals = []
+    for _ in range(epochs):
         total = 0.0
         for start in range(0, N, 8):
             idx = torch.arange(start, start + 8)
@@ -179,9 +180,57 @@ def test_loss_is_finite_and_falls_as_the_student_learns():
             loss.backward()
             opt.step()
             total += loss.item()
-        epochs.append(total)
+        totals.append(total)
+    return totals, student, data_t
+
+
+def test_bank_loss_falls_as_the_student_learns():
+    torch.manual_seed(0)
+    term = _term()
+    epochs, _, _ = _train(term, 15, lr=0.05)
     assert epochs[-1] < 0.9 * epochs[1]  # the first epoch fills the memory; learning shows after it
     torch.testing.assert_close(term.memory_s.norm(dim=1), torch.ones(N))  # every row visited and renormalised
     # the student's memory of a sample now points where the teacher's memory of it points, more than elsewhere
     agreement = term.memory_s @ term.memory_t.t()  # cosines: both memories' rows are unit vectors
     assert agreement.diagonal().mean() > agreement.mean() + 0.1
+
+
+# ------------------------------------------------------------------------------------------ memory: queue
+def test_info_nce_aligned_is_lower():
+    g = torch.Generator().manual_seed(0)
+    v = F.normalize(torch.randn(8, 16, generator=g), dim=1)
+    neg = F.normalize(torch.randn(32, 16, generator=g), dim=1)
+    aligned = info_nce(v, v, neg, 0.07)
+    random = info_nce(v, F.normalize(torch.randn(8, 16, generator=g), dim=1), neg, 0.07)
+    assert torch.isfinite(aligned).all() and (aligned < random).all()
+    # hand value for one anchor: -log(e^{1/tau} / (e^{1/tau} + sum_k e^{<v, n_k>/tau}))
+    hand = -(1 / 0.07) + torch.logsumexp(torch.cat([torch.tensor([1 / 0.07]), neg @ v[0] / 0.07]), 0)
+    torch.testing.assert_close(aligned[0], hand, rtol=1e-5, atol=1e-5)
+
+
+def test_queue_loss_falls_and_the_queue_stays_bounded():
+    torch.manual_seed(0)
+    k = 48
+    term = CRD(CRDParams(student_layer="s", teacher_layer="t", feat_dim=D, num_negatives=k, memory="queue"))
+    epochs, student, data_t = _train(term, 12, lr=0.5)
+    assert epochs[-1] < 0.8 * epochs[0]
+    assert term.queue_s.shape == (k, D) and term.queue_index.shape == (k,)  # bounded: O(K), whatever N is
+    torch.testing.assert_close(term.queue_s.norm(dim=1), torch.ones(k))
+    # eval mode leaves the queue alone; training mode advances it
+    term.eval()
+    before = term.queue_ptr.clone(), term.queue_s.clone()
+    term(_inputs(student(data_t[:8]), data_t[:8], torch.arange(8)))
+    assert torch.equal(term.queue_ptr, before[0]) and torch.equal(term.queue_s, before[1])
+    term.train()
+    term(_inputs(student(data_t[:8]), data_t[:8], torch.arange(8)))
+    assert int(term.queue_ptr) == (int(before[0]) + 8) % k
+    assert {"queue_s", "queue_t", "queue_index", "queue_ptr"} <= set(term.state_dict())
+
+
+def test_queue_masks_the_anchors_own_index():
+    v = F.normalize(torch.randn(2, 4), dim=1)
+    queue = torch.cat([v, F.normalize(torch.randn(3, 4), dim=1)])
+    mask = torch.tensor([[True, False, False, False, False], [False, True, False, False, False]])
+    masked = info_nce(v, v, queue, 0.1, mask)
+    unmasked_without = info_nce(v, v, queue[2:], 0.1)
+    torch.testing.assert_close(masked, unmasked_without)
