@@ -174,8 +174,6 @@ def test_the_process_exits_2_with_one_line(tmp_path):
 ONE_PROCESS_ONLY = {  # config sections -> the line
     "run.compile: step": ({"run": {"compile": "step"}},
                           "run.compile: step runs in one process; under torchrun use run.compile: true"),
-    "crd's memory bank": ({"course": [{"epochs": 1, "loss": {"ce": 1.0, "crd": {"weight": 0.8}}}]},
-                          "course.0.loss.crd: crd's memory bank keeps one embedding per training sample"),
 }
 
 

@@ -157,11 +157,6 @@ def test_one_class_data_and_a_missing_attach_are_refused():
         term(_inputs(torch.randn(B, DS), torch.randn(B, DT), torch.arange(B)))
 
 
-def test_bank_is_refused_under_torchrun_and_the_queue_is_not():
-    assert "memory: queue" in CRD.refuses_several_processes(CRDParams())
-    assert CRD.refuses_several_processes(CRDParams(memory="queue")) is None
-
-
 def _train(term: CRD, epochs: int, lr: float) -> tuple[list[float], torch.nn.Module, torch.Tensor]:
     """A linear student learns a fixed teacher's features under the term alone; the loss summed per epoch."""
     g = torch.Generator().manual_seed(0)

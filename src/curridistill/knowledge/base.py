@@ -73,11 +73,6 @@ class KnowledgeTerm(nn.Module, abc.ABC):
         """Called by the runner once, before ``build``, with the labels (N,) of the training set that
         ``KnowledgeInputs.indices`` index: a term that keeps per-sample state (CRD's memory bank) sizes it here."""
 
-    @classmethod
-    def refuses_several_processes(cls, params: BaseModel) -> str | None:
-        """Why these options cannot train under torchrun (None: they can); preflight asks before anything runs."""
-        return None
-
     def before_step(self, clock: Clock) -> None:
         """Called by the runner on the host before each training step's forward: per-step numbers derived from
         ``clock`` (a ramp, a schedule) are computed here and written in place into the term's own device

@@ -19,13 +19,16 @@ Where this differs: the scores come from one (B, N) product ``v @ memory.T`` gat
 the same numbers as the authors' (B, K+1, D) gather with less memory traffic when K is large; negatives are
 drawn on the training device from torch's generator (saved with the run, so a resume continues the draws) in
 the order of the batch's dataset indices, so a sample's negatives do not depend on its place in the batch; in
-eval mode (not used by training) nothing is updated and the draws come from a fixed seed.
+eval mode (not used by training) nothing is updated and the draws come from a fixed seed. Under torchrun every
+process applies the memory update of the whole global batch (its rows gathered from all processes) and Z is the
+processes' mean, so the memories stay identical across processes (RepDistiller runs in one process).
 """
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 NCE_EPS = 1e-7
@@ -91,3 +94,37 @@ def momentum_update(memory: Tensor, indices: Tensor, v: Tensor, momentum: float)
     may hold the old one)."""
     rows = memory.index_select(0, indices) * momentum + v.detach().to(memory.dtype) * (1 - momentum)
     return memory.index_copy(0, indices, rows / rows.norm(dim=1, keepdim=True))
+
+
+def _several_processes() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def gathered(*tensors: Tensor) -> tuple[Tensor, ...]:
+    """Every process's rows of ``tensors`` (the same number of rows each here), concatenated in rank order,
+    under torch.distributed; the tensors themselves in one process. Shards of a global batch may differ by a
+    row, so each is padded to the largest before the gather and cut back after."""
+    if not _several_processes():
+        return tensors
+    world = dist.get_world_size()
+    rows = torch.tensor([tensors[0].shape[0]], device=tensors[0].device)
+    sizes = [torch.zeros_like(rows) for _ in range(world)]
+    dist.all_gather(sizes, rows)
+    sizes = [int(size) for size in sizes]  # a host read: torchrun steps already wait on one (the finiteness check)
+    out = []
+    for t in tensors:
+        padded = t.new_zeros((max(sizes), *t.shape[1:]))
+        padded[:len(t)] = t
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+        out.append(torch.cat([part[:size] for part, size in zip(parts, sizes)]))
+    return tuple(out)
+
+
+def process_mean(t: Tensor) -> Tensor:
+    """The mean of ``t`` over the processes under torch.distributed; ``t`` in one process."""
+    if not _several_processes():
+        return t
+    total = t.clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total / dist.get_world_size()

@@ -13,7 +13,8 @@ In each direction the other side (positive and negatives) carries no gradient.
   embedding per training sample and side, negatives from the other classes, the normaliser Z fixed at
   the first batch (``contrast_memory`` gives the formulas). Memory O(N * feat_dim) per side (50,000
   CIFAR images: 26 MB each); the runner hands the term the training labels before the first batch
-  (``attach_training_labels``). One process only: torchrun's ranks would update different rows.
+  (``attach_training_labels``). Under torchrun every process applies the whole global batch's memory
+  update, so the memories stay identical.
 * ``queue``: bounded memory for large datasets. The negatives are a FIFO queue of the last K student
   and teacher embeddings (as in MoCo, He et al. 2020): memory O(K) whatever the dataset, stored in
   registered buffers so it is checkpointed, updated without gradient after each forward in training
@@ -40,8 +41,8 @@ from torch import Tensor, nn
 
 from curridistill.errors import UserError
 from curridistill.knowledge.adapters import full_precision, pool_flatten, student_feature, teacher_feature
-from curridistill.knowledge.contrast_memory import (NegativeSampler, contrast_scores, initial_memory, momentum_update,
-                                                    nce_per_sample)
+from curridistill.knowledge.contrast_memory import (NegativeSampler, contrast_scores, gathered, initial_memory,
+                                                    momentum_update, nce_per_sample, process_mean)
 from curridistill.knowledge.base import KnowledgeInputs, KnowledgeTerm
 from curridistill.knowledge.registry import KNOWLEDGE
 
@@ -110,13 +111,6 @@ class CRD(KnowledgeTerm):
         self.sampler: NegativeSampler | None = None  # bank: set by attach_training_labels
         self.embed_s: nn.Module | None = None
         self.embed_t: nn.Module | None = None
-
-    @classmethod
-    def refuses_several_processes(cls, params: BaseModel) -> str | None:
-        if params.memory == "bank":
-            return ("crd's memory bank keeps one embedding per training sample in each process, and torchrun's ranks "
-                    "would update different rows of it; use crd's memory: queue under torchrun")
-        return None
 
     def attach_training_labels(self, labels: Tensor) -> None:
         if self.params.memory != "bank":
@@ -192,10 +186,12 @@ class CRD(KnowledgeTerm):
         # out_v1 and out_v2); memory rows carry no gradient
         scores = torch.stack([contrast_scores(v_s, self.memory_t, contrast, tau),
                               contrast_scores(v_t, self.memory_s, contrast, tau)])
-        z = torch.where(self.z > 0, self.z, scores.detach().mean(dim=(1, 2)) * n)  # fixed at the first batch
+        estimate = process_mean(scores.detach().mean(dim=(1, 2)) * n)
+        z = torch.where(self.z > 0, self.z, estimate)  # fixed at the first batch
         loss = nce_per_sample(scores[0] / z[0], n) + nce_per_sample(scores[1] / z[1], n)
         if self.training:
             self.z = z
-            self.memory_s = momentum_update(self.memory_s, indices, v_s, self.params.nce_m)
-            self.memory_t = momentum_update(self.memory_t, indices, v_t, self.params.nce_m)
+            every_index, every_v_s, every_v_t = gathered(indices, v_s.detach(), v_t.detach())
+            self.memory_s = momentum_update(self.memory_s, every_index, every_v_s, self.params.nce_m)
+            self.memory_t = momentum_update(self.memory_t, every_index, every_v_t, self.params.nce_m)
         return loss
