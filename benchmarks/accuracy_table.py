@@ -270,6 +270,7 @@ def build_table(args: argparse.Namespace, argv: list[str] | None) -> int:
     chosen = [BASELINE_ROW] + [c for c in chosen if c != BASELINE_ROW]
     earlier = _earlier_seeds(Path(args.json_out), base)
     results, t0 = {}, time.time()
+    code = git_commit()  # the code this invocation runs: commits made while it trains do not change it
     for name in chosen:
         wanted = row_seeds.get(name, seeds)
         kept = _kept_seeds(earlier.get(name, {}), wanted, _row_dir(Path(args.out), name))
@@ -283,7 +284,7 @@ def build_table(args: argparse.Namespace, argv: list[str] | None) -> int:
               + (f" (seeds {sorted(kept)} read back from {args.json_out})" if kept else ""), flush=True)
         # the table so far, after every row: a long table that is stopped still shows what it measured
         shown = {**results, **_pending(earlier, results, chosen)}
-        record = _record(args, argv, base, seeds, shown, complete=len(results) == len(chosen), t0=t0)
+        record = _record(args, argv, base, seeds, shown, complete=len(results) == len(chosen), t0=t0, code=code)
         write_json(args.json_out, record)  # atomic: an interrupted write never leaves half a table
         write_text(Path(args.json_out).with_suffix(".md"), markdown(record))
     print(markdown(record))
@@ -314,7 +315,7 @@ def _more_seeds(items: list[str], table: dict) -> dict[str, list[int]]:
     return found
 
 
-def _record(args, argv, base: dict, seeds: list[int], results: dict, complete: bool, t0: float) -> dict:
+def _record(args, argv, base: dict, seeds: list[int], results: dict, complete: bool, t0: float, code: dict) -> dict:
     alone, kd = results[BASELINE_ROW]["baseline"], results[BASELINE_ROW]["student"]
     first = results[BASELINE_ROW]
     table_rows = [{"method": "student alone", "seeds": first["seeds"], **_stats(alone, alone, kd),
@@ -325,7 +326,7 @@ def _record(args, argv, base: dict, seeds: list[int], results: dict, complete: b
     _mark_holm(table_rows)
     _add_paired(table_rows, seeds)
     return {"command": "python benchmarks/accuracy_table.py " + " ".join(argv or sys.argv[1:]),
-            "git": git_commit(), "machine": machine(torch.device("cpu")), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "git": code, "machine": machine(torch.device("cpu")), "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "complete": complete, "seeds": seeds,
             "selection": "validation-selected checkpoint, evaluated once on the test split",
             "protocol": _protocol(base),
