@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import zipfile
 
 import numpy as np
 import pytest
@@ -66,6 +67,7 @@ def test_prepared_subset_is_the_protocol_training_data(tmp_path, shared_data, mo
 
     prepare = load_benchmark("gpu_prepare")
     monkeypatch.setattr(prepare, "ignore_in_git", lambda folder: None)  # leave the checkout's git files alone
+    monkeypatch.setattr(prepare, "COMPRESSION", zipfile.ZIP_STORED)  # LZMA takes 40 s here: its own test below
     monkeypatch.setattr(prepare, "REPO", tmp_path)  # .gpu/ lands in tmp_path
     assert prepare.main(["--root", str(shared_data), "--dest", "gpu", "--no-wheels"]) == 0
     assert (tmp_path / "gpu" / "data" / "cifar10-test.npz").is_file() and (tmp_path / "gpu" / "COMMIT").is_file()
@@ -76,6 +78,19 @@ def test_prepared_subset_is_the_protocol_training_data(tmp_path, shared_data, mo
         a, b = getattr(full, split), getattr(copied, split)
         assert torch.equal(a.y, b.y) and torch.equal(a.x, b.x), split
     assert full.mean == copied.mean
+
+
+def test_carried_npz_files_are_lzma_members_that_np_load_reads(tmp_path):
+    prepare = load_benchmark("gpu_prepare")
+    rng = np.random.default_rng(0)
+    arrays = {"x": rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), "y": np.arange(20, dtype=np.uint8) % 10,
+              "classes": np.array([f"c{i}" for i in range(10)])}
+    np.savez(tmp_path / "official.npz", **arrays)
+    prepare.copy_npz(tmp_path / "official.npz", tmp_path / "copy.npz")
+    with zipfile.ZipFile(tmp_path / "copy.npz") as archive:
+        assert {m.compress_type for m in archive.infolist()} == {zipfile.ZIP_LZMA}
+    with np.load(tmp_path / "copy.npz", allow_pickle=False) as copied:
+        assert set(copied.files) == set(arrays) and all(np.array_equal(copied[k], v) for k, v in arrays.items())
 
 
 def test_spent_budget_skips_steps_and_still_writes_the_record(tmp_path):
