@@ -29,7 +29,7 @@ import math
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
 
 NCE_EPS = 1e-7
 
@@ -41,10 +41,12 @@ def initial_memory(n: int, dim: int, seed: int) -> Tensor:
     return torch.rand(n, dim, generator=gen) * (2 * stdv) - stdv
 
 
-class NegativeSampler:
-    """K dataset indices per anchor, all of classes other than the anchor's."""
+class NegativeSampler(nn.Module):
+    """K dataset indices per anchor, all of classes other than the anchor's. Its class tables are buffers derived
+    from the labels (they move with the term, and are not checkpointed)."""
 
     def __init__(self, labels: Tensor, k: int):
+        super().__init__()
         labels = labels.detach().cpu().long()
         counts = torch.bincount(labels)
         self.k, self.n = int(k), len(labels)
@@ -52,28 +54,29 @@ class NegativeSampler:
         if smallest_pool < 1:
             raise ValueError("crd memory bank: every sample has the same label, so no sample has a negative")
         self.with_replacement = self.k > smallest_pool
-        order = torch.argsort(labels, stable=True)
-        self.tables = {"labels": labels, "by_class": order, "class_start": torch.cumsum(counts, 0) - counts,
-                       "class_count": counts}
+        self.register_buffer("labels", labels, persistent=False)
+        self.register_buffer("by_class", torch.argsort(labels, stable=True), persistent=False)
+        self.register_buffer("class_start", torch.cumsum(counts, 0) - counts, persistent=False)
+        self.register_buffer("class_count", counts, persistent=False)
 
-    def draw(self, indices: Tensor, tables: dict[str, Tensor], generator: torch.Generator | None = None) -> Tensor:
-        """(B,) dataset indices -> (B, K) negatives. ``tables``: ``self.tables`` on the device of ``indices``.
-        Rows are drawn for the anchors in increasing index order, so a sample's draw does not depend on its
-        position in the batch. ``generator``: a CPU generator (eval mode); None: torch's, on the device."""
+    def draw(self, indices: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """(B,) dataset indices -> (B, K) negatives. Rows are drawn for the anchors in increasing index order, so
+        a sample's draw does not depend on its position in the batch. ``generator``: a CPU generator (eval
+        mode); None: torch's, on the device."""
         device = indices.device
         rank = torch.argsort(torch.argsort(indices))
-        anchor_class = tables["labels"][indices]
+        anchor_class = self.labels[indices]
         shape = (len(indices), self.k if self.with_replacement else self.n)  # a key per draw, or per sample
         u = (torch.rand(shape, generator=generator).to(device) if generator is not None
              else torch.rand(shape, device=device))[rank]
         if not self.with_replacement:  # the K smallest random keys among the other classes' samples
-            same = tables["labels"].view(1, -1) == anchor_class.view(-1, 1)
+            same = self.labels.view(1, -1) == anchor_class.view(-1, 1)
             return u.masked_fill(same, 2.0).topk(self.k, dim=1, largest=False, sorted=False).indices
-        count = tables["class_count"][anchor_class].view(-1, 1)
-        start = tables["class_start"][anchor_class].view(-1, 1)
+        count = self.class_count[anchor_class].view(-1, 1)
+        start = self.class_start[anchor_class].view(-1, 1)
         pick = (u * (self.n - count)).long().clamp_max(self.n - count - 1)  # a position among the others
         pick = pick + (pick >= start).long() * count  # skip the anchor's class block
-        return tables["by_class"][pick]
+        return self.by_class[pick]
 
 
 def contrast_scores(anchor: Tensor, memory: Tensor, contrast: Tensor, tau: float) -> Tensor:
@@ -101,7 +104,7 @@ def _several_processes() -> bool:
 
 
 def gathered(*tensors: Tensor) -> tuple[Tensor, ...]:
-    """Every process's rows of ``tensors`` (the same number of rows each here), concatenated in rank order,
+    """Every process's rows of ``tensors`` (which share their first dimension), concatenated in rank order,
     under torch.distributed; the tensors themselves in one process. Shards of a global batch may differ by a
     row, so each is padded to the largest before the gather and cut back after."""
     if not _several_processes():

@@ -123,8 +123,6 @@ class CRD(KnowledgeTerm):
         self.register_buffer("memory_s", initial_memory(n, d, seed=0))
         self.register_buffer("memory_t", initial_memory(n, d, seed=1))
         self.register_buffer("z", torch.full((2,), -1.0))  # student-anchor and teacher-anchor Z; < 0: not yet set
-        for name, table in self.sampler.tables.items():  # derived from the data, not checkpointed
-            self.register_buffer(f"negatives_{name}", table, persistent=False)
 
     def feature_paths(self) -> dict[str, list[str]]:
         return {"student": [self.params.student_layer], "teacher": [self.params.teacher_layer]}
@@ -178,9 +176,8 @@ class CRD(KnowledgeTerm):
             raise RuntimeError("crd with memory: bank needs attach_training_labels(labels) before the first batch and "
                                "the samples' dataset indices in KnowledgeInputs.indices")
         indices = indices.to(self.memory_s.device)
-        tables = {name: getattr(self, f"negatives_{name}") for name in self.sampler.tables}
         generator = None if self.training else torch.Generator().manual_seed(0)
-        contrast = torch.cat([indices.view(-1, 1), self.sampler.draw(indices, tables, generator)], dim=1)
+        contrast = torch.cat([indices.view(-1, 1), self.sampler.draw(indices, generator)], dim=1)
         tau, n = self.params.nce_t, self.sampler.n
         # student anchors against the teacher's memory, teacher anchors against the student's (RepDistiller's
         # out_v1 and out_v2); memory rows carry no gradient
