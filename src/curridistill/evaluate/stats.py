@@ -129,12 +129,13 @@ def paired_t_test(a: Sequence[float], b: Sequence[float]) -> dict:
     out["mean_diff"] = mean
     if n < 2:
         return out
-    sem = math.sqrt(_var(diffs, mean) / n)
-    if sem == 0.0:
+    if _var(diffs, mean) == 0.0:  # scipy gives nan here
         out.update(t=0.0 if mean == 0.0 else math.copysign(math.inf, mean), df=n - 1, p_value=1.0 if mean == 0.0 else 0.0)
         return out
-    t = mean / sem
-    out.update(t=t, df=n - 1, p_value=min(1.0, float(2.0 * _student_t().sf(abs(t), n - 1))))
+    from scipy import stats  # imported on first use, as in _student_t
+
+    result = stats.ttest_1samp(diffs, 0.0)  # = ttest_rel(a, b) on the kept pairs
+    out.update(t=float(result.statistic), df=n - 1, p_value=min(1.0, float(result.pvalue)))
     return out
 
 
