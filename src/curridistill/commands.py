@@ -51,8 +51,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 raise UserError(f"--parallel {args.parallel}: give a number of processes >= 1, e.g. --parallel 4")
             args.overrides = [*args.overrides, f"run.parallel={args.parallel}"]
         cfg = load_config(args.config, args.overrides)
-        check_parallel(cfg)
-        call = lambda: api.run(cfg, out=args.out, callbacks=callbacks)  # noqa: E731
+        call = lambda: api.run(cfg, out=args.out, callbacks=callbacks)  # noqa: E731  (api.run: check_parallel)
     try:
         with trusting_code(getattr(args, "trust_code", False)):
             if progress:
