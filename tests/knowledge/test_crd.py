@@ -229,3 +229,16 @@ def test_queue_masks_the_anchors_own_index():
     masked = info_nce(v, v, queue, 0.1, mask)
     unmasked_without = info_nce(v, v, queue[2:], 0.1)
     torch.testing.assert_close(masked, unmasked_without)
+
+
+def test_the_cost_benchmark_times_both_memories(tmp_path):
+    from tests.helpers import load_benchmark
+
+    out = tmp_path / "cost.json"
+    assert load_benchmark("crd_memory_cost").main(["--n", "200", "--k", "32", "--steps", "1", "--threads", "1",
+                                                   "--json", str(out)]) == 0
+    import json
+
+    record = json.loads(out.read_text())
+    assert set(record["ms_per_step"]) == {"bank", "queue"} and min(record["ms_per_step"].values()) > 0
+    assert record["command"].startswith("python benchmarks/crd_memory_cost.py") and record["git"]["commit"]
