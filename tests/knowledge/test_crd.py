@@ -4,6 +4,7 @@ here: with the same contrast indices, two training steps give the same loss, gra
 ``memory: queue``: InfoNCE against a bounded queue. Both learn."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -14,6 +15,7 @@ from curridistill.errors import UserError
 from curridistill.knowledge import KnowledgeInputs, load_all
 from curridistill.knowledge.contrast_memory import NegativeSampler
 from curridistill.knowledge.crd import CRD, CRDParams, info_nce
+from tests.helpers import load_benchmark
 
 load_all()
 N, K, D, DS, DT, B = 40, 12, 8, 6, 10, 5
@@ -232,13 +234,9 @@ def test_queue_masks_the_anchors_own_index():
 
 
 def test_the_cost_benchmark_times_both_memories(tmp_path):
-    from tests.helpers import load_benchmark
-
     out = tmp_path / "cost.json"
     assert load_benchmark("crd_memory_cost").main(["--n", "200", "--k", "32", "--steps", "1", "--threads", "1",
                                                    "--json", str(out)]) == 0
-    import json
-
     record = json.loads(out.read_text())
     assert set(record["ms_per_step"]) == {"bank", "queue"} and min(record["ms_per_step"].values()) > 0
     assert record["command"].startswith("python benchmarks/crd_memory_cost.py") and record["git"]["commit"]
