@@ -48,7 +48,7 @@ def test_two_processes_keep_one_memory_equal_to_the_whole_batch_update(tmp_path)
     single(_inputs(GLOBAL_BATCH))
     for key in ("memory_s", "memory_t"):
         assert torch.equal(ranks[0][key], ranks[1][key]), key
-        torch.testing.assert_close(ranks[0][key], single.memory_s if key == "memory_s" else single.memory_t)
+        torch.testing.assert_close(ranks[0][key], getattr(single, key))
         moved = (ranks[0][key] != _term().state_dict()[key]).any(dim=1).nonzero().flatten()
         assert sorted(moved.tolist()) == sorted(GLOBAL_BATCH.tolist())  # both shards' rows, and only those
     assert torch.equal(ranks[0]["z"], ranks[1]["z"]) and (ranks[0]["z"] > 0).all()

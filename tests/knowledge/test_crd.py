@@ -84,10 +84,14 @@ def test_two_steps_equal_repdistillers_loss_gradients_normaliser_and_memory(monk
     term.build(_inputs(fs, ft, torch.arange(B)))
     embed_s, embed_t = [type(e)(e.linear.in_features, D) for e in (term.embed_s, term.embed_t)]
     embed_s.load_state_dict(term.embed_s.state_dict()), embed_t.load_state_dict(term.embed_t.state_dict())
-    draws = []
+    draws = []  # the negatives the term drew, handed to the reference as its contrast indices
     original_draw = NegativeSampler.draw
-    monkeypatch.setattr(NegativeSampler, "draw", lambda self, *a, **kw: draws.append(original_draw(self, *a, **kw))
-                        or draws[-1])
+
+    def recorded_draw(self, *args, **kwargs):
+        draws.append(original_draw(self, *args, **kwargs))
+        return draws[-1]
+
+    monkeypatch.setattr(NegativeSampler, "draw", recorded_draw)
     for step, idx in enumerate([torch.tensor([3, 17, 22, 8, 30]), torch.tensor([17, 5, 39, 3, 11])]):
         fs, ft = torch.randn(B, DS, generator=g), torch.randn(B, DT, generator=g)
         ours = term(_inputs(fs, ft, idx))
