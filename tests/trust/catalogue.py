@@ -463,6 +463,8 @@ CASES: list[Case] = [
     Case("num-val-size-all", "numerical", "`val_size: 5000` (more than the data)", validate(_set("data.val_size", 5000)),
          "leaves no training or no validation data"),
     Case("num-subset-one", "numerical", "`subset: 1`", validate(_set("data.subset", 1)), "invalid value at data.subset"),
+    Case("num-subset-more-than-data", "numerical", "`subset: 5000` on digits' 1,438 training images",
+         validate(_set("data.subset", 5000)), "data.subset 5000 is more than the"),
     Case("num-label-noise-one", "numerical", "`label_noise: 1` (every label wrong)", validate(_set("data.label_noise", 1)),
          "invalid value at data.label_noise"),
     Case("num-label-noise-negative", "numerical", "`label_noise: -0.1`", validate(_set("data.label_noise", -0.1)),

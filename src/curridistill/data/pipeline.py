@@ -36,7 +36,7 @@ def load_splits(cfg: DataConfig) -> Splits:
     if cfg.classes is not None:
         train_full, test = keep_classes(train_full, cfg.classes), keep_classes(test, cfg.classes)
     check_labels(train_full, cfg.name)  # one class, or label indices with no sample: refused before any work
-    train_full = training_subset(train_full, cfg.subset, cfg.split_seed)
+    train_full = training_subset(train_full, cfg.subset, cfg.split_seed, cfg.name)
     train, val = split_validation(train_full, cfg.val_size, cfg.split_seed)
     train, val = with_noisy_splits(train, val, cfg.label_noise, cfg.split_seed)
     mean, std = channel_stats(train.x)
@@ -46,10 +46,16 @@ def load_splits(cfg: DataConfig) -> Splits:
     return Splits(train, val, test, mean, std, name=cfg.name, info=info)
 
 
-def training_subset(train_full: ArrayData, subset: int | None, seed: int) -> ArrayData:
-    """``data.subset``: a stratified draw of ``subset`` training samples (all of them when None or more).
-    A file holding exactly this draw, in this order, reproduces the same run with no ``data.subset``."""
-    if subset is None or subset >= len(train_full):
+def training_subset(train_full: ArrayData, subset: int | None, seed: int, name: str = "data") -> ArrayData:
+    """``data.subset``: a stratified draw of ``subset`` training samples (all of them when None or exactly as many).
+    A file holding exactly this draw, in this order, reproduces the same run with no ``data.subset``.
+
+    More than the data holds is refused: a run that silently trained on fewer samples than its config says
+    would be reported (and compared) as something it is not."""
+    if subset is not None and subset > len(train_full):
+        raise UserError(f"data.subset {subset} is more than the {len(train_full)} training samples of {name!r}; "
+                        f"lower it, or remove data.subset to use them all")
+    if subset is None or subset == len(train_full):
         return train_full
     keep, _ = stratified_split(train_full.y, len(train_full) - subset, seed=seed)
     return train_full.subset(keep)
