@@ -5,7 +5,7 @@ A schedule is written in config as a number (constant) or a mapping with ``kind`
 
     temperature: 4
     weight: {kind: linear, start: 1.0, end: 0.0}
-    weight: {kind: constant, value: 8, warmup: 20, unit: epoch}   # DKD's min(epoch / 20, 1) * 8, per step
+    weight: {kind: constant, value: 1, warmup: 20, unit: epoch}   # DKD's warm-up min(epoch / 20, 1), per step
     lr: {kind: multistep, milestones: [150, 180, 210], gamma: 0.1, unit: epoch}
 
 Durations (``warmup``, ``step_size``, ``milestones``) are fractions of the lesson by default, or

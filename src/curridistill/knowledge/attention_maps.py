@@ -17,8 +17,12 @@ of C channels. ``mask`` names the student tap holding the (B, L) padding mask (`
 models); null: no padding.
 
 Where this differs from the papers: MiniLM matches the models' own attention probabilities (same head
-count needed); relations are used here for every pair so any widths work. Defaults (``stage3`` of zoo
-image models, one head) exist so the term runs anywhere; for text give the layer map.
+count needed); relations are used here for every pair so any widths work. MiniLMv2 (and TextBrewer's
+masked losses) average over every non-pad query row of the batch, so a long sentence weighs more than a short
+one; here each sample's rows are averaged first and every sample weighs the same, because the term returns one
+loss per sample (what curriculum sample weights and per-sample hardness read). With equal lengths (or no mask)
+the two agree. Defaults (``stage3`` of zoo image models, one head) exist so the term runs anywhere; for text
+give the layer map.
 """
 from __future__ import annotations
 

@@ -18,7 +18,11 @@ Where this differs from the papers: TinyBERT sums the layer losses and trains in
 (intermediate layers first, then predictions); here pairs are averaged (set the weight to scale) and
 stages are lessons. PKD matches only the [CLS] states; here every non-pad token is (``normalize: true``
 gives PKD's normalization; PKD sums the squared difference over the hidden size H where this averages it, so
-PKD's beta is this term's weight beta * H).
+PKD's beta is this term's weight beta * H). TinyBERT's code averages over every position, padding included, and
+TextBrewer's masked loss over every non-pad token of the batch (a long sentence weighs more than a short one);
+here padding is left out and each sample's tokens are averaged first, so every sample weighs the same, because
+the term returns one loss per sample (what curriculum sample weights and per-sample hardness read). With equal
+lengths (or no mask) this equals TextBrewer's masked mean.
 """
 from __future__ import annotations
 
