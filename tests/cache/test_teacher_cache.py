@@ -190,6 +190,28 @@ def test_bank_serves_cache_and_falls_back_online_for_features(tmp_path, pipe):
     torch.testing.assert_close(bank(x, y, indices=idx, epoch=1).logits, online(teacher, pipe, idx, 1), atol=1e-2, rtol=1e-3)
 
 
+def test_features_float16_cannot_hold_are_cached_in_float32(tmp_path, pipe):
+    """A teacher whose activations pass float16's 65504 (no BN, large weights): the cache keeps that feature in
+    float32 and serves the online values, where float16 would serve inf (and a NaN loss)."""
+    teacher = make_teacher()
+    path, conv = next((n, m) for n, m in teacher.named_modules() if isinstance(m, torch.nn.Conv2d))
+    with torch.no_grad():
+        conv.weight.mul_(1e5)
+    idx = torch.tensor([3, 1, 4, 1, 5, 9, 2, 6])
+    x, y = pipe.batch("train", idx, epoch=1)
+    online_bank = TeacherBank([teacher], [1.0])
+    online_bank.set_paths([[path]])
+    want = online_bank(x, y).features[0][path]
+    assert want.abs().max() > torch.finfo(torch.float16).max
+    cached = TeacherBank([teacher], [1.0], pipeline=pipe, cache_dir=tmp_path, cache_features=True)
+    cached.set_paths([[path]])
+    got = cached(x, y, indices=idx, epoch=1).features[0][path]
+    assert cached.source == ["cache"] and torch.isfinite(got).all()
+    torch.testing.assert_close(got, want)
+    with safe_open(str(cached.caches[0].path(1)), framework="pt") as f:
+        assert f.get_tensor(f"feature/{path}").dtype == torch.float32
+
+
 def test_cached_and_online_distillation_reach_the_same_student(tmp_path):
     def cfg(cache: bool):
         raw = tiny_config(tmp_path, epochs=2, baseline={"enabled": False})

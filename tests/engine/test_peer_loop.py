@@ -8,9 +8,10 @@ scaling, the teacher's mode, the optimizer settings, the learning rate of every 
 are all checked at once.
 
 Feature terms are checked the same way on small convolutional models with named stages: the loop reads the
-stages with forward hooks and writes RepDistiller's losses (AT, SP, PKT, RKD) and FitNets' hint (mdistiller,
-shapes that need no regressor). Schedules are checked through a temperature that anneals and a DKD-style
-weight warm-up, at the documented per-step progress (step k of n reads the schedule at k / n).
+stages with forward hooks and writes RepDistiller's losses (AT, SP, PKT, RKD) and FitNets' hint (mdistiller),
+with matching shapes and through a regressor that trains beside the student from shared starting weights.
+Schedules are checked through a temperature that anneals and a DKD-style weight warm-up, at the documented
+per-step progress (step k of n reads the schedule at k / n).
 """
 from __future__ import annotations
 
@@ -204,6 +205,11 @@ FEATURE_CASES = {
         teacher_width=8,
         peer_loss=lambda s, t, y, fs, ft, **_: hinton_kd(s, t, y, T=4.0, alpha=0.9) + 100.0 * F.mse_loss(
             fs["stage2"], ft["stage2"]), **_SGD),
+    "FitNets hint (100) through a trained 1x1 conv + BN regressor (8 -> 12 channels) + CE": dict(
+        loss={"ce": 1.0, "fitnet": {"weight": 100.0, **ON_STAGE2}}, teacher_width=12,
+        regressor=lambda: nn.Sequential(nn.Conv2d(8, 12, 1, bias=False), nn.BatchNorm2d(12)),
+        peer_loss=lambda s, t, y, fs, ft, regressor, **_: F.cross_entropy(s, y) + 100.0 * F.mse_loss(
+            regressor(fs["stage2"]), ft["stage2"]), **_SGD),
 }
 
 
@@ -215,36 +221,58 @@ def tapped(model: nn.Module, stages: tuple[str, ...]) -> dict[str, torch.Tensor]
     return out
 
 
-def peer_loop(student: nn.Module, teacher: nn.Module, x, y, case: dict) -> nn.Module:
+def peer_loop(student: nn.Module, teacher: nn.Module, x, y, case: dict, regressor: nn.Module | None = None
+              ) -> nn.Module:
+    """The loop a user writes by hand; a regressor trains with the student in one optimizer (as mdistiller's
+    ``get_learnable_parameters``: student + connector, same learning rate and weight decay)."""
     stages = ("stage1", "stage2") if hasattr(student, "stage1") else ()
     fs, ft = tapped(student, stages), tapped(teacher, stages)
     teacher.eval()
     with torch.no_grad():
         t = teacher(x)
-    opt = case["peer_optimizer"](student.parameters())
+    trained = [*student.parameters(), *(regressor.parameters() if regressor is not None else ())]
+    opt = case["peer_optimizer"](trained)
     sched = case["peer_schedule"](opt) if case["peer_schedule"] else None
     student.train()
     for step in range(STEPS):
-        loss = case["peer_loss"](student(x), t, y, fs=fs, ft=ft, step=step)
+        loss = case["peer_loss"](student(x), t, y, fs=fs, ft=ft, step=step, regressor=regressor)
         opt.zero_grad()
         loss.backward()
         if case.get("grad_clip"):
-            torch.nn.utils.clip_grad_norm_(student.parameters(), case["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(trained, case["grad_clip"])
         opt.step()
         if sched is not None:
             sched.step()
     return student
 
 
+def start_regressor_as(monkeypatch, start: nn.Module) -> None:
+    """The engine builds FitNets' regressor from the first batch's shapes with its own random draw; like the
+    student, it starts here from the peer's weights (a copy of ``start``), after checking the engine would build
+    the same layers. Only the starting weights are shared: how it trains is the engine's own."""
+    import curridistill.knowledge.fitnet as fitnet
+    engine_build = fitnet.make_adapter
+
+    def build(student_shape, teacher_shape):
+        assert repr(engine_build(student_shape, teacher_shape)) == repr(start)
+        return copy.deepcopy(start)
+    monkeypatch.setattr(fitnet, "make_adapter", build)
+
+
 @pytest.mark.parametrize("name", [*CASES, *FEATURE_CASES])
-def test_training_equals_the_peer_loop(tmp_path, name):
+def test_training_equals_the_peer_loop(tmp_path, monkeypatch, name):
     case = CASES.get(name) or FEATURE_CASES[name]
     (x, y), val, test = _data(0, N), _data(1, 20), _data(2, 20)
     if name in CASES:
         student, teacher = _student(), _teacher()
     else:
         student, teacher = _conv(1, 8), _conv(2, case["teacher_width"])
-    expected = peer_loop(copy.deepcopy(student), copy.deepcopy(teacher), x, y, case)
+    regressor = None
+    if "regressor" in case:
+        torch.manual_seed(3)
+        regressor = case["regressor"]()
+        start_regressor_as(monkeypatch, regressor)
+    expected = peer_loop(copy.deepcopy(student), copy.deepcopy(teacher), x, y, case, copy.deepcopy(regressor))
 
     lesson = {"epochs": STEPS, "loss": case["loss"], "optimizer": case["optimizer"], "lr_schedule": case["schedule"],
               "grad_clip": case.get("grad_clip")}

@@ -450,18 +450,21 @@ def test_ctkd_temperature_gradient_is_finite_with_a_class_the_teacher_rules_out(
     assert torch.isfinite(term.theta.grad).all() and torch.isfinite(s.grad).all()
 
 
-@pytest.mark.parametrize("loss", ["kd", "dkd", "dist"])
-def test_logit_terms_compute_half_precision_inputs_in_float32(loss):
+@pytest.mark.parametrize("name, options", [("kd", {}), ("kd", {"ls": True}), ("dkd", {}), ("dkd", {"ls": True}),
+                                           ("dist", {})])
+def test_logit_terms_compute_half_precision_inputs_in_float32(name, options):
+    """Through the term, so logit standardization (``ls``) is inside what must run in float32."""
     g = torch.Generator().manual_seed(0)
     s, t = 8 * torch.randn(16, 100, generator=g), 8 * torch.randn(16, 100, generator=g)
     y = torch.randint(0, 100, (16,), generator=g)
-    fn = {"kd": lambda a, b: kd_loss(a, b, 4.0), "dkd": lambda a, b: dkd_loss(a, b, y, 4.0),
-          "dist": lambda a, b: dist_loss(a, b, 4.0)}[loss]
+    cls = load_all().get(name)
+    term = cls(cls.Params(**options))
     s16, t16 = s.bfloat16(), t.bfloat16()
-    half = fn(s16, t16)
+    half = term(KnowledgeInputs(student_logits=s16, targets=y, teacher_logits=t16), 4.0)
     assert half.dtype == torch.float32
     # the bf16 inputs' own rounding aside, the loss is the float32 loss of those inputs
-    torch.testing.assert_close(half, fn(s16.float(), t16.float()))
+    full = term(KnowledgeInputs(student_logits=s16.float(), targets=y, teacher_logits=t16.float()), 4.0)
+    torch.testing.assert_close(half, full)
 
 
 @pytest.mark.parametrize("epoch, expected", [(1, -0.02447), (5, -0.5), (9, -0.97553), (10, -1.0), (30, -1.0)])

@@ -27,7 +27,7 @@ from torch import Tensor
 from curridistill.errors import UserError
 
 from curridistill.knowledge.adapters import student_feature, teacher_feature
-from curridistill.knowledge.base import KnowledgeInputs, KnowledgeTerm
+from curridistill.knowledge.base import KnowledgeInputs, KnowledgeTerm, widen
 from curridistill.knowledge.registry import KNOWLEDGE
 
 
@@ -53,10 +53,12 @@ def attention_map(feat: Tensor, p: float = 2.0) -> Tensor:
 
 
 def at_loss(student_feat: Tensor, teacher_feat: Tensor, p: float = 2.0) -> Tensor:
-    """One stage pair (B, Cs, Hs, Ws), (B, Ct, Ht, Wt) -> (B,) mean squared attention difference."""
+    """One stage pair (B, Cs, Hs, Ws), (B, Ct, Ht, Wt) -> (B,) mean squared attention difference, in float32 at
+    least: |f|^2 of a float16 feature overflows above 256 and the normalized map would be NaN."""
     if student_feat.dim() != 4 or teacher_feat.dim() != 4:
         raise UserError(f"at: attention transfer needs 4-D (B, C, H, W) features, got {tuple(student_feat.shape)} "
                         f"and {tuple(teacher_feat.shape)}; tap convolutional stages of both models")
+    student_feat, teacher_feat = widen(student_feat), widen(teacher_feat)
     hs, ws = student_feat.shape[2:]
     ht, wt = teacher_feat.shape[2:]
     size = (min(hs, ht), min(ws, wt))

@@ -59,7 +59,8 @@ class PKT(KnowledgeTerm):
         return {"student": [self.params.student_layer], "teacher": [self.params.teacher_layer]}
 
     def forward(self, inputs: KnowledgeInputs, temperature: Tensor | float = 1.0) -> Tensor:
-        fs = pool_flatten(student_feature(inputs, self.params.student_layer, "pkt")).float()
-        ft = pool_flatten(teacher_feature(inputs, self.teacher_index, self.params.teacher_layer, "pkt")).detach().float()
+        # widened before pooling: a bfloat16 mean rounds the embedding before the kernel sees it
+        fs = pool_flatten(student_feature(inputs, self.params.student_layer, "pkt").float())
+        ft = pool_flatten(teacher_feature(inputs, self.teacher_index, self.params.teacher_layer, "pkt").detach().float())
         with full_precision(fs.device):
             return pkt_loss(fs, ft)

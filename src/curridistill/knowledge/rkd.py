@@ -98,7 +98,8 @@ class RKD(KnowledgeTerm):
         return {"student": [self.params.student_layer], "teacher": [self.params.teacher_layer]}
 
     def forward(self, inputs: KnowledgeInputs, temperature: Tensor | float = 1.0) -> Tensor:
-        fs = pool_flatten(student_feature(inputs, self.params.student_layer, "rkd")).float()
-        ft = pool_flatten(teacher_feature(inputs, self.teacher_index, self.params.teacher_layer, "rkd")).detach().float()
+        # widened before pooling: a bfloat16 mean rounds the embedding before the distances see it
+        fs = pool_flatten(student_feature(inputs, self.params.student_layer, "rkd").float())
+        ft = pool_flatten(teacher_feature(inputs, self.teacher_index, self.params.teacher_layer, "rkd").detach().float())
         with full_precision(fs.device):
             return rkd_loss(fs, ft, self.params.distance_weight, self.params.angle_weight)

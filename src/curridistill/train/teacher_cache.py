@@ -19,7 +19,8 @@ A stale entry (key, epoch or size mismatch, wrong shape or dtype) or a corrupt f
 checksum mismatch) is reported on stderr, deleted and rebuilt; it is never used.
 
 Features (``run.cache_features: true``): the requested teacher feature maps are stored in the same
-file as float16 (``feature/<path>``). They can be large (CIFAR ResNet ``stage1`` is 16x32x32 values per
+file as float16 (``feature/<path>``; a batch whose values float16 cannot hold keeps that path in float32, as
+the logits do). They can be large (CIFAR ResNet ``stage1`` is 16x32x32 values per
 image: ~1.5 GB per epoch for 45,000 images) and the current epoch is held in memory on the device, so
 this is off by default; then a lesson whose terms need teacher features runs that teacher online.
 The cached path changes results only by the float16 rounding of the teacher outputs.
@@ -76,6 +77,14 @@ def cache_key(model: nn.Module, pipeline, split: str = "train", weights_digest: 
         "n": len(pipeline.split(split)),
     }
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def float16_unless_it_overflows(feature: Tensor) -> Tensor:
+    """A batch of a teacher feature as the cache keeps it: float16 (half the memory), or float32 when float16 would
+    turn finite values into inf (activations past 65504). Reads the device once per batch of this one-off pass."""
+    half = feature.to(torch.float16)
+    overflowed = bool((torch.isinf(half) & torch.isfinite(feature)).any())
+    return (feature.float() if overflowed else half).contiguous()
 
 
 def _distributed_active() -> bool:
@@ -282,12 +291,12 @@ class TeacherCache:
                 x, _ = pipe.batch(self.split, idx, epoch=aug_epoch)
                 logits_parts.append(model(x).float())
                 for p in paths:
-                    feat_parts[p].append(taps.features[p].to(torch.float16).contiguous())
+                    feat_parts[p].append(float16_unless_it_overflows(taps.features[p]))
         model.train(was_training)
         full = torch.cat(logits_parts).clone()  # clone outside inference mode: normal tensors
         half = full.to(torch.float16)
         logits = half if bool(torch.isfinite(half).all()) or not bool(torch.isfinite(full).all()) else full
-        features = {p: torch.cat(v).clone() for p, v in feat_parts.items()}
+        features = {p: torch.cat(v).clone() for p, v in feat_parts.items()}  # float32 if any batch kept it
         if tuple(logits.shape) != (self.n, self.num_classes):
             raise ValueError(f"{self.who} outputs {tuple(logits.shape)} over the split, expected ({self.n}, {self.num_classes})")
         tensors = {LOGITS: logits.cpu(), **{FEATURE_PREFIX + p: t.cpu() for p, t in features.items()}}
