@@ -192,6 +192,15 @@ def test_at_hand_made_maps():
     torch.testing.assert_close(at_loss(b, a), (qa - qb).pow(2).mean(1))
 
 
+def test_at_half_precision_features_past_float16s_square_root_give_the_float32_loss():
+    """f^2 of a float16 activation above 256 overflows; the maps are computed in float32, so the loss is finite."""
+    g = torch.Generator().manual_seed(2)
+    a, b = (300 * torch.rand(2, 4, 4, 4, generator=g)).half(), (300 * torch.rand(2, 4, 4, 4, generator=g)).half()
+    loss = at_loss(a, b)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss).all()
+    torch.testing.assert_close(loss, at_loss(a.float(), b.float()))
+
+
 def test_at_term_sums_stages_like_repdistiller():
     g = torch.Generator().manual_seed(1)
     fs = {"a": torch.randn(4, 3, 4, 4, generator=g), "b": torch.randn(4, 5, 2, 2, generator=g)}
