@@ -486,3 +486,66 @@ def test_ctkd_lambda_follows_the_official_per_epoch_cosine(epoch, expected):
     for progress in (0.0, 0.5, 0.99):  # constant within the epoch
         term.before_step(Clock(progress=progress, epoch=epoch - 1, epochs=40))
         assert float(term.step_lambda) == pytest.approx(expected, abs=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ token losses, padded
+def textbrewer_hidden_mse(fs, ft, mask):
+    """TextBrewer's hid_mse_loss (airaria/TextBrewer, losses.py), written out again: every non-pad token of the
+    batch weighs the same."""
+    mask = mask.to(fs)
+    return (F.mse_loss(fs, ft, reduction="none") * mask.unsqueeze(-1)).sum() / (mask.sum() * fs.size(-1))
+
+
+def relation_kl_rows(fs, ft, mask, heads):
+    """MiniLMv2's relation KL per query row, heads averaged, keys at padding excluded: (B, L)."""
+    def log_rel(x):
+        b, n, h = x.shape
+        xh = x.reshape(b, n, heads, h // heads).transpose(1, 2)
+        scores = xh @ xh.transpose(-1, -2) / math.sqrt(h // heads)
+        return scores.masked_fill(~mask.bool()[:, None, None, :], float("-inf")).log_softmax(-1)
+    log_s, log_t = log_rel(fs), log_rel(ft)
+    pt = log_t.exp()
+    return torch.where(pt > 0, pt * (log_t - log_s), 0.0).sum(-1).mean(1)
+
+
+LENGTHS = [7, 5, 3, 1]  # one sentence per length: the weighting decides the loss
+
+
+def _padded_pair(width: int):
+    g = torch.Generator().manual_seed(4)
+    fs, ft = torch.randn(4, 7, width, generator=g), torch.randn(4, 7, width, generator=g)
+    mask = (torch.arange(7)[None, :] < torch.tensor(LENGTHS)[:, None]).long()
+    return fs, ft, mask
+
+
+@pytest.mark.parametrize("average", ["sample", "token"])
+def test_hidden_weighs_samples_or_tokens_as_asked(average):
+    from curridistill.knowledge.hidden import Hidden
+
+    fs, ft, mask = _padded_pair(8)
+    term = Hidden(Hidden.Params(layers={"s": "t"}, mask="mask", project=False, average=average))
+    inputs = KnowledgeInputs(student_logits=torch.zeros(4, 2), targets=torch.zeros(4, dtype=torch.long),
+                             student_features={"s": fs, "mask": mask}, teacher_features=[{"t": ft}])
+    term.build(inputs)
+    loss = term(inputs)
+    if average == "token":
+        torch.testing.assert_close(loss.mean(), textbrewer_hidden_mse(fs, ft, mask))
+    else:
+        per_sample = torch.stack([(fs[i, :n] - ft[i, :n]).pow(2).mean() for i, n in enumerate(LENGTHS)])
+        torch.testing.assert_close(loss, per_sample)
+        assert not torch.isclose(loss.mean(), textbrewer_hidden_mse(fs, ft, mask))  # the lengths do matter here
+
+
+@pytest.mark.parametrize("average", ["sample", "token"])
+def test_attention_maps_weigh_samples_or_query_tokens_as_asked(average):
+    from curridistill.knowledge.attention_maps import AttentionMaps
+
+    fs, ft, mask = _padded_pair(8)
+    term = AttentionMaps(AttentionMaps.Params(layers={"s": "t"}, heads=2, mask="mask", average=average))
+    loss = term(KnowledgeInputs(student_logits=torch.zeros(4, 2), targets=torch.zeros(4, dtype=torch.long),
+                                student_features={"s": fs, "mask": mask}, teacher_features=[{"t": ft}]))
+    rows, m = relation_kl_rows(fs, ft, mask, heads=2), mask.float()
+    if average == "token":  # MiniLMv2: the mean over every non-pad query row of the batch
+        torch.testing.assert_close(loss.mean(), (rows * m).sum() / m.sum())
+    else:
+        torch.testing.assert_close(loss, (rows * m).sum(1) / m.sum(1))

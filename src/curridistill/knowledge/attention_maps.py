@@ -19,14 +19,15 @@ models); null: no padding.
 Where this differs from the papers: MiniLM matches the models' own attention probabilities (same head
 count needed); relations are used here for every pair so any widths work. MiniLMv2 (and TextBrewer's
 masked losses) average over every non-pad query row of the batch, so a long sentence weighs more than a short
-one; here each sample's rows are averaged first and every sample weighs the same, because the term returns one
-loss per sample (what curriculum sample weights and per-sample hardness read). With equal lengths (or no mask)
-the two agree. Defaults (``stage3`` of zoo image models, one head) exist so the term runs anywhere; for text
-give the layer map.
+one; by default each sample's rows are averaged first and every sample weighs the same (the term returns one
+loss per sample, what curriculum sample weights and per-sample hardness read); ``average: token`` gives their
+weighting (per micro-batch under ``run.micro_batches``). With equal lengths (or no mask) the two agree.
+Defaults (``stage3`` of zoo image models, one head) exist so the term runs anywhere; for text give the layer map.
 """
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,6 +43,7 @@ class AttentionMapParams(BaseModel):
     layers: dict[str, str] = Field(default_factory=lambda: {"stage3": "stage3"})  # student path -> teacher path
     heads: int = Field(1, ge=1)  # relation heads: must divide the student's and the teacher's widths
     mask: str | None = None  # student tap holding the (B, L) padding mask (``mask`` in the text models)
+    average: Literal["sample", "token"] = "sample"  # with a mask: every sample, or every query token, weighs the same
 
 
 def as_tokens(x: Tensor) -> Tensor:
@@ -87,5 +89,5 @@ class AttentionMaps(KnowledgeTerm):
             log_s = log_relations(fs, self.params.heads, mask)
             log_t = log_relations(ft, self.params.heads, mask)
             kl = (log_t.exp() * (log_t - log_s)).sum(dim=-1).mean(dim=1)  # (B, L): per query row, heads averaged
-            total = total + masked_mean(kl, mask)  # non-pad query rows
+            total = total + masked_mean(kl, mask, self.params.average)  # non-pad query rows
         return total / len(self.params.layers)

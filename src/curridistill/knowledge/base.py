@@ -106,15 +106,21 @@ def kl_per_sample(log_p_student: Tensor, log_p_teacher: Tensor) -> Tensor:
     return torch.where(p_teacher > 0, p_teacher * (log_p_teacher - log_p_student), 0.0).sum(dim=1)
 
 
-def masked_mean(values: Tensor, mask: Tensor | None) -> Tensor:
-    """(B, L) [x (B, L) padding mask, nonzero = token] -> (B,) mean over each sample's non-pad positions.
+def masked_mean(values: Tensor, mask: Tensor | None, average: str = "sample") -> Tensor:
+    """(B, L) [x (B, L) padding mask, nonzero = token] -> (B,) per-sample losses over the non-pad positions.
 
-    No mask: the plain mean over L. A sample with no token gives 0 (the count is clamped to 1), never NaN.
+    ``average="sample"``: each sample's mean over its own tokens, so every sample weighs the same in the batch mean.
+    ``average="token"``: each sample's sum over its tokens divided by the batch's tokens per sample, so the batch
+    mean is the mean over every non-pad token of the batch (TextBrewer's masked losses, MiniLMv2): a long sentence
+    weighs more. Without a mask both are the plain mean over L. A sample (or batch) with no token gives 0, never NaN.
     """
     if mask is None:
         return values.mean(dim=1)
     m = mask.to(values.dtype)
-    return (values * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+    sums = (values * m).sum(dim=1)
+    if average == "token":
+        return sums * (m.shape[0] / m.sum().clamp_min(1.0))
+    return sums / m.sum(dim=1).clamp_min(1.0)
 
 
 def widen(x: Tensor) -> Tensor:

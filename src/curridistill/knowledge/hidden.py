@@ -20,11 +20,14 @@ stages are lessons. PKD matches only the [CLS] states; here every non-pad token 
 gives PKD's normalization; PKD sums the squared difference over the hidden size H where this averages it, so
 PKD's beta is this term's weight beta * H). TinyBERT's code averages over every position, padding included, and
 TextBrewer's masked loss over every non-pad token of the batch (a long sentence weighs more than a short one);
-here padding is left out and each sample's tokens are averaged first, so every sample weighs the same, because
-the term returns one loss per sample (what curriculum sample weights and per-sample hardness read). With equal
-lengths (or no mask) this equals TextBrewer's masked mean.
+here padding is left out and by default each sample's tokens are averaged first, so every sample weighs the
+same (the term returns one loss per sample, what curriculum sample weights and per-sample hardness read);
+``average: token`` gives TextBrewer's weighting (per micro-batch under ``run.micro_batches``). With equal
+lengths (or no mask) the two agree.
 """
 from __future__ import annotations
+
+from typing import Literal
 
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
@@ -43,11 +46,12 @@ class HiddenParams(BaseModel):
     mask: str | None = None  # student tap holding the (B, L) padding mask (``mask`` in the text models)
     project: bool = True  # learned linear map student width -> teacher width (TinyBERT's W_h)
     normalize: bool = False  # L2-normalize states before the MSE (PKD)
+    average: Literal["sample", "token"] = "sample"  # with a mask: every sample, or every token, weighs the same
 
 
-def masked_token_mse(fs: Tensor, ft: Tensor, mask: Tensor | None) -> Tensor:
-    """(B, L, H) x (B, L, H) [x (B, L)] -> (B,) mean over non-pad tokens of the per-token mean squared error."""
-    return masked_mean((fs - ft).pow(2).mean(dim=-1), mask)  # (B, L) -> (B,)
+def masked_token_mse(fs: Tensor, ft: Tensor, mask: Tensor | None, average: str = "sample") -> Tensor:
+    """(B, L, H) x (B, L, H) [x (B, L)] -> (B,) per-token mean squared error over the non-pad tokens (``masked_mean``)."""
+    return masked_mean((fs - ft).pow(2).mean(dim=-1), mask, average)  # (B, L) -> (B,)
 
 
 @KNOWLEDGE.register("hidden")
@@ -93,7 +97,7 @@ class Hidden(KnowledgeTerm):
             if self.params.normalize:
                 fs, ft = F.normalize(fs, dim=-1), F.normalize(ft, dim=-1)
             if fs.dim() == 3:
-                total = total + masked_token_mse(fs, ft, mask)
+                total = total + masked_token_mse(fs, ft, mask, self.params.average)
             else:
                 total = total + (fs - ft).pow(2).reshape(fs.shape[0], -1).mean(dim=1)
         return total / len(self.params.layers)
