@@ -8,6 +8,7 @@ under no_grad, then a training forward and backward.
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -266,3 +267,17 @@ def test_scheduled_teacher_scale_is_set_before_the_step():
     assert torch.allclose(direct(KnowledgeInputs(student_logits=s, targets=torch.zeros(2, dtype=torch.long),
                                                  teacher_logits=t, clock=Clock(progress=0.5, epoch=1, epochs=2))),
                           torch.full((2,), 0.25))  # called directly: from the inputs' clock, the same value
+
+
+@pytest.mark.parametrize("name", ["kd", "dkd", "dist", "ctkd", "mse_logits"])
+@pytest.mark.parametrize("teacher_shape", [(1, C), (B, C + 2)], ids=["a teacher batch of one", "more classes"])
+def test_teacher_logits_of_another_shape_are_refused(name, teacher_shape):
+    """A teacher batch of one would broadcast against the student's silently; another class count would fail deep
+    inside the maths. Either is one clear error naming both shapes."""
+    term, _, _, inputs_for = make_setup(name)
+    inputs = inputs_for(grad=False)
+    odd = KnowledgeInputs(student_logits=inputs.student_logits, targets=inputs.targets,
+                          teacher_logits=torch.randn(teacher_shape), teachers_logits=inputs.teachers_logits,
+                          indices=inputs.indices, clock=inputs.clock)
+    with pytest.raises(ValueError, match=rf"teacher logits {re.escape(str(teacher_shape))} do not match"):
+        term(odd, temperature_of(term))

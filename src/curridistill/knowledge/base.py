@@ -94,6 +94,10 @@ class KnowledgeTerm(nn.Module, abc.ABC):
     def teacher_logits(self, inputs: KnowledgeInputs) -> Tensor:
         if inputs.teacher_logits is None:
             raise RuntimeError(f"{type(self).__name__} needs teacher logits but the lesson has no teacher")
+        student, teacher = inputs.student_logits.shape, inputs.teacher_logits.shape
+        if student != teacher:  # another class count, or another batch (which would broadcast silently)
+            raise ValueError(f"{type(self).__name__}: teacher logits {tuple(teacher)} do not match the student's "
+                             f"{tuple(student)}; give both the same batch and the same classes")
         return inputs.teacher_logits
 
 
