@@ -13,14 +13,13 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
 import torch
 from torch import nn
 
 from curridistill.config import Config, LessonConfig, ModelConfig, TeacherConfig, ce_only
 from curridistill.data.pipeline import Pipeline, data_fingerprint
 from curridistill.errors import UserError
-from curridistill.io import clean_orphans, copy_atomic, load_state, load_tensors, read_json, save_state, save_tensors, write_json
+from curridistill.io import clean_orphans, copy_atomic, load_tensors, save_state, save_tensors, write_json
 from curridistill.locks import entry_lock
 from curridistill.models import build_model
 from curridistill.models.registry import with_defaults
@@ -33,6 +32,7 @@ from curridistill.train import distributed
 from curridistill.train.callbacks import Callbacks
 from curridistill.train.lesson import LessonContext, LessonRun
 from curridistill.train.metrics_log import MetricsLog
+from curridistill.train.phase_files import done_fix, read_phase_done, read_phase_state, state_fix
 from curridistill.train.pruning import PruneLesson, restore_structure, without_prune
 from curridistill.train.tensorboard import tensorboard_sink
 from curridistill.train.teachers import TeacherBank
@@ -59,6 +59,17 @@ class PhaseResult:
     train_seconds: float | None
     selected_epoch: dict | None
     reused_from: str | None = None
+
+
+def _load_lesson_state(run: LessonRun, path: Path, lesson_state: dict) -> None:
+    """Load the parts of ``lesson_state`` that only their owners can check; one line naming the file if they do not
+    fit."""
+    try:
+        run.load_state_dict(lesson_state, None)
+    except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        detail = (str(exc).strip().splitlines() or [""])[0][:120]
+        raise UserError(f"{path}: the saved lesson state does not fit lesson {run.ctx.lesson_index} "
+                        f"({type(exc).__name__}: {detail}); {state_fix(path)}") from None
 
 
 class CourseRunner:
@@ -155,10 +166,12 @@ class CourseRunner:
         cached = Path(self.cfg.run.cache_dir) / "teachers" / key / "model.safetensors"
         phase_dir = self.run_dir / name
         if tc.reuse and cached.is_file() and not (phase_dir / "done.json").is_file():
+            done = cached.with_name("done.json")
+            info = read_phase_done(done, f"the cached teacher is damaged: delete {cached.parent} to train it again") \
+                if done.is_file() else {}
             model = self.load_teacher(tc.model_copy(update={"checkpoint": str(cached)}), where)
             if self.main:
                 _copy_files(cached.parent, phase_dir, [p.name for p in cached.parent.glob("epoch_*.safetensors")])
-            info = read_json(cached.with_name("done.json")) if cached.with_name("done.json").is_file() else {}
             self.finish_phase(name, model, self.model_spec(tc), info.get("train_seconds"), info.get("selected"),
                               reused_from=str(cached.parent))
             return PhaseResult(name, model, info.get("train_seconds"), info.get("selected"), reused_from=str(cached.parent))
@@ -206,17 +219,17 @@ class CourseRunner:
         if init_from is not None:
             model.load_state_dict(init_from)
         if (phase_dir / "done.json").is_file():
-            done = read_json(phase_dir / "done.json")
+            done = read_phase_done(phase_dir / "done.json", done_fix(phase_dir / "done.json"))
             apply_structure(model, read_spec(phase_dir / "model.safetensors").get("structure"))  # pruned: its widths
             load_weights(model, phase_dir / "model.safetensors", where=name)
             return PhaseResult(name, model.eval(), done.get("train_seconds"), done.get("selected"), done.get("reused_from"))
-        state = load_state(phase_dir / "state.pt") if (phase_dir / "state.pt").is_file() else None
-        start = int(state["lesson"]) if state else 0
+        state = read_phase_state(phase_dir / "state.pt", course)
+        start = state["lesson"] if state else 0
         if state:
-            restore_structure(model, phase_dir, int(state["lesson"]))  # after a prune lesson: the pruned widths
+            restore_structure(model, phase_dir, start)  # after a prune lesson: the pruned widths
             load_weights(model, phase_dir / state["weights"], where=f"{name} checkpoint")
             check_finite(model, phase_dir / state["weights"])  # a diverged or damaged epoch: say so, not "lower the lr"
-            self.log.truncate(name, start, int(state["lesson_state"]["epoch"]))
+            self.log.truncate(name, start, state["lesson_state"]["epoch"])
         else:
             self.log.truncate(name, 0, 0)
         phase = {"best_value": state["best_value"] if state else -float("inf"),
@@ -236,7 +249,7 @@ class CourseRunner:
                                           if mc.transfer is not None else None))
             run = LessonRun(model, course[li], ctx)
             if state and li == start:
-                run.load_state_dict(state["lesson_state"], None)
+                _load_lesson_state(run, phase_dir / "state.pt", state["lesson_state"])
             t_lesson = time.perf_counter()
             ctx.on_epoch_end = lambda r, li=li, t0=t_lesson: self.checkpoint(name, li, r, phase, t0, keep_epochs, offsets[li])
             run.run()
