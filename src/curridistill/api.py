@@ -32,7 +32,8 @@ from curridistill.evaluate.metrics import pair_metrics
 from curridistill.multirun import check_parallel, children, is_multi, write_aggregate
 from curridistill.io import clean_orphans, write_json, write_text
 from curridistill.knowledge.aggregate import aggregate_teachers
-from curridistill.locks import is_locked, run_dir_lock
+from curridistill.locks import RUN_LOCK, is_locked, run_dir_lock
+from curridistill.models.checkpoint import code_trusted
 from curridistill.models.placement import cuda_speed, resolve_device, uses_amp
 from curridistill.models.registry import is_out_of_memory
 from curridistill.objects import Result, distill_config, evaluate_objects, load_trained, predict_objects
@@ -64,6 +65,9 @@ def new_run_dir(cfg: Config, out: str | Path | None) -> Path:
     if (run_dir / "config.yaml").exists() and has_state(run_dir):
         raise UserError(f"{run_dir} already holds a run; continue it with `curridistill run --resume {run_dir}` "
                         f"or choose another --out")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not is_run_dir(run_dir):
+        raise UserError(f"--out {run_dir} already holds files and is not a curridistill run directory (a run writes "
+                        f"config.yaml and clears its temporary files there); choose a new or empty directory")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -72,6 +76,11 @@ def new_run_dir(cfg: Config, out: str | Path | None) -> Path:
     if not os.access(run_dir, os.W_OK | os.X_OK):
         raise UserError(f"run directory {run_dir} is not writable; choose a writable --out")
     return run_dir
+
+
+def is_run_dir(path: Path) -> bool:
+    """A directory curridistill made for a run: its config.yaml beside the applied copy or the run's lock file."""
+    return (path / "config.yaml").is_file() and ((path / APPLIED).is_file() or (path / RUN_LOCK).exists())
 
 
 def has_state(run_dir: str | Path) -> bool:
@@ -150,6 +159,7 @@ def run(cfg: Config | str | Path, out: str | Path | None = None, overrides: list
     check_parallel(cfg)
     check_static(cfg)  # names, imports, ranges, checkpoints: before any directory or data
     distributed.init_from_env(cfg.run.device)
+    prepared = _prepared(cfg)  # the data and a dry build: a bad data file leaves no run directory behind
     run_dir, problem = None, None
     with ExitStack() as stack:
         if distributed.info().is_main:  # rank 0 creates and locks the directory; the others learn its name
@@ -163,7 +173,7 @@ def run(cfg: Config | str | Path, out: str | Path | None = None, overrides: list
         run_dir, problem = distributed.broadcast((run_dir, problem))
         if problem:
             raise UserError(problem)
-        return _execute(cfg, Path(run_dir), callbacks)
+        return _execute(cfg, Path(run_dir), callbacks, prepared=prepared)
 
 
 def resume(run_dir: str | Path, callbacks: Iterable = (), overrides: list[str] | None = None) -> dict:
@@ -277,11 +287,30 @@ def _child_job(raw: dict, child_dir: str, callbacks: list) -> dict:
     return _run_child(validate_config(raw, "child config"), Path(child_dir), callbacks)
 
 
+def refuse_code_named_by(cfg: Config, path: Path) -> None:
+    """A run directory is data: its config may name models to import (``module:callable``) only under
+    ``--trust-code``, as a checkpoint's spec may. A config file the user passes to ``run`` is their own code."""
+    if code_trusted():
+        return
+    teachers = [("teacher", cfg.teacher)] if cfg.teacher is not None else [
+        (f"teachers.{i}", t) for i, t in enumerate(cfg.teachers)]
+    roles = [("student", cfg.student), *teachers, *((f"assistants.{i}", a) for i, a in enumerate(cfg.assistants))]
+    for role, model in roles:
+        if ":" in model.name:
+            raise UserError(f"{path} names model {model.name!r} at {role}.name, which would import and run code from a "
+                            f"run directory; pass --trust-code if you trust who made {path.parent}")
+
+
 def _resumed_config(run_dir: Path, overrides: list[str]) -> tuple[Config, list[str]]:
     """The saved config (+ ``overrides``) and what the overrides change (``key: old -> new``), refused when
     config.yaml was edited by hand under a training state. Nothing is written here: see ``_PendingChanges``."""
     cfg = load_config(run_dir / "config.yaml")
+    refuse_code_named_by(cfg, run_dir / "config.yaml")
     applied_path = run_dir / APPLIED
+    if not applied_path.is_file() and not is_multi(cfg) and has_state(run_dir):  # a parent's children hold theirs
+        raise UserError(f"{applied_path} is missing (a copy without hidden files?), so edits to {run_dir}/config.yaml "
+                        f"since training started cannot be found; restore it from the original run directory, or copy "
+                        f"config.yaml onto it if you know the config is unchanged")
     if applied_path.is_file() and has_state(run_dir):
         try:
             applied = yaml.safe_load(applied_path.read_text(encoding="utf-8"))
@@ -321,11 +350,19 @@ class _PendingChanges:
             sys.stderr.write(f"note: resuming {self.run_dir} with {'; '.join(changes)}\n")
 
 
-def _execute(cfg: Config, run_dir: Path, callbacks: Iterable = (), given=None, accepted=None) -> dict:
-    """Train what is left, evaluate, write report.json. ``accepted``: called once every model is trained (or
-    loaded), before the evaluation (a resume records its ``--set`` changes then, at the latest)."""
+def _prepared(cfg: Config, given=None) -> tuple[Pipeline, torch.device]:
+    """``prepare`` and the dry build of every model and lesson: what can fail on the data before training."""
     pipeline, device = prepare(cfg, given)
     _phase("building the models and lessons (dry run on a probe batch)", dry_build, cfg, pipeline, given)
+    return pipeline, device
+
+
+def _execute(cfg: Config, run_dir: Path, callbacks: Iterable = (), given=None, accepted=None,
+             prepared: tuple[Pipeline, torch.device] | None = None) -> dict:
+    """Train what is left, evaluate, write report.json. ``accepted``: called once every model is trained (or
+    loaded), before the evaluation (a resume records its ``--set`` changes then, at the latest). ``prepared``:
+    what ``_prepared`` gave, when the caller checked the data before making the run directory."""
+    pipeline, device = prepared or _prepared(cfg, given)
     runner = CourseRunner(cfg, run_dir, pipeline, device, callbacks=callbacks, given=given)
     teachers = _phase("training or loading the teacher(s)", runner.teachers)
     baseline = _phase("training the baseline student", runner.baseline)

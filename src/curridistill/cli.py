@@ -207,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("interrupted; continue with `curridistill run --resume RUN_DIR`\n")
         return 130
+    except OSError as exc:  # a path the user gave that cannot be read or written; anything else is a bug: traceback
+        line = _path_error(exc, args)
+        if line is None:
+            raise
+        sys.stderr.write(f"error: {line}\n")
+        return EXIT_USER_ERROR
     except (MemoryError, RuntimeError) as exc:
         from curridistill.models.registry import is_out_of_memory
 
@@ -215,6 +221,31 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: out of memory in `{args.command}`; lower data.batch_size / data.eval_batch_size "
                          f"or use a smaller model\n")
         return EXIT_USER_ERROR
+
+
+def _path_error(exc: OSError, args: argparse.Namespace) -> str | None:
+    """``exc`` as one line when it names a file (a path given on the command line or in a config, unreadable or
+    unwritable: too long a name, no permission, ...), else None. Files of the installed package are not the
+    user's: those stay tracebacks."""
+    import os
+    from pathlib import Path
+
+    from curridistill.io import os_error_hint
+
+    if exc.filename is None or isinstance(exc.filename, int):
+        return None
+    path = os.fsdecode(exc.filename)
+    package = Path(__file__).resolve().parent
+    try:
+        if Path(path).resolve().is_relative_to(package):
+            return None
+    except (OSError, ValueError):
+        pass
+    outputs = [str(p) for p in (getattr(args, "out", None), getattr(args, "json_out", None), getattr(args, "cache_dir", None))
+               if p]
+    writing = any(path == o or path.startswith(o.rstrip("/\\") + os.sep) for o in outputs)
+    why = exc.strerror or type(exc).__name__
+    return f"cannot {'write' if writing else 'read'} {path} ({why}); {os_error_hint(exc, writing)}"
 
 
 if __name__ == "__main__":

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from rich.table import Table
 from curridistill import api
 from curridistill.config import load_config
 from curridistill.errors import UserError
-from curridistill.io import write_json, write_text
+from curridistill.io import check_writable, is_directory, refuse_overwriting, same_file, write_json, write_text
 from curridistill.models.checkpoint import trusting_code
 from curridistill.multirun import check_parallel
 
@@ -28,7 +27,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     from curridistill.train import distributed
 
-    worker = int(os.environ.get("RANK", "0")) > 0  # a torchrun process other than rank 0: silent
+    worker = distributed.env_ranks().rank > 0  # a torchrun process other than rank 0: silent (bad values: one line)
     if args.stop_after_epochs is not None and args.stop_after_epochs < 1:
         raise UserError(f"--stop-after-epochs {args.stop_after_epochs}: give a number of epochs >= 1")
     progress = make_progress(args.quiet or worker, getattr(args, "log_format", "auto"))
@@ -144,6 +143,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    if args.json_out:  # before the evaluation: it would fail only at the end
+        if is_directory(args.json_out):
+            raise UserError(f"{args.json_out} is a directory; give a file path to write to")
+        refuse_overwriting(args.json_out, "--json", [args.checkpoint])
+        check_writable(args.json_out, "--json")
     with trusting_code(getattr(args, "trust_code", False)):
         metrics = api.evaluate(args.checkpoint, args.data, device=getattr(args, "device", "cpu") or "cpu", root=args.root,
                                overrides=args.overrides)
@@ -160,8 +164,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from curridistill.serve import predict_files, to_csv, to_json
 
-    if args.out and Path(args.out).is_dir():
-        raise UserError(f"--out {args.out} is a directory; give a file path such as {Path(args.out) / 'predictions.json'}")
+    if args.out:  # before loading the model and reading the inputs
+        refuse_overwriting(args.out, "--out", [args.checkpoint, *args.input])
+        check_writable(args.out, "--out", example="predictions.json")
     with trusting_code(getattr(args, "trust_code", False)):
         rows, classes = predict_files(args.checkpoint, args.input, top_k=args.top_k, text_column=args.text_column,
                                       literal_texts=False, device=args.device)  # INPUTs are files; texts are for Python
@@ -174,10 +179,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from curridistill.export import export_model
+    from curridistill.export import check_output, default_out, export_model
 
-    if args.json_out and Path(args.json_out).is_dir():  # before the export: it would fail only once the model is written
-        raise UserError(f"--json {args.json_out} is a directory; give a file path such as {Path(args.json_out) / 'export.json'}")
+    if args.json_out:  # before the export: it would fail only once the model is written
+        check_output(args.checkpoint, args.json_out, None, "--json")
+        if same_file(args.json_out, args.out or default_out(args.checkpoint, args.format)):
+            raise UserError(f"--json {args.json_out} is also the exported model's path; give the result JSON another path")
     with trusting_code(getattr(args, "trust_code", False)):
         result = export_model(args.checkpoint, args.format, args.out, opset=args.opset,
                               check_samples=args.check_samples, root=args.root)
@@ -216,9 +223,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+RUN_FILES = ("report.json", "aggregate.json", "config.yaml", "metrics.jsonl")  # what compare reads: never its output
+
+
+def _refuse_run_file(path: str, flag: str, run_dirs: list[str]) -> None:
+    """An output of ``compare`` must not replace a file of the runs it reads (theirs or their seeds')."""
+    try:
+        target = Path(path).resolve()
+        dirs = [Path(d).resolve() for d in run_dirs]
+    except (OSError, RuntimeError):  # unresolvable: check_writable and compare_runs say why
+        return
+    if target.name in RUN_FILES and any(d in (target.parent, target.parent.parent) for d in dirs):
+        raise UserError(f"{flag} {path} would overwrite {target.name} of a run that compare reads; choose another path")
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from curridistill.experiments.compare import compare_runs, markdown, print_table
 
+    outputs = [(flag, path) for flag, path in (("--out", args.out), ("--json", args.json_out)) if path]
+    for flag, path in outputs:  # before reading the runs
+        refuse_overwriting(path, flag)
+        _refuse_run_file(path, flag, args.run_dirs)
+        check_writable(path, flag, example="compare.md" if flag == "--out" else "compare.json")
+    if len(outputs) == 2 and same_file(args.out, args.json_out):
+        raise UserError(f"--out and --json both name {args.out}; give the Markdown table and the JSON rows two paths")
     result = compare_runs(args.run_dirs)
     if args.out:
         write_text(args.out, markdown(result))
@@ -307,8 +335,14 @@ def cmd_auto(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from curridistill.bench.throughput import command_line, print_table, run_throughput
 
-    if args.threads:
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads {args.threads}: give a number of CPU threads >= 1, or leave it out for torch's "
+                            f"choice (OMP_NUM_THREADS)")
         torch.set_num_threads(args.threads)
+    if args.out:  # before the benchmark: minutes of measurements must not be lost to a path that cannot be written
+        refuse_overwriting(args.out, "--out")
+        check_writable(args.out, "--out", example="throughput.json")
     log = (lambda msg: None) if args.quiet else (lambda msg: console.print(msg, highlight=False))
     result = run_throughput(teacher=args.teacher, student=args.student, data=args.data, root=args.root,
                             batch_size=args.batch_size, steps=args.steps, warmup=args.warmup, rounds=args.rounds,

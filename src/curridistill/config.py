@@ -25,7 +25,8 @@ from curridistill.suggest import suggest
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # no config number is infinite or NaN: `lr: inf` would pass `gt=0` and fail at the first step instead
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     @field_validator("*", mode="before")
     @classmethod
@@ -488,7 +489,29 @@ class Config(Strict):
             if lesson.prune is not None and (self.repeat is not None or self.assistants):
                 raise ValueError(f"course.{i}.prune works in a single-round course without assistants; drop 'repeat'/'assistants'")
         self._check_micro_batches()
+        self._check_keep_epochs()
         return self
+
+    def _check_keep_epochs(self) -> None:
+        """RCO anchors are saved while the tool trains a teacher: their epochs lie within the teacher's course."""
+        for k, t in enumerate(self.all_teachers()):
+            where = "teacher" if self.teacher is not None else f"teachers.{k}"
+            if t.keep_epochs and t.checkpoint:
+                raise ValueError(f"{where}.keep_epochs saves anchors while the tool trains the teacher, and "
+                                 f"{where}.checkpoint loads it trained; drop one of them")
+            total = sum(lesson.epochs for lesson in (t.course or self.course))
+            outside = sorted(e for e in t.keep_epochs if not 1 <= e <= total)
+            if outside:
+                raise ValueError(f"{where}.keep_epochs {outside} lie outside the teacher's {total} epochs of training; "
+                                 f"give epochs from 1 to {total}, or lengthen {where}.course")
+        for i, lesson in enumerate(self.course):
+            if lesson.teacher is None:  # a route needs exactly one teacher (checked above)
+                continue
+            saved = ["final", *(f"epoch_{e}" for e in sorted(self.all_teachers()[0].keep_epochs))]
+            missing = [a for a in lesson.teacher.route if a not in saved]
+            if missing:
+                raise ValueError(f"course.{i}.teacher.route names anchors {missing} the teacher does not save (it saves "
+                                 f"{saved}); list their epochs in teacher.keep_epochs")
 
     def _check_micro_batches(self) -> None:
         """Micro-batches hold at least 2 samples (BatchNorm), and a captured step is one forward."""

@@ -1,6 +1,7 @@
 """Atomic file writes and safe loading: nothing half-written, nothing executed from data."""
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -22,30 +23,178 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+class OutputError(UserError, OSError):
+    """A file that cannot be written: one line for the CLI like any ``UserError``, and still an ``OSError`` for the
+    callers that carry on without the file (the teacher-output cache keeps serving from memory on a full disk)."""
+
+    def __str__(self) -> str:  # the message alone, whatever errno/filename say
+        return str(self.args[0]) if self.args else ""
+
+
+NAME_EXTRA = len("..xxxxxxxx.tmp")  # what the temp file of atomic_write adds to a file name: .NAME.XXXXXXXX.tmp
+
+
+def os_error_hint(exc: OSError, writing: bool) -> str:
+    """What to do about ``exc``, for the end of a one-line message."""
+    code = exc.errno
+    if code == errno.ENAMETOOLONG:
+        return "use shorter file and folder names"
+    if code in (errno.EACCES, errno.EPERM):
+        return "check its permissions, or choose a writable path" if writing else "check its permissions"
+    if code == errno.EROFS:
+        return "the file system is read-only; choose a writable path"
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return "free some disk space, or choose a path on another disk"
+    return "choose a writable path" if writing else "check the path"
+
+
+def _write_error(path: Path, exc: OSError) -> OutputError:
+    """``exc`` raised while writing ``path`` (or its temp file) as one line naming ``path``."""
+    why = exc.strerror or type(exc).__name__
+    name = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes, os.PathLike)) else None
+    where = f"{name}: " if name is not None and Path(name).parent != path.parent else ""  # e.g. a copy's source
+    err = OutputError(f"cannot write {path} ({where}{why}); {os_error_hint(exc, writing=True)}")
+    err.errno, err.filename = exc.errno, str(path)
+    return err
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path`` so readers never see a partial file."""
+    """Call ``write(tmp_path)`` then rename onto ``path`` so readers never see a partial file. Any ``OSError``
+    (no such folder, no space, name too long, ...) is an ``OutputError`` naming ``path``; ``path`` is then as it was."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise _write_error(path, exc) from None
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and not isinstance(exc, UserError):
+            raise _write_error(path, exc) from None
         raise
     return path
 
 
+def is_directory(path: str | Path) -> bool:
+    """``Path.is_dir`` that answers False for a name the file system cannot look up (too long, ...)."""
+    try:
+        return Path(path).is_dir()
+    except OSError:  # a name too long to look up: not a directory; writing it says why it fails
+        return False
+
+
+def check_writable(path: str | Path, flag: str | None = None, example: str | None = None) -> Path:
+    """Refuse, before any work, an output file that ``atomic_write`` could not write: a directory, a path under a
+    file, a name too long for the file system, a folder where no file can be created. Creates and removes a temp
+    file in the destination folder (in the nearest existing one when the folder is still to be made: nothing is
+    left behind). ``flag``: the option that named it (``--out``); ``example``: a file name to suggest when ``path``
+    is a folder."""
+    path = Path(path)
+    what = f"{flag} {path}" if flag else str(path)
+    if is_directory(path):
+        raise UserError(f"{what} is a directory; give a file path {f'such as {path / example}' if example else 'to write to'}")
+    _check_folder(path.parent, what, path.name)
+    return path
+
+
+def check_writable_dir(path: str | Path, flag: str, purpose: str) -> Path:
+    """Refuse, before any work, an output directory that cannot be made or written in: a file, a path under a file,
+    a name too long, a read-only place. ``purpose``: what the directory is for ("the study")."""
+    path = Path(path)
+    if _exists(path) and not is_directory(path):
+        raise UserError(f"{flag} {path} is a file, not a directory; choose a directory path for {purpose}")
+    _check_folder(path, f"{flag} {path}")
+    return path
+
+
+def _check_folder(folder: Path, what: str, name: str | None = None) -> None:
+    """``folder`` can be made (where missing) and a file ``name`` (any when None) created in it, or one line saying
+    why not. Tries it with a temp file in ``folder``, or in its nearest existing ancestor, removed at once."""
+    base = next((p for p in (folder, *folder.parents) if _exists(p)), folder)  # the nearest existing ancestor
+    if not is_directory(base):
+        raise UserError(f"{what}: {base} is a file, not a folder; choose another path")
+    name_max = _name_max(base)
+    for part in folder.relative_to(base).parts:
+        if len(os.fsencode(part)) > name_max:
+            raise UserError(f"{what}: the folder name {part[:24]}... is {len(os.fsencode(part))} bytes, longer than the "
+                            f"{name_max} the file system allows; use a shorter path")
+    if name is not None and len(os.fsencode(name)) + NAME_EXTRA > name_max:
+        raise UserError(f"{what}: the file name is {len(os.fsencode(name))} bytes, too long for the file system (at "
+                        f"most {name_max - NAME_EXTRA} here: the temp file of the atomic write adds {NAME_EXTRA}); "
+                        f"use a shorter name")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{name}." if name and base == folder else ".curridistill-check.",
+                                   suffix=".tmp", dir=base)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise UserError(f"{what} cannot be written (creating a file in {base}: {exc.strerror or type(exc).__name__}); "
+                        f"{os_error_hint(exc, writing=True)}") from None
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists() or path.is_symlink()
+    except OSError:  # a name too long to look up: absent
+        return False
+
+
+def _name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows) or no answer: the usual limit
+        return 255
+
+
+def checkpoint_file(path: str | Path) -> Path | None:
+    """The checkpoint ``path`` would overwrite: an existing ``NAME.safetensors`` (weights; a run's ``best`` and epoch
+    files have no ``NAME.json``), or an existing ``NAME.json`` beside its ``NAME.safetensors`` (a checkpoint's spec).
+    ``None`` when writing ``path`` destroys no checkpoint."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors" and path.is_file():
+            return path
+        if path.suffix == ".json" and path.is_file() and path.with_suffix(".safetensors").is_file():
+            return path.with_suffix(".safetensors")
+    except OSError:
+        return None
+    return None
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """True when ``a`` and ``b`` name one file (the same path, a link, another spelling); false when either is absent."""
+    try:
+        if Path(a).resolve() == Path(b).resolve():
+            return True
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def refuse_overwriting(path: str | Path, flag: str, inputs: list[str | Path] = ()) -> None:
+    """Refuse, before any work, an output ``path`` that is an existing checkpoint file (see ``checkpoint_file``) or one
+    of the ``inputs`` of the command: writing it would destroy a trained model or what the command reads."""
+    ck = checkpoint_file(path)
+    if ck is not None:
+        if same_file(ck, path):
+            raise UserError(f"{flag} {path} would overwrite the weights of a checkpoint (an existing .safetensors file); "
+                            f"choose another path")
+        raise UserError(f"{flag} {path} would overwrite the spec of the checkpoint {ck}; choose another path")
+    for p in inputs:
+        if same_file(path, p):
+            raise UserError(f"{flag} {path} would overwrite {p}, an input of this command; choose another path")
+
+
 def write_text(path: str | Path, text: str) -> Path:
     path = Path(path)
-    if path.is_dir():
+    if is_directory(path):
         raise UserError(f"{path} is a directory; give a file path to write to")
-    try:
-        return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
-    except (NotADirectoryError, FileExistsError, PermissionError) as exc:
-        raise UserError(f"cannot write {path} ({exc.strerror or type(exc).__name__}); choose a writable path") from None
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
@@ -209,4 +358,5 @@ def load_state(path: str | Path) -> dict[str, Any]:
     try:
         return torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # torch raises many types for bad pickles
-        raise UserError(f"corrupt training state {path} ({type(exc).__name__}); delete the run directory and start again") from None
+        raise UserError(f"corrupt training state {path} ({type(exc).__name__}); restore it from a backup, or delete it "
+                        f"to train the {path.parent.name} phase again from its start") from None

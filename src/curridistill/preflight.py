@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import inspect
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -57,7 +56,7 @@ def check_static(cfg: Config, given=None) -> None:
         if isinstance(mc, TeacherConfig) and mc.checkpoint:
             _check_teacher_checkpoint(mc, where)
     _check_course(cfg.course, "course")
-    if cfg.run.compile == "step" and int(os.environ.get("WORLD_SIZE", "1")) > 1:  # torchrun, before it joins
+    if cfg.run.compile == "step" and distributed.env_ranks().world > 1:  # torchrun, before it joins
         raise UserError("run.compile: step runs in one process; under torchrun use run.compile: true (the model "
                         "compiled, DDP's hooks around it)")
     for i, tc in enumerate(cfg.all_teachers()):

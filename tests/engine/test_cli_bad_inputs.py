@@ -32,6 +32,13 @@ def garbage_checkpoint(tmp: Path) -> str:
     return str(tmp / "garbage.safetensors")
 
 
+def text_labels(tmp: Path) -> dict:
+    """A tensors data set whose labels are strings: found only when the data is read, after the static checks."""
+    x = np.random.default_rng(0).random((40, 1, 8, 8), dtype=np.float32)
+    np.savez(tmp / "text_labels.npz", x=x, y=np.array(list("ab") * 20))
+    return {"name": "tensors", "options": {"path": str(tmp / "text_labels.npz"), "test_fraction": 0.25}}
+
+
 def samples(tmp: Path) -> str:
     np.save(tmp / "x.npy", np.zeros((2, 8, 8), np.uint8))
     return str(tmp / "x.npy")
@@ -96,7 +103,7 @@ CASES = [
     ("run-seeds-huge-range", lambda t: ["run", config(t), "--seeds", "0-2000000000"], "more than 1000 seeds"),
     ("run-seeds-too-big", lambda t: ["run", config(t), "--seeds", "0,99999999999999999999"], "run.seeds"),
     ("validate-val-size-inf", lambda t: ["validate", config(t), "--set", "data.val_size=.inf"],
-     "data.val_size=inf: give a fraction"),
+     "invalid value at data.val_size: Input should be a finite number"),
     ("run-negative-momentum", lambda t: ["run", config(t), "--set", "course.0.optimizer.momentum=-1"],
      "course.0.optimizer.momentum"),
     ("run-latency-runs-zero", lambda t: ["run", config(t), "--set", "run.eval.latency_runs=0"],
@@ -116,6 +123,7 @@ CASES = [
      "course.0.epochs: true is a yes/no value where a number is expected"),
     ("validate-split-seed-not-int", lambda t: ["validate", config(t), "--set", "data.split_seed=abc"],
      "data.split_seed"),
+    ("run-labels-as-text", lambda t: ["run", config(t, data=text_labels(t))], "y has dtype <U1"),
     # ---------------------------------------------------- models and files given to eval / predict / export
     ("predict-top-k-zero", lambda t: ["predict", str(checkpoint(t)), samples(t), "--top-k", "0"],
      "--top-k must be at least 1, got 0"),
@@ -154,8 +162,9 @@ def test_bad_input_gives_one_line_and_exit_2(make, expect, tmp_path, capsys, mon
     assert len(lines) == 1, err
     assert lines[0].startswith("error: ")
     assert expect.replace("<tmp>", str(tmp_path)) in lines[0], lines[0]
-    if argv and argv[0] == "run":  # refused before any work: nothing trained, nothing checkpointed
+    if argv and argv[0] == "run":  # refused before any work: nothing trained, nothing checkpointed, no run directory
         assert not list(tmp_path.rglob("state.pt")) and not list(tmp_path.rglob("model.safetensors"))
+        assert not (tmp_path / "runs").exists()
 
 
 def test_a_bad_device_option_is_named_as_the_user_typed_it(tmp_path, capsys):

@@ -105,3 +105,35 @@ def test_a_quoted_text_over_several_lines_still_reads(tmp_path, capsys):
     ck = text_checkpoint(tmp_path)
     (tmp_path / "t.csv").write_text('text,label\n"good\nfilm",pos\n"a ""bad"" film",neg\n')
     assert run_main(["predict", str(ck), str(tmp_path / "t.csv")], capsys)[0] == 0
+
+
+def onnx_with_spec(tmp: Path, edit, capsys) -> Path:
+    """An exported ONNX model whose ``curridistill.spec`` metadata went through ``edit`` (a dict -> a JSON value)."""
+    import json
+
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    code, _, err = run_main(["export", str(checkpoint(tmp)), "--out", str(tmp / "m.onnx"), "--check-samples", "2"], capsys)
+    assert code == 0, err
+    model = onnx.load(str(tmp / "m.onnx"))
+    for prop in model.metadata_props:
+        if prop.key == "curridistill.spec":
+            prop.value = json.dumps(edit(json.loads(prop.value)))
+    onnx.save(model, str(tmp / "m.onnx"))
+    return tmp / "m.onnx"
+
+
+@pytest.mark.parametrize("edit, expect", [
+    (lambda s: [1, 2], "its curridistill.spec metadata is not a checkpoint spec"),
+    (lambda s: {**s, "classes": ["a"]}, "its curridistill.spec metadata: 'classes' names 1 classes but num_classes is 10"),
+    (lambda s: {**s, "input_shape": "abc"}, "its curridistill.spec metadata: 'input_shape' is 'abc', not a list"),
+    (lambda s: {**s, "num_classes": 3, "classes": ["a", "b", "c"]},
+     "its curridistill.spec metadata says 3 classes but the model gives 10 scores"),
+], ids=["a-list", "classes-short", "input-shape-text", "classes-not-the-outputs"])
+def test_an_onnx_model_with_tampered_metadata_is_one_line(edit, expect, tmp_path, capsys):
+    path = onnx_with_spec(tmp_path, edit, capsys)
+    np.save(tmp_path / "x.npy", np.zeros((2, 8, 8), np.uint8))
+    code, out, err = run_main(["predict", str(path), str(tmp_path / "x.npy")], capsys)
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and f"{path}: " in lines[0] and expect in lines[0], err

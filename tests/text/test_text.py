@@ -124,6 +124,11 @@ def _hostile_table(tmp_path, case: str) -> dict:
     if case == "deep-jsonl":
         (tmp_path / "deep.jsonl").write_text("[" * 100_000 + "\n")
         return {**base, "path": str(tmp_path / "deep.jsonl")}
+    if case in ("empty-text", "header-twice"):
+        header, first = {"empty-text": ("review,sentiment", " ,pos"), "header-twice": ("review,review,sentiment", "a,b,pos")}[case]
+        (tmp_path / f"{case}.csv").write_text(f"{header}\n{first}\n" + "".join(
+            f"text {i},{'pos' if i % 2 else 'neg'}\n" for i in range(8)))
+        return {**base, "path": str(tmp_path / f"{case}.csv")}
     return {"unknown-encoding": {**base, "encoding": "bogus"},
             "labels-as-text": {**base, "text_column": "sentiment"},
             "test-is-train": {**base, "test_path": str(good), "test_fraction": None},
@@ -134,6 +139,8 @@ def _hostile_table(tmp_path, case: str) -> dict:
 @pytest.mark.parametrize("case, match", [
     ("huge-field", r"huge.csv:\d+: cannot read this CSV row .*field larger than field limit"),
     ("deep-jsonl", "deep.jsonl:1: nested too deeply"),
+    ("empty-text", "empty-text.csv: row 1 has an empty 'review'; fill or remove it"),
+    ("header-twice", "header-twice.csv: the header names column\\(s\\) 'review' more than once"),
     ("unknown-encoding", "encoding 'bogus' is not a text encoding"),
     ("labels-as-text", "text_column and label_column are both 'sentiment'"),
     ("test-is-train", "test_path is the training file"),
@@ -144,6 +151,15 @@ def test_hostile_text_tables_are_one_line(tmp_path, case, match):
     with pytest.raises(UserError, match=match) as err:
         text.load_text_table(**_hostile_table(tmp_path, case))
     assert "\n" not in str(err.value)
+
+
+def test_a_csv_saved_with_a_byte_order_mark_reads_its_first_column(tmp_path):
+    """Excel's "CSV UTF-8" starts with a BOM, which would otherwise become part of the first column's name."""
+    path = tmp_path / "excel.csv"
+    path.write_text("review,sentiment\n" + "".join(f"text {i},{'pos' if i % 2 else 'neg'}\n" for i in range(8)),
+                    encoding="utf-8-sig")
+    texts, labels = text.read_table(path, "review", "sentiment")
+    assert texts[0] == "text 0" and labels[:2] == ["neg", "pos"]
 
 
 def test_bad_text_inputs_are_user_errors(table, tmp_path):

@@ -177,13 +177,13 @@ def npz(**arrays) -> Callable[[Path], Path]:
 
 
 # ------------------------------------------------------------------------------ data files
-def tensors_cfg(y_train, y_test=None) -> Callable[[Path], list[str]]:
+def tensors_cfg(y_train, y_test=None, image: tuple[int, ...] = (1, 8, 8)) -> Callable[[Path], list[str]]:
     def make(tmp: Path) -> list[str]:
         rng = np.random.default_rng(0)
         y = np.asarray(y_train)
-        np.savez(tmp / "train.npz", x=rng.integers(0, 255, (len(y), 1, 8, 8), dtype=np.uint8), y=y)
+        np.savez(tmp / "train.npz", x=rng.integers(0, 255, (len(y), *image), dtype=np.uint8), y=y)
         yt = np.asarray(y_test if y_test is not None else y_train)
-        np.savez(tmp / "test.npz", x=rng.integers(0, 255, (len(yt), 1, 8, 8), dtype=np.uint8), y=yt)
+        np.savez(tmp / "test.npz", x=rng.integers(0, 255, (len(yt), *image), dtype=np.uint8), y=yt)
         cfg = base(tmp)
         cfg["data"] = {"name": "tensors", "options": {"path": str(tmp / "train.npz"), "test_path": str(tmp / "test.npz")},
                        "batch_size": 16}
@@ -229,6 +229,21 @@ def run_dir_with_state(tmp: Path, edit: bool = False) -> Path:
         cfg = yaml.safe_load(text)
         cfg["course"][0]["epochs"] = 3
         (rd / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return rd
+
+
+def hostile_run_dir(tmp: Path) -> list[str]:
+    """A run directory whose config.yaml (and its applied copy) name code to run as the student's model."""
+    rd = run_dir_with_state(tmp)
+    for name in ("config.yaml", ".config.applied.yaml"):
+        cfg = yaml.safe_load((rd / name).read_text())
+        cfg["student"] = {"name": "os:system", "kwargs": {"command": f"touch {tmp / MARKER}"}}
+        (rd / name).write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return ["run", "--resume", str(rd)]
+
+
+def _without_applied(rd: Path) -> Path:
+    (rd / ".config.applied.yaml").unlink()
     return rd
 
 
@@ -404,6 +419,8 @@ CASES: list[Case] = [
     Case("data-gapped-labels", "data", "labels {0, 5, 10}", tensors_cfg([0, 5, 10] * 20),
          "classes 1, 2, 3, 4, 6, 7, 8, 9 of 0..10 have no training sample"),
     Case("data-negative-labels", "data", "negative labels", tensors_cfg([-1, 0, 1] * 20), "y has negative labels"),
+    Case("data-zero-size-images", "data", "images of 0x0 pixels", tensors_cfg([0, 1] * 20, image=(1, 0, 0)),
+         "x has shape (40, 1, 0, 0)"),
     Case("data-float-labels", "data", "non-integer labels", tensors_cfg([0.5, 1.0] * 20), "y holds non-integer values"),
     Case("data-missing-file", "data", "tensors path that does not exist",
          validate(_set("data", {"name": "tensors", "options": {"path": "/nonexistent/train.npz", "test_fraction": 0.2}})),
@@ -474,6 +491,12 @@ CASES: list[Case] = [
     Case("num-epochs-zero", "numerical", "`epochs: 0`", validate(_set("course.0.epochs", 0)), "invalid value at course.0.epochs"),
     Case("num-lr-zero", "numerical", "`lr: 0`", sets("course.0.optimizer.lr=0"), "invalid value at course.0.optimizer.lr"),
     Case("num-lr-nan", "numerical", "`lr: .nan`", sets("course.0.optimizer.lr=.nan"), "invalid value at course.0.optimizer.lr"),
+    Case("num-lr-inf", "numerical", "`lr: .inf`", sets("course.0.optimizer.lr=.inf"), "invalid value at course.0.optimizer.lr"),
+    Case("num-keep-epochs-past-the-course", "numerical", "`teacher.keep_epochs: [5]` for a 1-epoch teacher",
+         validate(_set("teacher.keep_epochs", [5])), "teacher.keep_epochs [5] lie outside the teacher's 1 epochs"),
+    Case("route-anchor-not-saved", "numerical", "a route through `epoch_1`, which teacher.keep_epochs does not save",
+         validate(_set("course.0.teacher", {"route": ["epoch_1", "final"]})),
+         "course.0.teacher.route names anchors ['epoch_1'] the teacher does not save"),
     Case("num-lr-schedule-negative", "numerical", "an LR multiplier that goes negative",
          validate(_set("course.0.lr_schedule", {"kind": "linear", "start": 1, "end": -1})),
          "course.0.lr_schedule is -0.02 at progress 0.51"),
@@ -552,6 +575,8 @@ CASES: list[Case] = [
          lambda tmp: ["run", write_cfg(tmp, base(tmp)), "--stop-after-epochs", "0"], "--stop-after-epochs 0"),
     Case("cli-set-no-equals", "cli", "`--set course.0.epochs`", sets("course.0.epochs"), "expected KEY=VALUE"),
     Case("cli-set-bad-index", "cli", "`--set course.5.epochs=1`", sets("course.5.epochs=1"), "is a list of 1; use an index 0..0"),
+    Case("rd-code-resume", "checkpoints", "a run directory whose config names `os:system` as the student (resume)",
+         hostile_run_dir, "names model 'os:system' at student.name, which would import and run code from a run directory"),
     Case("cli-set-into-value", "cli", "`--set run.seed.x=1`", sets("run.seed.x=1"), "run.seed is a value, not a section"),
     Case("cli-out-is-file", "cli", "`--out` that is a file",
          lambda tmp: ["run", write_cfg(tmp, base(tmp)), "--out", write_cfg(tmp, "x", "file.txt")], "is a file, not a directory"),
@@ -561,6 +586,12 @@ CASES: list[Case] = [
     Case("cli-resume-edited-config", "cli", "config.yaml edited by hand under a training state",
          lambda tmp: ["run", "--resume", str(run_dir_with_state(tmp, edit=True))],
          "config.yaml was edited after training started (course.0.epochs: 1 -> 3)"),
+    Case("cli-resume-applied-config-missing", "cli", "`.config.applied.yaml` deleted under a training state",
+         lambda tmp: ["run", "--resume", str(_without_applied(run_dir_with_state(tmp)))],
+         ".config.applied.yaml is missing (a copy without hidden files?)"),
+    Case("cli-out-not-a-run-dir", "cli", "`--out` of a folder holding other files",
+         lambda tmp: ["run", write_cfg(tmp, base(tmp)), "--out", str(tmp)],
+         "already holds files and is not a curridistill run directory"),
     Case("cli-tune-no-space", "cli", "`tune` on a config without a tune section",
          lambda tmp: ["tune", write_cfg(tmp, base(tmp)), "--out", str(tmp / "t")], "has no tune section"),
     Case("cli-tune-zero-trials", "cli", "`tune --trials 0`",

@@ -1,5 +1,6 @@
 """No code from data, integrity, locks, reruns, plain logs, tune recovery: behaviour beyond the one-line errors."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -128,8 +129,12 @@ def test_out_of_memory_names_the_phase():
 def test_failed_run_directory_is_reusable_and_plain_log_has_one_line_per_epoch(tmp_path, capsys):
     rd = tmp_path / "run"
     bad = write_cfg(tmp_path, {**base(tmp_path), "student": {"name": "mlp", "kwargs": {"image_size": 32}}}, "bad.yaml")
-    assert cli.main(["run", bad, "--out", str(rd)]) == 2  # found by the dry build, before any training
-    assert (rd / "config.yaml").is_file() and not api.has_state(rd)
+    assert cli.main(["run", bad, "--out", str(rd)]) == 2  # found by the dry build, before the directory is made
+    assert not rd.exists()
+    rd.mkdir()  # as a run killed before its first checkpoint leaves it: the configs, no training state
+    for name in ("config.yaml", api.APPLIED):
+        (rd / name).write_text(Path(bad).read_text())
+    assert not api.has_state(rd)
     capsys.readouterr()
     good = write_cfg(tmp_path, tiny_config(tmp_path, epochs=1, baseline={"enabled": False}), "good.yaml")
     assert cli.main(["run", good, "--out", str(rd), "--log-format", "plain", "--set", "run.tensorboard=false"]) == 0

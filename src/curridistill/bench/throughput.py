@@ -49,7 +49,7 @@ from curridistill.bench.reference import ReferenceTrainer, to_hwc_numpy
 from curridistill.config import DataConfig, LessonConfig
 from curridistill.data.pipeline import Pipeline, load_splits
 from curridistill.errors import UserError
-from curridistill.io import write_json, write_text
+from curridistill.io import check_writable_dir, write_json, write_text
 from curridistill.knowledge import Clock
 from curridistill.models import build_model
 from curridistill.models.placement import cuda_speed, resolve_device, synchronize, uses_amp
@@ -278,6 +278,11 @@ def run_throughput(teacher: str = "resnet56", student: str = "resnet20", data: s
     if subset is not None and subset < batch_size:
         raise UserError(f"--subset {subset} is smaller than --batch-size {batch_size}; give at least one batch of "
                         f"training images")
+    if workers < 0:
+        raise UserError(f"--workers {workers}: give 0 (the reference loads batches in its own process) or more "
+                        f"DataLoader worker processes")
+    if cache_dir is not None:
+        check_writable_dir(cache_dir, "--cache-dir", "the teacher-output cache")
     dev = resolve_device(device, "--device")
     amp = uses_amp(dev, True)  # the bench measures what a run with run.amp (the default) does
     cuda_math = cuda_speed(dev, tf32=True, autotune=True)  # a run's defaults for image data

@@ -63,9 +63,9 @@ def _images_to_nchw(x: np.ndarray, layout: str, where: str) -> np.ndarray:
 
 
 def _x(x: np.ndarray, layout: str, where: str) -> torch.Tensor:
-    if x.ndim not in (2, 3, 4) or len(x) == 0:
+    if x.ndim not in (2, 3, 4) or 0 in x.shape:
         raise UserError(f"{where}: x has shape {tuple(x.shape)}; expected (N, D) features, (N, H, W) grey images or "
-                        f"(N, H, W, C) / (N, C, H, W) images with N > 0")
+                        f"(N, H, W, C) / (N, C, H, W) images, every size > 0")
     if x.dtype == np.bool_ or not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
         raise UserError(f"{where}: x has dtype {x.dtype}; use uint8 (0..255) or float arrays")
     image = x.ndim > 2

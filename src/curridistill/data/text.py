@@ -163,7 +163,7 @@ def read_table(path: Path, text_column: str, label_column: str, fmt: str = "auto
     if kind not in ("csv", "tsv", "jsonl"):
         raise UserError(f"{path}: cannot tell the format from {path.suffix!r}; set data.options.format to csv, tsv "
                         f"or jsonl")
-    text = _decode(path, encoding)
+    text = _decode(path, encoding).removeprefix("\ufeff")  # the byte-order mark Excel's "CSV UTF-8" starts with
     if kind == "jsonl":
         rows = []
         for n, line in enumerate(text.splitlines(), start=1):
@@ -183,6 +183,10 @@ def read_table(path: Path, text_column: str, label_column: str, fmt: str = "auto
             raise UserError(f"{path}:{reader.line_num}: cannot read this {kind.upper()} row ({exc}); fix the row "
                             f"(a text field is at most 128 KiB)") from None
         columns = list(reader.fieldnames or [])
+        twice = sorted({c for c in columns if columns.count(c) > 1})
+        if twice:  # csv keeps the last of two same-named columns, silently
+            raise UserError(f"{path}: the header names column(s) {', '.join(map(repr, twice))} more than once; "
+                            f"rename them so each column has its own name")
     if not rows:
         raise UserError(f"{path} holds no rows; add data (a header row plus one row per sample)")
     if text_column == label_column:
@@ -195,6 +199,8 @@ def read_table(path: Path, text_column: str, label_column: str, fmt: str = "auto
     for n, row in enumerate(rows, start=1):
         if not isinstance(row, dict) or row.get(text_column) is None or row.get(label_column) in (None, ""):
             raise UserError(f"{path}: row {n} lacks {text_column!r} or {label_column!r}; fill or remove it")
+        if not str(row[text_column]).strip():  # a model would learn the label from padding alone
+            raise UserError(f"{path}: row {n} has an empty {text_column!r}; fill or remove it")
         texts.append(str(row[text_column]))
         ys.append(str(row[label_column]))
     return texts, ys

@@ -56,7 +56,7 @@ from curridistill.experiments.auto_report import (auto_markdown, describe_fideli
                                                   pareto_front_numbers, plot_front, trial_row, write_trials_csv)
 from curridistill.experiments.tune import compact_course, mask_url, open_study, student_phase
 from curridistill.evaluate.evaluation import read_report
-from curridistill.io import read_checked, write_json, write_text
+from curridistill.io import check_writable_dir, read_checked, write_json, write_text
 from curridistill.models import build_model
 from curridistill.train.callbacks import StopRequested
 from curridistill.train.course import CourseRunner
@@ -448,7 +448,7 @@ class AutoJob:
             if resume:
                 raise UserError("--resume needs --out DIR: the directory of the search to continue")
             out = Path(cfg.run.out) / f"auto-{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        self.out = Path(out)
+        self.out = check_writable_dir(out, "--out", "the search")  # before the data, the cost model and any training
         self.state_path = self.out / STATE
         if not resume and (self.state_path.exists() or (self.out / "study.db").exists()):
             raise UserError(f"{self.out} already holds an auto search; continue it with --resume or choose another --out")

@@ -45,7 +45,7 @@ import yaml
 from curridistill import api
 from curridistill.config import LessonConfig, apply_overrides, ce_only, load_config, read_yaml, validate_config
 from curridistill.errors import NonFiniteLoss, UserError
-from curridistill.io import write_json, write_text
+from curridistill.io import check_writable_dir, write_json, write_text
 from curridistill.locks import is_locked
 from curridistill.multirun import check_parallel
 from curridistill.preflight import check_static
@@ -337,6 +337,9 @@ def tune(config: str | Path | dict, trials: int, out: str | Path | None = None, 
         raise UserError(f"--parallel {parallel}: give a number of worker processes >= 1")
     if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):  # nan passes "<= 0"
         raise UserError(f"--timeout {timeout}: give a positive number of seconds")
+    if study_name is not None and not study_name.strip():
+        raise UserError(f"--study-name {study_name!r} is empty; give a name, e.g. --study-name lr-search, or leave it "
+                        f"out for curridistill-<run.name>")
     raw, where = _load_raw(config, overrides)
     cfg = validate_config(raw, where)
     check_parallel(cfg)  # each trial is this config's run (its seeds side by side, or one run)
@@ -358,13 +361,15 @@ def tune(config: str | Path | dict, trials: int, out: str | Path | None = None, 
         if resume:
             raise UserError("--resume needs --out DIR: the directory of the study to continue")
         out = Path(cfg.run.out) / f"tune-{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = Path(out)
+    out = check_writable_dir(out, "--out", "the study")
     if not resume and not _worker and ((out / "study.db").exists() or (out / "trials.csv").exists()):
         raise UserError(f"{out} already holds a study; continue it with --resume or choose another --out")
-    created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
     storage_url = storage or f"sqlite:///{(out / 'study.db').resolve()}"
     name = study_name or f"curridistill-{cfg.run.name}"
+    if resume and not _worker:
+        _check_resumable(out, storage, storage_url, name)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
     try:
         study = open_study(name, storage_url, optuna_sampler, _make_pruner(tc), [tc.direction], load=resume or _worker,
                            again="choose another --study-name")
@@ -454,6 +459,25 @@ def tune(config: str | Path | dict, trials: int, out: str | Path | None = None, 
               "n_trials": len(all_trials), "config": where, "best_yaml": str(out / "best.yaml")}
     write_json(out / "best_params.json", result)
     return {**result, "out": str(out), "trials": [_trial_row(t, params) for t in all_trials]}
+
+
+def _check_resumable(out: Path, storage: str | None, storage_url: str, name: str) -> None:
+    """``--resume`` continues a study that exists; it never starts a new one (as ``auto --resume``)."""
+    import optuna
+
+    if storage is None and not (out / "study.db").is_file():
+        raise UserError(f"{out} holds no study to resume (study.db is missing); start one without --resume")
+    if storage_url.startswith(JOURNAL) and not Path(storage_url[len(JOURNAL):]).is_file():  # opening would create it
+        raise UserError(f"--storage {storage_url}: the journal file is missing, so there is no study to resume; check "
+                        f"the path, or start one without --resume")
+    try:
+        names = optuna.get_all_study_names(storage=storage_of(storage_url))
+    except Exception:  # noqa: BLE001  (a storage that cannot be opened: open_study says why, in one line)
+        return
+    if name not in names:
+        there = f" (it holds {', '.join(repr(n) for n in names)})" if names else " (it holds none)"
+        raise UserError(f"{mask_url(storage_url)} holds no study {name!r} to resume{there}; give its --study-name, "
+                        f"or start one without --resume")
 
 
 def _run_workers(parallel: int, config, trials: int, out: Path, sampler: str | None, storage_url: str, name: str,

@@ -19,7 +19,7 @@ from curridistill.config import DataConfig
 from curridistill.data.pipeline import Pipeline, load_splits
 from curridistill.data.text import is_text_spec, trim
 from curridistill.errors import UserError
-from curridistill.io import atomic_write
+from curridistill.io import atomic_write, check_writable, refuse_overwriting, same_file
 from curridistill.export.onnx import OnnxModel, export_onnx, newest_opset, opset_of, public_spec, quantize_onnx
 from curridistill.export.torchscript import export_torchscript, load_torchscript
 from curridistill.models.checkpoint import load_model, save_model
@@ -31,8 +31,8 @@ MIN_INT8_AGREEMENT = 0.98  # int8 ONNX: top-1 agreement with the fp32 model (its
 FIXES = {"onnx": "try another --opset or --format torchscript", "onnx-int8": "ship the fp32 ONNX file",
          "torchscript": "use --format onnx"}  # what to try when an export fails its check
 
-__all__ = ["FORMATS", "MAX_ABS_DIFF", "OnnxModel", "check_parity", "parity_ok", "export", "export_model", "held_out_samples",
-           "public_spec", "spec_pipeline"]
+__all__ = ["FORMATS", "MAX_ABS_DIFF", "OnnxModel", "check_output", "check_parity", "default_out", "parity_ok", "export",
+           "export_model", "held_out_samples", "public_spec", "spec_pipeline"]
 
 
 def spec_pipeline(spec: dict, root: str | None = None) -> Pipeline:
@@ -123,10 +123,8 @@ def export_model(checkpoint: str | Path, fmt: str = "onnx", out: str | Path | No
     src = Path(checkpoint)
     if src.suffix.lower() in (".onnx", ".pt"):
         raise UserError(f"{src} is already exported; export takes a native checkpoint (NAME.safetensors with NAME.json)")
-    out = Path(out) if out else src.with_name(src.stem + ("-export" if fmt == "safetensors" else "") + SUFFIX[fmt])
-    if out.resolve() == src.with_suffix(".safetensors").resolve():
-        raise UserError(f"--out {out} would overwrite the checkpoint itself; choose another path")
-    check_writable(out, fmt)
+    out = Path(out) if out else default_out(src, fmt)
+    check_output(src, out, fmt)
     model, spec = load_model(checkpoint)
     calibration = None
     if fmt == "onnx-int8":  # activation ranges from training samples, never from the held-out ones
@@ -142,15 +140,43 @@ def export_model(checkpoint: str | Path, fmt: str = "onnx", out: str | Path | No
     return result
 
 
-def check_writable(out: Path, fmt: str) -> None:
-    """Refuse an ``--out`` that cannot be written before any export work."""
-    if out.is_dir():
-        raise UserError(f"--out {out} is a directory; give a file path such as {out / ('model' + SUFFIX[fmt])}")
-    folder = next(p for p in (out.parent, *out.parent.parents) if p.exists())  # the nearest existing ancestor
-    if not folder.is_dir():
-        raise UserError(f"--out {out}: {folder} is a file, not a folder; choose another path")
-    if not os.access(folder, os.W_OK):
-        raise UserError(f"--out {out}: folder {folder} is not writable; choose another path")
+def default_out(checkpoint: str | Path, fmt: str) -> Path:
+    """Where ``export`` writes without ``--out``: beside the checkpoint, NAME.onnx / NAME.pt / NAME-export.safetensors."""
+    src = Path(checkpoint)
+    return src.with_name(src.stem + ("-export" if fmt == "safetensors" else "") + SUFFIX[fmt])
+
+
+def written_files(out: Path, fmt: str | None) -> list[Path]:
+    """The files an export to ``out`` writes: a safetensors export is a pair, ``NAME.safetensors`` + ``NAME.json``;
+    ``fmt`` None: ``out`` alone (the ``--json`` result)."""
+    if fmt == "safetensors":
+        return [out.with_suffix(".safetensors"), out.with_suffix(".json")]
+    return [out]
+
+
+def check_output(checkpoint: str | Path, out: str | Path, fmt: str | None, flag: str = "--out") -> None:
+    """Refuse, before any export work, an output that cannot be written or whose writing would destroy a checkpoint:
+    the one exported (its weights or its spec) or any other. A safetensors export never replaces files: it writes a
+    new checkpoint pair. ``fmt`` None: the ``--json`` result file."""
+    src, out = Path(checkpoint), Path(out)
+    pair = [src.with_suffix(".safetensors"), src.with_suffix(".json")]
+    files = written_files(out, fmt)
+    for path in files:
+        for p in pair:
+            if same_file(path, p):
+                part = "the checkpoint itself" if p.suffix == ".safetensors" else "the spec of the checkpoint being exported"
+                raise UserError(f"{flag} {out} would overwrite {part}; choose another path")
+        refuse_overwriting(path, flag)
+    if fmt == "safetensors":
+        for path in files:
+            if os.path.lexists(path):
+                raise UserError(f"{flag} {out}: {path} exists; a safetensors export writes a new checkpoint pair "
+                                f"({files[0].name} + {files[1].name}) and never replaces files: delete it or choose "
+                                f"another path")
+    check_writable(out, flag, example=("model" + SUFFIX[fmt]) if fmt else "export.json")
+    for path in files:
+        if path != out:
+            check_writable(path, flag)
 
 
 def export_checked(model: nn.Module, spec: dict, fmt: str, tmp: Path, out: Path, opset: int,

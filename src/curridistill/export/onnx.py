@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from curridistill.data.text import is_text_spec
 from curridistill.errors import UserError
 from curridistill.io import atomic_write
+from curridistill.models.checkpoint import checked_spec
 
 SPEC_KEY = "curridistill.spec"
 
@@ -213,9 +214,14 @@ class OnnxModel:
             raise UserError(f"{path} has no {SPEC_KEY} metadata (class names, input shape, normalization); "
                             f"export it with `curridistill export`")
         try:
-            self.spec = json.loads(meta[SPEC_KEY])
+            spec = json.loads(meta[SPEC_KEY])
         except json.JSONDecodeError:
             raise UserError(f"{path}: its {SPEC_KEY} metadata is not JSON; export the model again") from None
+        self.spec = checked_spec(spec, f"{path}: its {SPEC_KEY} metadata", "export the model again")
+        outputs = self.session.get_outputs()[0].shape
+        if isinstance(outputs[-1], int) and outputs[-1] != self.spec["num_classes"]:  # a fixed class dimension
+            raise UserError(f"{path}: its {SPEC_KEY} metadata says {self.spec['num_classes']} classes but the model gives "
+                            f"{outputs[-1]} scores; export the model again")
         first = self.session.get_inputs()[0]
         self.input_name = first.name
         self.dtype = np.int64 if first.type == "tensor(int64)" else np.float32  # token ids or pixels

@@ -77,6 +77,11 @@ _EXPECTED = {  # what each field of the spec must be, for the message
 }
 
 
+def code_trusted() -> bool:
+    """True within ``trusting_code()``: files (checkpoint specs, run directories) may name code to import."""
+    return _TRUST_CODE.get()
+
+
 @contextmanager
 def trusting_code(trust: bool = True) -> Iterator[None]:
     """Within this block, checkpoint specs may name ``"module:callable"`` models (``--trust-code``)."""
@@ -119,14 +124,18 @@ def read_spec(path: str | Path) -> dict:
     spec_path = path.with_suffix(".json")
     if not spec_path.is_file():
         raise UserError(f"{spec_path} is missing: a curridistill checkpoint is NAME.safetensors with NAME.json beside it")
-    spec = read_json(spec_path)
+    return checked_spec(read_json(spec_path), str(spec_path), "restore the file saved with the weights")
+
+
+def checked_spec(spec: object, where: str, fix: str) -> dict:
+    """``spec`` when it is a JSON object whose fields ``CheckpointSpec`` accepts, else one line naming ``where``, the
+    first problem and ``fix``. Also for the spec an exported ONNX file carries."""
     if not isinstance(spec, dict):
-        raise UserError(f"{spec_path} is not a checkpoint spec (a JSON object with name, num_classes, ...); "
-                        f"restore the file saved with the weights")
+        raise UserError(f"{where} is not a checkpoint spec (a JSON object with name, num_classes, ...); {fix}")
     try:
         CheckpointSpec.model_validate(spec)
     except ValidationError as exc:
-        raise UserError(f"{spec_path}{_spec_problem(exc, spec)}; restore the file saved with the weights") from None
+        raise UserError(f"{where}{_spec_problem(exc, spec)}; {fix}") from None
     return spec
 
 

@@ -46,14 +46,42 @@ def info() -> DistInfo:
     return _INFO
 
 
+LAUNCH_HINT = "torchrun sets RANK, WORLD_SIZE and LOCAL_RANK for each process it starts: unset {names}, or launch with torchrun"
+
+
+def env_ranks() -> DistInfo:
+    """RANK, WORLD_SIZE and LOCAL_RANK as torchrun sets them (absent or empty: one process), checked: whole numbers,
+    WORLD_SIZE >= 1, ranks >= 0 and below WORLD_SIZE. A bad value is one line naming the variable, before any work."""
+    values = {}
+    for name, default, least in (("RANK", 0, 0), ("WORLD_SIZE", 1, 1), ("LOCAL_RANK", 0, 0)):
+        text = os.environ.get(name, "").strip()
+        if not text:
+            values[name] = default
+            continue
+        try:
+            values[name] = int(text)
+        except ValueError:
+            raise UserError(f"environment variable {name}={text!r} is not a whole number; "
+                            f"{LAUNCH_HINT.format(names=name)}") from None
+        if values[name] < least:
+            raise UserError(f"environment variable {name}={text} must be >= {least}; {LAUNCH_HINT.format(names=name)}")
+    world = values["WORLD_SIZE"]
+    if os.environ.get("WORLD_SIZE", "").strip():  # RANK without WORLD_SIZE: a lone process, as before
+        for name in ("RANK", "LOCAL_RANK"):
+            if values[name] >= world:
+                raise UserError(f"environment variables {name}={values[name]} and WORLD_SIZE={world} disagree (ranks "
+                                f"count from 0 to WORLD_SIZE - 1); {LAUNCH_HINT.format(names=f'{name} and WORLD_SIZE')}")
+    return DistInfo(values["RANK"], world, values["LOCAL_RANK"])
+
+
 def init_from_env(device_name: str) -> DistInfo:
     """Join the process group torchrun describes (WORLD_SIZE > 1); a no-op for a single process."""
     global _INFO
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    env = env_ranks()
+    if env.world <= 1:
         _INFO = DistInfo()
         return _INFO
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_rank = env.local_rank
     if not dist.is_initialized():
         use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda") or device_name.startswith("cuda")
         if use_cuda:
