@@ -275,11 +275,16 @@ def read_checked(path: str | Path, schema: type[BaseModel], what: str, fix: str)
     return data
 
 
+# parts of a pydantic error location that name pydantic's own steps, not a key of the file: validator frames, the
+# member of a union that was tried, "[key]" for a dict key that failed
+_PYDANTIC_FRAME = re.compile(r"^(function-.*|(constrained-)?(int|float|str|bool)|list\[.*\]|\[key\])$")
+
+
 def explain_invalid(exc: ValidationError, at: tuple = ()) -> str:
     """The first problem of a pydantic error in one phrase: ``key.path: what is wrong (got VALUE)``; ``at``: the
     keys above what was validated."""
     err = exc.errors()[0]
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]  # validator frames
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and _PYDANTIC_FRAME.match(p))]
     where = ".".join(str(p) for p in (*at, *loc))
     if err["type"] == "missing":
         return f"{where or 'a required key'} is missing"

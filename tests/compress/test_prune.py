@@ -2,6 +2,7 @@
 it), steps are targets relative to the unpruned model, unstructured zeros stay zero while training, and a
 course with prune lessons recovers accuracy by distillation on digits (and resumes exactly)."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -207,7 +208,9 @@ def test_prune_lesson_with_the_step_compiled_trains_like_eager(tmp_path):
     assert min(eager["accuracy"], step["accuracy"]) > 0.3  # both learned (chance: 0.1)
 
 
-def test_prune_lesson_resumes_exactly(tmp_path):
+def test_prune_lesson_resumes_exactly(tmp_path, capsys):
+    import shutil
+
     import yaml
 
     cfg = _prune_config(tmp_path)
@@ -216,6 +219,13 @@ def test_prune_lesson_resumes_exactly(tmp_path):
     assert cli.main(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "a"), *args]) == 0
     # killed after the first epoch of the prune lesson (the teacher comes from the cache: 4 + 1 student epochs)
     assert cli.main(["run", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "b"), "--stop-after-epochs", "5", *args]) == 3
+    for i, damaged in enumerate(["[1]", '{"0": {"stage1": {"out": -1}}}', '{"first": {}}']):  # a tampered structure.json
+        copy = Path(shutil.copytree(tmp_path / "b", tmp_path / f"damaged-{i}"))
+        (copy / "student" / "structure.json").write_text(damaged)
+        capsys.readouterr()
+        assert cli.main(["run", "--resume", str(copy), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {copy / 'student' / 'structure.json'}"), err
     assert cli.main(["run", "--resume", str(tmp_path / "b"), "--quiet"]) == 0
     a, _ = load_model(tmp_path / "a" / "student" / "model.safetensors")
     b, _ = load_model(tmp_path / "b" / "student" / "model.safetensors")

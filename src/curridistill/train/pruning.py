@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Annotated
 
 import torch
+from pydantic import Field, NonNegativeInt, RootModel
 from torch import nn
 
 from curridistill.compress.prune import achieved, keep_zeros, prune, recalibrate_batchnorm, weight_sparsity
@@ -23,7 +25,7 @@ from curridistill.config import LessonConfig, ModelConfig
 from curridistill.errors import UserError
 from curridistill.evaluate.efficiency import count_params, efficiency
 from curridistill.evaluate.metrics import predict_logits
-from curridistill.io import read_json, write_json
+from curridistill.io import read_checked, read_json, write_json
 from curridistill.models.checkpoint import load_model, save_model
 from curridistill.models.registry import build_model
 from curridistill.models.structure import apply_structure, structure_of
@@ -43,12 +45,19 @@ def reference_model(spec: dict) -> nn.Module:
         return build_model(spec["name"], spec["num_classes"], spec["in_channels"], spec["kwargs"])
 
 
+# structure.json: lesson index -> {module path -> {width name -> width(s)}}, as ``structure_of`` gives them
+PrunedWidths = RootModel[dict[Annotated[str, Field(pattern=r"^[0-9]+$")],
+                              dict[str, dict[str, NonNegativeInt | list[NonNegativeInt]]]]]
+
+
 def restore_structure(model: nn.Module, phase_dir: Path, lesson: int) -> None:
     """Before loading a checkpoint of lesson ``lesson``: give the model the widths its last prune step left."""
     path = Path(phase_dir) / "structure.json"
     if not path.is_file():
         return
-    steps = {int(k): v for k, v in read_json(path).items() if int(k) <= lesson}
+    fix = f"restore it from a backup, or delete {path.parent} to train the {path.parent.name} phase again"
+    steps = {int(k): v for k, v in read_checked(path, PrunedWidths, "a record of pruned widths", fix).items()
+             if int(k) <= lesson}
     if steps:
         apply_structure(model, steps[max(steps)], where=str(path))
 
