@@ -23,7 +23,7 @@ from torch import nn
 
 from curridistill.compress.ship import ship
 from curridistill.export import export_model
-from curridistill.config import Config, EvalConfig, explain, load_config, validate_config
+from curridistill.config import Config, EvalConfig, ModelConfig, explain, load_config, validate_config
 from curridistill.data.folds import select_fold
 from curridistill.data.pipeline import Pipeline, load_splits
 from curridistill.errors import UserError
@@ -51,8 +51,22 @@ APPLIED = ".config.applied.yaml"  # the config the run's training state was made
 
 
 def new_run_dir(cfg: Config, out: str | Path | None) -> Path:
-    """Create (or reuse) a run directory. A directory whose earlier run failed before any training state
-    was written is reused; one holding training state, or in use by another process, is refused."""
+    """Create (or reuse) a run directory, after ``check_run_dir``."""
+    run_dir = check_run_dir(cfg, out)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create run directory {run_dir} ({exc.strerror or type(exc).__name__}); "
+                        f"choose a writable --out") from None
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise UserError(f"run directory {run_dir} is not writable; choose a writable --out")
+    return run_dir
+
+
+def check_run_dir(cfg: Config, out: str | Path | None) -> Path:
+    """The run directory ``out`` (default: a new timestamped one under run.out), refused in one line when it cannot
+    be one: a file, in use by another process, holding training state, or a folder of other files. A directory
+    whose earlier run failed before any training state was written is reused. Creates nothing."""
     if out is not None:
         run_dir = Path(out)
     else:
@@ -68,13 +82,6 @@ def new_run_dir(cfg: Config, out: str | Path | None) -> Path:
     if run_dir.is_dir() and any(run_dir.iterdir()) and not is_run_dir(run_dir):
         raise UserError(f"--out {run_dir} already holds files and is not a curridistill run directory (a run writes "
                         f"config.yaml and clears its temporary files there); choose a new or empty directory")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create run directory {run_dir} ({exc.strerror or type(exc).__name__}); "
-                        f"choose a writable --out") from None
-    if not os.access(run_dir, os.W_OK | os.X_OK):
-        raise UserError(f"run directory {run_dir} is not writable; choose a writable --out")
     return run_dir
 
 
@@ -159,6 +166,7 @@ def run(cfg: Config | str | Path, out: str | Path | None = None, overrides: list
     check_parallel(cfg)
     check_static(cfg)  # names, imports, ranges, checkpoints: before any directory or data
     distributed.init_from_env(cfg.run.device)
+    out = check_run_dir(cfg, out)  # what --out cannot be is said before any work (every rank sees the same files)
     prepared = _prepared(cfg)  # the data and a dry build: a bad data file leaves no run directory behind
     run_dir, problem = None, None
     with ExitStack() as stack:
@@ -176,13 +184,15 @@ def run(cfg: Config | str | Path, out: str | Path | None = None, overrides: list
         return _execute(cfg, Path(run_dir), callbacks, prepared=prepared)
 
 
-def resume(run_dir: str | Path, callbacks: Iterable = (), overrides: list[str] | None = None) -> dict:
+def resume(run_dir: str | Path, callbacks: Iterable = (), overrides: list[str] | None = None,
+           allowed: Iterable[str] = ()) -> dict:
     """Continue a killed (or failed) run from its last checkpoint; the result equals an uninterrupted run (CPU).
 
     ``overrides`` (``--set``) change the saved config deliberately, e.g. a lower learning rate after a
     failure: they are applied, recorded in config.yaml and reported on stderr once the run accepts them
     (``_PendingChanges``); a value it refuses leaves the directory as it was. A config.yaml edited by hand
-    under a training state is refused, listing what changed.
+    under a training state is refused, listing what changed. ``allowed``: ``module:callable`` model names the caller
+    vouches for (a child of a parent config whose own config names them); others need ``--trust-code``.
     """
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
@@ -192,7 +202,7 @@ def resume(run_dir: str | Path, callbacks: Iterable = (), overrides: list[str] |
         if distributed.info().is_main:
             stack.enter_context(run_dir_lock(run_dir))
             clean_orphans(run_dir, recursive=True)
-        cfg, changes = _resumed_config(run_dir, overrides or [])
+        cfg, changes = _resumed_config(run_dir, overrides or [], set(allowed))
         if is_multi(cfg):  # a multi-seed / cross-validation parent: finish every unfinished child
             if overrides:
                 raise UserError(f"{run_dir} holds several seeds or folds; --set with --resume works on one run "
@@ -251,7 +261,8 @@ def _run_child(child: Config, child_dir: Path, callbacks: Iterable) -> dict:
     if (child_dir / "report.json").is_file():
         return _child_report(child_dir.parent, child_dir.name)
     if (child_dir / "config.yaml").is_file():
-        return resume(child_dir, callbacks=callbacks)
+        # its models are the parent's: named by the user's config, or by a parent directory already checked
+        return resume(child_dir, callbacks=callbacks, allowed=model_names(child))
     return run(child, out=child_dir, callbacks=callbacks)
 
 
@@ -287,25 +298,34 @@ def _child_job(raw: dict, child_dir: str, callbacks: list) -> dict:
     return _run_child(validate_config(raw, "child config"), Path(child_dir), callbacks)
 
 
-def refuse_code_named_by(cfg: Config, path: Path) -> None:
-    """A run directory is data: its config may name models to import (``module:callable``) only under
-    ``--trust-code``, as a checkpoint's spec may. A config file the user passes to ``run`` is their own code."""
-    if code_trusted():
-        return
+def _models_by_role(cfg: Config) -> list[tuple[str, ModelConfig]]:
     teachers = [("teacher", cfg.teacher)] if cfg.teacher is not None else [
         (f"teachers.{i}", t) for i, t in enumerate(cfg.teachers)]
-    roles = [("student", cfg.student), *teachers, *((f"assistants.{i}", a) for i, a in enumerate(cfg.assistants))]
-    for role, model in roles:
-        if ":" in model.name:
+    return [("student", cfg.student), *teachers, *((f"assistants.{i}", a) for i, a in enumerate(cfg.assistants))]
+
+
+def model_names(cfg: Config) -> set[str]:
+    """The model names a config uses (student, teachers, assistants)."""
+    return {model.name for _, model in _models_by_role(cfg)}
+
+
+def refuse_code_named_by(cfg: Config, path: Path, allowed: set[str] = frozenset()) -> None:
+    """A run directory is data: its config may name models to import (``module:callable``) only under
+    ``--trust-code`` or when the caller vouches for the name (``allowed``), as a checkpoint's spec may. A config file
+    the user passes to ``run`` is their own code."""
+    if code_trusted():
+        return
+    for role, model in _models_by_role(cfg):
+        if ":" in model.name and model.name not in allowed:
             raise UserError(f"{path} names model {model.name!r} at {role}.name, which would import and run code from a "
                             f"run directory; pass --trust-code if you trust who made {path.parent}")
 
 
-def _resumed_config(run_dir: Path, overrides: list[str]) -> tuple[Config, list[str]]:
+def _resumed_config(run_dir: Path, overrides: list[str], allowed: set[str] = frozenset()) -> tuple[Config, list[str]]:
     """The saved config (+ ``overrides``) and what the overrides change (``key: old -> new``), refused when
     config.yaml was edited by hand under a training state. Nothing is written here: see ``_PendingChanges``."""
     cfg = load_config(run_dir / "config.yaml")
-    refuse_code_named_by(cfg, run_dir / "config.yaml")
+    refuse_code_named_by(cfg, run_dir / "config.yaml", allowed)
     applied_path = run_dir / APPLIED
     if not applied_path.is_file() and not is_multi(cfg) and has_state(run_dir):  # a parent's children hold theirs
         raise UserError(f"{applied_path} is missing (a copy without hidden files?), so edits to {run_dir}/config.yaml "

@@ -224,9 +224,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _path_error(exc: OSError, args: argparse.Namespace) -> str | None:
-    """``exc`` as one line when it names a file (a path given on the command line or in a config, unreadable or
-    unwritable: too long a name, no permission, ...), else None. Files of the installed package are not the
-    user's: those stay tracebacks."""
+    """``exc`` as one line when it names a file of the user's (a path given on the command line or in a config that
+    cannot be used: too long a name, no permission, ...), else None. Files of this installation (the package, its
+    dependencies, Python itself) are not the user's: those stay tracebacks, as bugs."""
     import os
     from pathlib import Path
 
@@ -235,17 +235,22 @@ def _path_error(exc: OSError, args: argparse.Namespace) -> str | None:
     if exc.filename is None or isinstance(exc.filename, int):
         return None
     path = os.fsdecode(exc.filename)
-    package = Path(__file__).resolve().parent
     try:
-        if Path(path).resolve().is_relative_to(package):
+        resolved = Path(path).resolve()
+        if any(resolved.is_relative_to(Path(p).resolve()) for p in {sys.prefix, sys.base_prefix, Path(__file__).parent}):
             return None
     except (OSError, ValueError):
         pass
-    outputs = [str(p) for p in (getattr(args, "out", None), getattr(args, "json_out", None), getattr(args, "cache_dir", None))
-               if p]
-    writing = any(path == o or path.startswith(o.rstrip("/\\") + os.sep) for o in outputs)
-    why = exc.strerror or type(exc).__name__
-    return f"cannot {'write' if writing else 'read'} {path} ({why}); {os_error_hint(exc, writing)}"
+    def under(paths) -> bool:
+        return any(path == p or path.startswith(p.rstrip("/\\") + os.sep) for p in paths)
+
+    outputs = ("out", "json_out", "cache_dir")
+    given = vars(args).items()
+    writing = under(str(v) for k, v in given if k in outputs and v)
+    reading = under(str(x) for k, v in given if k not in outputs for x in (v if isinstance(v, list) else [v])
+                    if isinstance(x, (str, Path)))
+    action = "cannot write" if writing else "cannot read" if reading else "cannot use"  # else: a path a config named
+    return f"{action} {path} ({exc.strerror or type(exc).__name__}); {os_error_hint(exc, writing)}"
 
 
 if __name__ == "__main__":

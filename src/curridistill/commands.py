@@ -179,12 +179,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from curridistill.export import check_output, default_out, export_model
+    from curridistill.export import check_output, default_out, export_model, written_files
 
     if args.json_out:  # before the export: it would fail only once the model is written
         check_output(args.checkpoint, args.json_out, None, "--json")
-        if same_file(args.json_out, args.out or default_out(args.checkpoint, args.format)):
-            raise UserError(f"--json {args.json_out} is also the exported model's path; give the result JSON another path")
+        exported = written_files(Path(args.out or default_out(args.checkpoint, args.format)), args.format)
+        if any(same_file(args.json_out, path) for path in exported):  # a safetensors export's spec too
+            raise UserError(f"--json {args.json_out} is also a file the export writes; give the result JSON another path")
     with trusting_code(getattr(args, "trust_code", False)):
         result = export_model(args.checkpoint, args.format, args.out, opset=args.opset,
                               check_samples=args.check_samples, root=args.root)

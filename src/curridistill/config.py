@@ -265,6 +265,13 @@ class LessonConfig(Strict):
         return raw if isinstance(raw, (ScheduleSpec, PlateauConfig)) else parse_schedule(raw, "lr_schedule")
 
 
+def without_prune(course: list[LessonConfig]) -> list[LessonConfig]:
+    """The course minus its prune lessons, in float: how a teacher is trained by default (a teacher is
+    neither pruned nor trained for int8)."""
+    kept = [lesson for lesson in course if lesson.prune is None] or course[:1]
+    return [lesson.model_copy(update={"prune": None, "quantize_aware": None}) for lesson in kept]
+
+
 def ce_only(course: list[LessonConfig]) -> list[LessonConfig]:
     """The same lesson plan (epochs, optimizer, LR) with the hard-label loss only and no curriculum: how a
     baseline, and a teacher without a course of its own, train."""
@@ -273,6 +280,15 @@ def ce_only(course: list[LessonConfig]) -> list[LessonConfig]:
 
 
 _TERM_KEYS = {"kind", "weight", "temperature", "teacher"}
+
+
+def _refuse_non_finite(options: dict, whose: str, prefix: str = "") -> None:
+    """Every number in a term's options is finite (``beta: .inf`` would stop the run at its first step)."""
+    for key, value in options.items():
+        if isinstance(value, dict):
+            _refuse_non_finite(value, whose, f"{prefix}{key}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"option {prefix + key!r} {whose} is {value}; give a finite number")
 
 
 def _parse_term(name: str, spec: Any) -> Any:
@@ -303,6 +319,7 @@ def _parse_term(name: str, spec: Any) -> Any:
             valid = sorted(_TERM_KEYS | set(term_cls.Params.model_fields))
             raise ValueError(f"unknown option {key!r} for term {kind!r}; {_nearest(key, valid)}") from None
         raise ValueError(f"option {key!r} of term {kind!r}: {err['msg']}") from None
+    _refuse_non_finite(validated.model_dump(), f"of term {kind!r}")
     weight = spec.get("weight", term_cls.default_weight)
     temperature = spec.get("temperature", term_cls.default_temperature if term_cls.uses_temperature else None)
     return TermConfig(kind=kind, weight=parse_schedule(weight, f"loss.{name}.weight"),
@@ -499,10 +516,10 @@ class Config(Strict):
             if t.keep_epochs and t.checkpoint:
                 raise ValueError(f"{where}.keep_epochs saves anchors while the tool trains the teacher, and "
                                  f"{where}.checkpoint loads it trained; drop one of them")
-            total = sum(lesson.epochs for lesson in (t.course or self.course))
+            total = sum(lesson.epochs for lesson in self.teacher_course(t))
             outside = sorted(e for e in t.keep_epochs if not 1 <= e <= total)
             if outside:
-                raise ValueError(f"{where}.keep_epochs {outside} lie outside the teacher's {total} epochs of training; "
+                raise ValueError(f"{where}.keep_epochs {outside} lie outside the teacher's {total} epoch(s) of training; "
                                  f"give epochs from 1 to {total}, or lengthen {where}.course")
         for i, lesson in enumerate(self.course):
             if lesson.teacher is None:  # a route needs exactly one teacher (checked above)
@@ -541,6 +558,10 @@ class Config(Strict):
         """(where, lessons) of the student's course and of every teacher's own course."""
         return [("course", self.course)] + [(f"{'teacher' if self.teacher is not None else f'teachers.{k}'}.course",
                                              t.course or []) for k, t in enumerate(self.all_teachers())]
+
+    def teacher_course(self, teacher: TeacherConfig) -> list[LessonConfig]:
+        """The lessons the tool trains ``teacher`` with: its own course, else the student's with CE only, unpruned."""
+        return teacher.course or ce_only(without_prune(self.course))
 
     def all_teachers(self) -> list[TeacherConfig]:
         return [self.teacher] if self.teacher is not None else list(self.teachers)

@@ -51,9 +51,7 @@ def os_error_hint(exc: OSError, writing: bool) -> str:
 def _write_error(path: Path, exc: OSError) -> OutputError:
     """``exc`` raised while writing ``path`` (or its temp file) as one line naming ``path``."""
     why = exc.strerror or type(exc).__name__
-    name = os.fsdecode(exc.filename) if isinstance(exc.filename, (str, bytes, os.PathLike)) else None
-    where = f"{name}: " if name is not None and Path(name).parent != path.parent else ""  # e.g. a copy's source
-    err = OutputError(f"cannot write {path} ({where}{why}); {os_error_hint(exc, writing=True)}")
+    err = OutputError(f"cannot write {path} ({why}); {os_error_hint(exc, writing=True)}")
     err.errno, err.filename = exc.errno, str(path)
     return err
 
@@ -74,10 +72,18 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError) and not isinstance(exc, UserError):
+        if isinstance(exc, OSError) and not isinstance(exc, UserError) and _about_the_output(exc, tmp, path):
             raise _write_error(path, exc) from None
-        raise
+        raise  # e.g. ``write`` could not read one of its inputs: that file, not the output, is the problem
     return path
+
+
+def _about_the_output(exc: OSError, tmp: str, path: Path) -> bool:
+    """Whether ``exc`` concerns the file being written (its temp file, the target, or no file named)."""
+    if exc.filename is None or isinstance(exc.filename, int):
+        return True
+    name = os.fsdecode(exc.filename)
+    return name in (tmp, str(path)) or Path(name).parent == path.parent
 
 
 def is_directory(path: str | Path) -> bool:
@@ -277,7 +283,7 @@ def read_checked(path: str | Path, schema: type[BaseModel], what: str, fix: str)
 
 # parts of a pydantic error location that name pydantic's own steps, not a key of the file: validator frames, the
 # member of a union that was tried, "[key]" for a dict key that failed
-_PYDANTIC_FRAME = re.compile(r"^(function-.*|(constrained-)?(int|float|str|bool)|list\[.*\]|\[key\])$")
+_PYDANTIC_FRAME = re.compile(r"^(function-.*|(constrained-)?(int|float|str|bool)|(list|is-instance)\[.*\]|\[key\])$")
 
 
 def explain_invalid(exc: ValidationError, at: tuple = ()) -> str:

@@ -172,7 +172,7 @@ def _dry_build(cfg: Config, pipeline, given=None) -> None:
             model = _load_teacher(tc, pipeline, where)
         else:
             model = _build(tc, pipeline, where, given)
-            _dry_lessons(model, tc.course or ce_only(cfg.course), pipeline, [], [], f"{where}.course" if tc.course else where)
+            _dry_lessons(model, cfg.teacher_course(tc), pipeline, [], [], f"{where}.course" if tc.course else where)
             anchors = {f"epoch_{e}": {} for e in tc.keep_epochs} | {"final": {}}
         teachers.append(model.eval())
     weights = [tc.weight for tc in cfg.all_teachers()]

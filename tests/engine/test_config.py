@@ -51,3 +51,17 @@ def test_missing_and_invalid_yaml_files(tmp_path):
     bad.write_text("data: [unclosed\n")
     with pytest.raises(UserError, match="not valid YAML"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("keep, ok", [([2], True), ([4], False)])
+def test_keep_epochs_count_the_course_the_teacher_trains(tmp_path, keep, ok):
+    """A teacher without a course of its own trains the student's lessons minus the prune lessons: 2 epochs of
+    2 + 3 here, so an anchor after epoch 4 would never be saved."""
+    raw = tiny_config(tmp_path, epochs=2)
+    raw["course"] = [raw["course"][0], {**raw["course"][0], "epochs": 3, "prune": {"amount": 0.5}}]
+    raw["teacher"]["keep_epochs"] = keep
+    if ok:
+        assert load_config(raw).all_teachers()[0].keep_epochs == keep
+    else:
+        with pytest.raises(UserError, match=r"keep_epochs \[4\] lie outside the teacher's 2 epoch\(s\)"):
+            load_config(raw)

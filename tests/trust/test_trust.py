@@ -213,3 +213,20 @@ def test_progress_is_plain_and_flushed_when_output_is_not_a_terminal(capsys):
     p.on_note("[bold]seed-0[/] (runs/x)")
     assert capsys.readouterr().out.splitlines() == [
         "student lesson 0 epoch 1/3  loss 1.0000  val_acc 0.5000  lr 0.1 T=4.00  1.0s", "seed-0 (runs/x)"]
+
+
+def test_a_run_directory_naming_code_needs_trust_or_a_parent_that_names_it(tmp_path):
+    """`run --resume` refuses a saved config naming ``module:callable`` (the catalogue's rd-code-resume); a child of a
+    multi-seed parent, or an `auto` final stage, resumes with the names its parent's config gave (``allowed``), and
+    ``--trust-code`` lifts the refusal."""
+    from curridistill.config import validate_config
+
+    cfg = validate_config({**base(tmp_path), "student": {"name": "mypkg.nets:small"}})
+    saved = tmp_path / "config.yaml"
+    with pytest.raises(UserError, match="names model 'mypkg.nets:small' at student.name, which would import"):
+        api.refuse_code_named_by(cfg, saved)
+    with pytest.raises(UserError):
+        api.refuse_code_named_by(cfg, saved, allowed={"mypkg.nets:other"})
+    api.refuse_code_named_by(cfg, saved, allowed=api.model_names(cfg))
+    with trusting_code():
+        api.refuse_code_named_by(cfg, saved)

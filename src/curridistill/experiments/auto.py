@@ -701,10 +701,11 @@ class AutoJob:
             self.log(f"auto: full fidelity x {len(seeds)} seed(s): {name} "
                      f"{S.describe(values) if values else '(the config as given)'}")
             if not (fdir / "aggregate.json").is_file():
-                if (fdir / "config.yaml").is_file():
-                    api.resume(fdir)
+                planned = validate_config(fraw, f"final {name}")
+                if (fdir / "config.yaml").is_file():  # its models are those this search plans, from the user's config
+                    api.resume(fdir, allowed=api.model_names(planned))
                 else:
-                    api.run(validate_config(fraw, f"final {name}"), out=fdir)
+                    api.run(planned, out=fdir)
             res = _seed_results(fdir, seeds)
             finals.append({"name": name, "trial": None if t is None else t.number, "values": values,
                            "recipe": S.describe(values) if values else "the config as given",

@@ -467,9 +467,10 @@ def _check_resumable(out: Path, storage: str | None, storage_url: str, name: str
 
     if storage is None and not (out / "study.db").is_file():
         raise UserError(f"{out} holds no study to resume (study.db is missing); start one without --resume")
-    if storage_url.startswith(JOURNAL) and not Path(storage_url[len(JOURNAL):]).is_file():  # opening would create it
-        raise UserError(f"--storage {storage_url}: the journal file is missing, so there is no study to resume; check "
-                        f"the path, or start one without --resume")
+    for scheme in (JOURNAL, "sqlite:///"):  # opening a missing file would create it
+        if storage_url.startswith(scheme) and not Path(storage_url[len(scheme):]).is_file():
+            raise UserError(f"--storage {mask_url(storage_url)}: the file is missing, so there is no study to resume; "
+                            f"check the path, or start one without --resume")
     try:
         names = optuna.get_all_study_names(storage=storage_of(storage_url))
     except Exception:  # noqa: BLE001  (a storage that cannot be opened: open_study says why, in one line)

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Annotated, Iterator
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from torch import nn
 
 from curridistill.errors import UserError
 from curridistill.io import file_sha256, load_tensors, read_json, save_tensors_hashed, write_json
 from curridistill.models.registry import MODELS, build_model
-from curridistill.models.structure import apply_structure, structure_diff
+from curridistill.models.structure import LayerWidths, apply_structure, structure_diff
 
 _TRUST_CODE: ContextVar[bool] = ContextVar("curridistill_trust_code", default=False)
 
@@ -48,7 +48,7 @@ class CheckpointSpec(BaseModel):
     normalize: bool = True
     classes: list[str] | None = None
     data: dict | None = None
-    structure: dict[str, dict[str, NonNegativeInt | list[NonNegativeInt]]] | None = None  # a pruned model's widths
+    structure: LayerWidths | None = None  # a pruned model's widths
     object: str | None = None
 
     @model_validator(mode="after")
@@ -72,7 +72,7 @@ _EXPECTED = {  # what each field of the spec must be, for the message
     "in_channels": "an integer of at least 1", "input_shape": "a list of positive integers such as [3, 32, 32]",
     "classes": "a list of class names (strings)", "mean": "a list of finite numbers, one per input channel",
     "std": "a list of positive finite numbers, one per input channel", "normalize": "true or false",
-    "data": "a JSON object (the data settings)", "structure": "a JSON object of layer widths (non-negative integers)",
+    "data": "a JSON object (the data settings)", "structure": "a JSON object of layer widths (positive integers)",
     "object": "a class name (a string)",
 }
 

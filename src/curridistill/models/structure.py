@@ -9,9 +9,13 @@ from data: the table holds integers only.
 from __future__ import annotations
 
 import torch
+from pydantic import PositiveInt
 from torch import nn
 
 from curridistill.errors import UserError
+
+# a pruned model's table as files hold it: {dotted path: {width attribute: width, or a LayerNorm's shape}}
+LayerWidths = dict[str, dict[str, PositiveInt | list[PositiveInt]]]
 
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)

@@ -22,7 +22,7 @@ from curridistill.errors import UserError
 from curridistill.io import clean_orphans, copy_atomic, load_tensors, save_state, save_tensors, write_json
 from curridistill.locks import entry_lock
 from curridistill.models import build_model
-from curridistill.models.registry import with_defaults
+from curridistill.models.registry import is_out_of_memory, with_defaults
 from curridistill.models.transfer import TransferPlan, init_model
 from curridistill.models.structure import apply_structure
 from curridistill.models.checkpoint import (check_finite, load_model, load_weights, match_input_normalization,
@@ -33,7 +33,7 @@ from curridistill.train.callbacks import Callbacks
 from curridistill.train.lesson import LessonContext, LessonRun
 from curridistill.train.metrics_log import MetricsLog
 from curridistill.train.phase_files import done_fix, read_phase_done, read_phase_state, state_fix
-from curridistill.train.pruning import PruneLesson, restore_structure, without_prune
+from curridistill.train.pruning import PruneLesson, restore_structure
 from curridistill.train.tensorboard import tensorboard_sink
 from curridistill.train.teachers import TeacherBank
 
@@ -67,6 +67,8 @@ def _load_lesson_state(run: LessonRun, path: Path, lesson_state: dict) -> None:
     try:
         run.load_state_dict(lesson_state, None)
     except (KeyError, TypeError, ValueError, IndexError, RuntimeError) as exc:
+        if is_out_of_memory(exc):  # the state is fine, the device is full: the caller says what to lower
+            raise
         detail = (str(exc).strip().splitlines() or [""])[0][:120]
         raise UserError(f"{path}: the saved lesson state does not fit lesson {run.ctx.lesson_index} "
                         f"({type(exc).__name__}: {detail}); {state_fix(path)}") from None
@@ -151,7 +153,7 @@ class CourseRunner:
             return PhaseResult(name, model, None, None, reused_from="caller's module")
         if tc.checkpoint or not tc.reuse or distributed.info().active:
             return self._teacher(name, tc, index)
-        course = tc.course or ce_only(without_prune(self.cfg.course))
+        course = self.cfg.teacher_course(tc)
         entry = Path(self.cfg.run.cache_dir) / "teachers" / self.teacher_key(tc, course, index)
         with entry_lock(entry, what="cached teacher"):
             clean_orphans(entry)
@@ -161,7 +163,7 @@ class CourseRunner:
         where = "teacher" if self.cfg.teacher is not None else f"teachers.{index}"
         if tc.checkpoint:
             return PhaseResult(name, self.load_teacher(tc, where), None, None, reused_from=tc.checkpoint)
-        course = tc.course or ce_only(without_prune(self.cfg.course))  # a teacher is never pruned
+        course = self.cfg.teacher_course(tc)  # a teacher is never pruned
         key = self.teacher_key(tc, course, index)
         cached = Path(self.cfg.run.cache_dir) / "teachers" / key / "model.safetensors"
         phase_dir = self.run_dir / name

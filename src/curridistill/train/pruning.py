@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Annotated
 
 import torch
-from pydantic import Field, NonNegativeInt, RootModel
+from pydantic import Field, RootModel
 from torch import nn
 
 from curridistill.compress.prune import achieved, keep_zeros, prune, recalibrate_batchnorm, weight_sparsity
@@ -28,15 +28,8 @@ from curridistill.evaluate.metrics import predict_logits
 from curridistill.io import read_checked, read_json, write_json
 from curridistill.models.checkpoint import load_model, save_model
 from curridistill.models.registry import build_model
-from curridistill.models.structure import apply_structure, structure_of
+from curridistill.models.structure import LayerWidths, apply_structure, structure_of
 from curridistill.train.teachers import TeacherBank
-
-
-def without_prune(course: list[LessonConfig]) -> list[LessonConfig]:
-    """The course minus its prune lessons, in float: how a teacher is trained by default (a teacher is
-    neither pruned nor trained for int8)."""
-    kept = [lesson for lesson in course if lesson.prune is None] or course[:1]
-    return [lesson.model_copy(update={"prune": None, "quantize_aware": None}) for lesson in kept]
 
 
 def reference_model(spec: dict) -> nn.Module:
@@ -46,8 +39,7 @@ def reference_model(spec: dict) -> nn.Module:
 
 
 # structure.json: lesson index -> {module path -> {width name -> width(s)}}, as ``structure_of`` gives them
-PrunedWidths = RootModel[dict[Annotated[str, Field(pattern=r"^[0-9]+$")],
-                              dict[str, dict[str, NonNegativeInt | list[NonNegativeInt]]]]]
+PrunedWidths = RootModel[dict[Annotated[str, Field(pattern=r"^[0-9]+$")], LayerWidths]]
 
 
 def restore_structure(model: nn.Module, phase_dir: Path, lesson: int) -> None:

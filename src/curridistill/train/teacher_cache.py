@@ -107,7 +107,7 @@ class CacheEntryError(Exception):
 class Entry:
     tag: str
     logits: Tensor  # (N, C) float16 (float32 if float16 would overflow), on the device
-    features: dict[str, Tensor] = field(default_factory=dict)  # path -> (N, ...) float16
+    features: dict[str, Tensor] = field(default_factory=dict)  # path -> (N, ...) float16 (float32 where it overflows)
 
 
 def warn(message: str) -> None:
@@ -245,6 +245,9 @@ class TeacherCache:
             raise CacheEntryError("stale", f"holds tensors {sorted(tensors)}, expected {sorted(expected)}")
         if tensors_checksum(tensors) != meta.get("checksum"):
             raise CacheEntryError("corrupt", "checksum mismatch")
+        if not all(bool(torch.isfinite(tensors[FEATURE_PREFIX + p]).all()) for p in features):
+            raise CacheEntryError("stale", "features hold inf (float16 overflow, as versions before the float32 "
+                                           "fallback stored it)")
         dev = self.device
         return Entry(tag, logits.to(dev), {p: tensors[FEATURE_PREFIX + p].to(dev) for p in features})
 
