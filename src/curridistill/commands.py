@@ -12,9 +12,10 @@ from rich.table import Table
 from curridistill import api
 from curridistill.config import load_config
 from curridistill.errors import UserError
-from curridistill.io import check_writable, is_directory, refuse_overwriting, same_file, write_json, write_text
+from curridistill.io import is_directory, write_json, write_text
 from curridistill.models.checkpoint import trusting_code
 from curridistill.multirun import check_parallel
+from curridistill.outputs import check_writable, refuse_overwriting, same_file
 
 # logs, pipes and files: no terminal to fit, so never wrap (rich would wrap at 80 columns, splitting run names)
 PIPE_WIDTH = 4000

@@ -49,11 +49,12 @@ from curridistill.bench.reference import ReferenceTrainer, to_hwc_numpy
 from curridistill.config import DataConfig, LessonConfig
 from curridistill.data.pipeline import Pipeline, load_splits
 from curridistill.errors import UserError
-from curridistill.io import check_writable_dir, write_json, write_text
+from curridistill.io import write_json, write_text
 from curridistill.knowledge import Clock
 from curridistill.models import build_model
 from curridistill.models.placement import cuda_speed, resolve_device, synchronize, uses_amp
 from curridistill.models.taps import FeatureTaps
+from curridistill.outputs import check_writable_dir
 from curridistill.train.captured import CapturedStep
 from curridistill.train.lesson import LessonContext, LessonRun
 from curridistill.train.teachers import TeacherBank

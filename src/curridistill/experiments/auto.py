@@ -56,8 +56,9 @@ from curridistill.experiments.auto_report import (auto_markdown, describe_fideli
                                                   pareto_front_numbers, plot_front, trial_row, write_trials_csv)
 from curridistill.experiments.tune import compact_course, mask_url, open_study, student_phase
 from curridistill.evaluate.evaluation import read_report
-from curridistill.io import check_writable_dir, read_checked, write_json, write_text
+from curridistill.io import read_checked, write_json, write_text
 from curridistill.models import build_model
+from curridistill.outputs import check_writable_dir
 from curridistill.train.callbacks import StopRequested
 from curridistill.train.course import CourseRunner
 from curridistill.train.metrics_log import read_metrics

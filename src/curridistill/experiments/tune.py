@@ -45,9 +45,10 @@ import yaml
 from curridistill import api
 from curridistill.config import LessonConfig, apply_overrides, ce_only, load_config, read_yaml, validate_config
 from curridistill.errors import NonFiniteLoss, UserError
-from curridistill.io import check_writable_dir, write_json, write_text
+from curridistill.io import write_json, write_text
 from curridistill.locks import is_locked
 from curridistill.multirun import check_parallel
+from curridistill.outputs import check_writable_dir
 from curridistill.preflight import check_static
 from curridistill.search_space import Param, parse_space
 from curridistill.suggest import suggest

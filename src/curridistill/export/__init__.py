@@ -19,10 +19,11 @@ from curridistill.config import DataConfig
 from curridistill.data.pipeline import Pipeline, load_splits
 from curridistill.data.text import is_text_spec, trim
 from curridistill.errors import UserError
-from curridistill.io import atomic_write, check_writable, refuse_overwriting, same_file
+from curridistill.io import atomic_write
 from curridistill.export.onnx import OnnxModel, export_onnx, newest_opset, opset_of, public_spec, quantize_onnx
 from curridistill.export.torchscript import export_torchscript, load_torchscript
 from curridistill.models.checkpoint import load_model, save_model
+from curridistill.outputs import check_writable, refuse_overwriting, same_file
 
 FORMATS = ("onnx", "onnx-int8", "torchscript", "safetensors")
 SUFFIX = {"onnx": ".onnx", "onnx-int8": ".int8.onnx", "torchscript": ".pt", "safetensors": ".safetensors"}
