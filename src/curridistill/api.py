@@ -172,7 +172,7 @@ def run(cfg: Config | str | Path, out: str | Path | None = None, overrides: list
     with ExitStack() as stack:
         if distributed.info().is_main:  # rank 0 creates and locks the directory; the others learn its name
             try:
-                run_dir = new_run_dir(cfg, out)
+                run_dir = new_run_dir(cfg, out)  # again: another run may have taken it while the data loaded
                 stack.enter_context(run_dir_lock(run_dir))
                 clean_orphans(run_dir, recursive=True)
                 _write_config(run_dir, cfg)

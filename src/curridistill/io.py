@@ -31,7 +31,10 @@ class OutputError(UserError, OSError):
         return str(self.args[0]) if self.args else ""
 
 
-NAME_EXTRA = len("..xxxxxxxx.tmp")  # what the temp file of atomic_write adds to a file name: .NAME.XXXXXXXX.tmp
+TMP_SUFFIX = ".tmp"
+TMP_RANDOM_CHARS = 8  # what tempfile.mkstemp puts between a prefix and a suffix
+# what the temp file of atomic_write, ".NAME.<random>.tmp", adds to NAME's length (checked before long work)
+NAME_EXTRA = len("..") + TMP_RANDOM_CHARS + len(TMP_SUFFIX)
 
 
 def os_error_hint(exc: OSError, writing: bool) -> str:
@@ -62,7 +65,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     except OSError as exc:
         raise _write_error(path, exc) from None
     os.close(fd)

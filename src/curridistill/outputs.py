@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from curridistill.errors import UserError
-from curridistill.io import NAME_EXTRA, is_directory, os_error_hint
+from curridistill.io import NAME_EXTRA, TMP_SUFFIX, is_directory, os_error_hint
 
 
 def check_writable(path: str | Path, flag: str | None = None, example: str | None = None) -> Path:
@@ -52,7 +52,7 @@ def _check_folder(folder: Path, what: str, name: str | None = None) -> None:
                         f"use a shorter name")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{name}." if name and base == folder else ".curridistill-check.",
-                                   suffix=".tmp", dir=base)
+                                   suffix=TMP_SUFFIX, dir=base)
         os.close(fd)
         os.unlink(tmp)
     except OSError as exc:

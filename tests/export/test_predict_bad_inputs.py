@@ -111,8 +111,7 @@ def onnx_with_spec(tmp: Path, edit, capsys) -> Path:
     """An exported ONNX model whose ``curridistill.spec`` metadata went through ``edit`` (a dict -> a JSON value)."""
     import json
 
-    onnx = pytest.importorskip("onnx")
-    pytest.importorskip("onnxscript")
+    import onnx  # the [onnx] extra, installed for the tests
     code, _, err = run_main(["export", str(checkpoint(tmp)), "--out", str(tmp / "m.onnx"), "--check-samples", "2"], capsys)
     assert code == 0, err
     model = onnx.load(str(tmp / "m.onnx"))

@@ -58,7 +58,8 @@ def report_json(t: Path) -> Path:
 
 BENCH = ["bench", "throughput", "--data", "digits", "--teacher", "cnn", "--student", "mlp", "--steps", "1",
          "--rounds", "1", "--warmup", "0", "--device", "cpu"]
-proc = pytest.mark.skipif(NO_PROC, reason="no /proc")
+# /proc is the one place where even root (CI and this machine run as root) cannot create a file; Linux has it
+proc = pytest.mark.skipif(NO_PROC, reason="no /proc on this OS: no place refuses a new file to root")
 
 # (id, argv from (tmp, checkpoint), words of the line[, marks]); <tmp> in the words is the case's directory
 CASES = [
@@ -227,7 +228,7 @@ def test_torchrun_environment_of_a_real_launch_is_accepted(monkeypatch):
         assert (info.rank, info.world, info.local_rank) == ranks
 
 
-@pytest.mark.skipif(NO_PROC, reason="no /proc")
+@proc
 @pytest.mark.parametrize("write", ["text", "bytes", "tensors"])
 def test_writers_turn_os_errors_into_one_line_that_is_still_an_os_error(write, tmp_path):
     """A full disk or an unwritable place is a UserError naming the file; the teacher-output cache still catches it
@@ -273,3 +274,15 @@ def test_an_os_error_about_a_package_file_stays_a_traceback(monkeypatch):
     monkeypatch.setattr(commands, "cmd_list", broken)
     with pytest.raises(FileNotFoundError):
         cli.main(["list", "models"])
+
+
+def test_the_temp_file_name_of_an_atomic_write_is_as_long_as_the_name_check_assumes(tmp_path):
+    """``outputs`` refuses a file name too long once the atomic write's temp file (".NAME.<random>.tmp") is added:
+    the length it adds must be tempfile's own."""
+    import tempfile
+
+    from curridistill.io import NAME_EXTRA, TMP_SUFFIX
+
+    fd, tmp = tempfile.mkstemp(prefix=".name.", suffix=TMP_SUFFIX, dir=tmp_path)
+    os.close(fd)
+    assert len(Path(tmp).name) == len("name") + NAME_EXTRA
