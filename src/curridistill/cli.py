@@ -208,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("interrupted; continue with `curridistill run --resume RUN_DIR`\n")
         return 130
     except OSError as exc:  # a path the user gave that cannot be read or written; anything else is a bug: traceback
-        line = _path_error(exc, args)
+        from curridistill.outputs import os_error_line
+
+        line = os_error_line(exc, vars(args))
         if line is None:
             raise
         sys.stderr.write(f"error: {line}\n")
@@ -221,36 +223,6 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"error: out of memory in `{args.command}`; lower data.batch_size / data.eval_batch_size "
                          f"or use a smaller model\n")
         return EXIT_USER_ERROR
-
-
-def _path_error(exc: OSError, args: argparse.Namespace) -> str | None:
-    """``exc`` as one line when it names a file of the user's (a path given on the command line or in a config that
-    cannot be used: too long a name, no permission, ...), else None. Files of this installation (the package, its
-    dependencies, Python itself) are not the user's: those stay tracebacks, as bugs."""
-    import os
-    from pathlib import Path
-
-    from curridistill.io import os_error_hint
-
-    if exc.filename is None or isinstance(exc.filename, int):
-        return None
-    path = os.fsdecode(exc.filename)
-    try:
-        resolved = Path(path).resolve()
-        if any(resolved.is_relative_to(Path(p).resolve()) for p in {sys.prefix, sys.base_prefix, Path(__file__).parent}):
-            return None
-    except (OSError, ValueError):
-        pass
-    def under(paths) -> bool:
-        return any(path == p or path.startswith(p.rstrip("/\\") + os.sep) for p in paths)
-
-    outputs = ("out", "json_out", "cache_dir")
-    given = vars(args).items()
-    writing = under(str(v) for k, v in given if k in outputs and v)
-    reading = under(str(x) for k, v in given if k not in outputs for x in (v if isinstance(v, list) else [v])
-                    if isinstance(x, (str, Path)))
-    action = "cannot write" if writing else "cannot read" if reading else "cannot use"  # else: a path a config named
-    return f"{action} {path} ({exc.strerror or type(exc).__name__}); {os_error_hint(exc, writing)}"
 
 
 if __name__ == "__main__":

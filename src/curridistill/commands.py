@@ -12,7 +12,7 @@ from rich.table import Table
 from curridistill import api
 from curridistill.config import load_config
 from curridistill.errors import UserError
-from curridistill.io import is_directory, write_json, write_text
+from curridistill.io import write_json, write_text
 from curridistill.models.checkpoint import trusting_code
 from curridistill.multirun import check_parallel
 from curridistill.outputs import check_writable, refuse_overwriting, same_file
@@ -145,8 +145,6 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     if args.json_out:  # before the evaluation: it would fail only at the end
-        if is_directory(args.json_out):
-            raise UserError(f"{args.json_out} is a directory; give a file path to write to")
         refuse_overwriting(args.json_out, "--json", [args.checkpoint])
         check_writable(args.json_out, "--json")
     with trusting_code(getattr(args, "trust_code", False)):

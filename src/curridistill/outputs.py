@@ -4,6 +4,7 @@ or one of its own inputs, before it trains, exports or benchmarks anything. The 
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -111,3 +112,32 @@ def refuse_overwriting(path: str | Path, flag: str, inputs: list[str | Path] = (
     for p in inputs:
         if same_file(path, p):
             raise UserError(f"{flag} {path} would overwrite {p}, an input of this command; choose another path")
+
+
+OUTPUT_OPTIONS = ("out", "json_out", "cache_dir")  # command-line options naming what a command writes
+
+
+def os_error_line(exc: OSError, given: dict) -> str | None:
+    """``exc`` as one line when it names a file of the user's (a path given on the command line, ``given`` as
+    argparse parsed it, or in a config: too long a name, no permission, ...), else None. Files of this installation
+    (the package, its dependencies, Python itself) are not the user's: those stay tracebacks, as bugs."""
+    if exc.filename is None or isinstance(exc.filename, int):
+        return None
+    path = os.fsdecode(exc.filename)
+    try:
+        resolved = Path(path).resolve()
+        installation = {sys.prefix, sys.base_prefix, Path(__file__).parent}
+        if any(resolved.is_relative_to(Path(p).resolve()) for p in installation):
+            return None
+    except (OSError, ValueError):
+        pass
+    writing = _under(path, [str(v) for k, v in given.items() if k in OUTPUT_OPTIONS and v])
+    reading = _under(path, [str(x) for k, v in given.items() if k not in OUTPUT_OPTIONS
+                            for x in (v if isinstance(v, list) else [v]) if isinstance(x, (str, Path))])
+    action = "cannot write" if writing else "cannot read" if reading else "cannot use"  # else: a path a config named
+    return f"{action} {path} ({exc.strerror or type(exc).__name__}); {os_error_hint(exc, writing)}"
+
+
+def _under(path: str, folders: list[str]) -> bool:
+    """``path`` is one of ``folders`` or inside one."""
+    return any(path == f or path.startswith(f.rstrip("/\\") + os.sep) for f in folders)
