@@ -67,6 +67,8 @@ def test_class_balanced_equal_classes_matches_rounds():
     order = order_by_difficulty(scores, targets, "class_balanced", seed=0)
     for r in range(10):
         assert sorted(targets[order[4 * r:4 * r + 4]].tolist()) == [0, 1, 2, 3]
+        round_scores = scores[order[4 * r:4 * r + 4]]
+        assert torch.all(round_scores[1:] >= round_scores[:-1])  # easiest first within a round, as balance_order
 
 
 @pytest.mark.parametrize("seed", range(20))

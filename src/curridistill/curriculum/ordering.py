@@ -5,7 +5,9 @@
 * ``class_balanced``: easiest first within each class, with the classes interleaved so that EVERY prefix
   keeps the class proportions of the whole set: for a prefix of length k, each class count is within 1
   of ``k * n_c / N``. This generalises Hacohen & Weinshall's ``balance_order`` (which assumes equal
-  class sizes) to imbalanced data, using Tijdeman's chairman-assignment sequence (bound ``1 - 1/(2C-2)``).
+  class sizes) to imbalanced data, using Tijdeman's chairman-assignment sequence (bound ``1 - 1/(2C-2)``);
+  with equal class sizes it is exactly ``balance_order``: rounds of one sample per class, the j-th round
+  holding each class's j-th easiest, sorted by difficulty within the round.
 
 Ties (and NaN scores, which count as hardest) are broken by a permutation seeded with ``seed``, so the
 result is deterministic and does not favour low indices.
@@ -42,13 +44,19 @@ def balanced_interleave(classes: Tensor) -> Tensor:
 
     At position t (1-based) a class c is eligible when ``t * p_c - s_c >= sigma`` (s_c: count so far,
     sigma = 1 / (2C - 2)); among the eligible the one with the earliest deadline ``(s_c + 1 - sigma) / p_c``
-    is chosen. A class becomes eligible only once, when its deadline draws near, so a heap of pending
-    classes ordered by the time they become eligible keeps this O(N log C).
+    is chosen. Classes due at the same time (every class at the start of a round when the classes have
+    equal sizes) go in the order of their next sample in ``classes``: when ``classes`` is in difficulty
+    order, the easiest first, as in Hacohen & Weinshall's ``balance_order``, which sorts each round by
+    difficulty. (The bound holds whichever way such ties are broken.) A class becomes eligible only once,
+    when its deadline draws near, so a heap of pending classes ordered by the time they become eligible
+    keeps this O(N log C).
     """
-    labels, counts = torch.unique(classes, return_counts=True)
+    labels, dense, counts = torch.unique(classes, return_inverse=True, return_counts=True)
     n, c = int(counts.sum()), len(labels)
     if c <= 1:
         return classes.clone()
+    # positions in ``classes`` of each class's samples, in order: the tie-break between classes due together
+    positions = [torch.nonzero(dense == j).flatten().tolist() for j in range(c)]
     sigma = 1.0 / (2 * c - 2)
     p = [int(k) / n for k in counts]
     left = [int(k) for k in counts]
@@ -58,21 +66,21 @@ def balanced_interleave(classes: Tensor) -> Tensor:
     def ready_at(j: int) -> int:  # first t with t * p_j - taken_j >= sigma
         return max(1, math.ceil((taken[j] + sigma) / p[j] - eps))
 
-    def deadline(j: int) -> float:
-        return (taken[j] + 1 - sigma) / p[j]
+    def deadline(j: int) -> tuple[float, int, int]:  # then the position of the class's next sample
+        return (taken[j] + 1 - sigma) / p[j], positions[j][taken[j]], j
 
     pending = [(ready_at(j), j) for j in range(c)]  # not yet eligible, by the time they become so
     heapq.heapify(pending)
-    eligible: list[tuple[float, int]] = []  # by deadline
+    eligible: list[tuple[float, int, int]] = []  # by deadline, then by the position of the next sample
     out = torch.empty(n, dtype=torch.long)
     for t in range(1, n + 1):
         while pending and pending[0][0] <= t:
             _, j = heapq.heappop(pending)
-            heapq.heappush(eligible, (deadline(j), j))
+            heapq.heappush(eligible, deadline(j))
         if not eligible:  # cannot happen with the bound above; kept as a safe fallback
             _, j = heapq.heappop(pending)
-            heapq.heappush(eligible, (deadline(j), j))
-        _, j = heapq.heappop(eligible)
+            heapq.heappush(eligible, deadline(j))
+        _, _, j = heapq.heappop(eligible)
         out[t - 1] = j
         taken[j] += 1
         left[j] -= 1

@@ -13,12 +13,17 @@ Formulas (``L`` = the lesson's last step, ``T - 1`` for ``T`` steps; ``t = min(1
 default ``end_at = 1`` the last step trains on the full data):
 
 * ``linear``:  ``start + (1 - start) * t``
-* ``root``:    ``(start^p + (1 - start^p) * t)^(1/p)`` with ``p = power`` (competence of Platanios et al. 2019)
+* ``root``:    ``(start^p + (1 - start^p) * t)^(1/p)`` with ``p = power``: the c_root-p competence of Platanios
+  et al. 2019, with their c0 = ``start`` and T = ``L * end_at``; ``power: 1`` is their linear competence.
+  Not Wu et al. 2021's "root" family ``start + (1 - start) * sqrt(t)``, a different curve
 * ``geometric``: ``2^(log2(start) * (1 - t))`` (Penha & Hauff 2020)
 * ``step``:    ``start`` until the first jump, then ``num_steps`` equal jumps at equal spacing, reaching 1 at
   ``t = num_steps / (num_steps + 1)``; with the default ``num_steps = 1``: ``start`` for ``i < L*end_at/2``, then 1
+  (so Wu et al. 2021's step, ``b`` until ``a * T`` then all the data, is ``step`` with ``end_at = 2a``)
 * ``fixed_exponential``: ``min(1, start * inc^floor(i / step_length))`` (Hacohen & Weinshall 2019);
-  ``step_length`` defaults to ``T // 10``
+  ``step_length`` defaults to a tenth of the lesson: ``T // 10`` steps, or with ``unit: epoch``
+  ``E // 10`` epochs for a lesson of ``E`` epochs (at least 1). Their single-step pacing (``start`` until
+  ``step_length``, then all the data) is ``fixed_exponential`` with ``inc = 1 / start``
 * ``varied_exponential``: the same, but the k-th increase happens after the sum of the first k entries of
   ``step_lengths``; past the end of the list the last length repeats
 
@@ -54,11 +59,11 @@ class PacingSpec(BaseModel):
 
     kind: str = "linear"
     start: float | None = None  # fraction available at step 0; None: 0.04 for *_exponential, else 0.1
-    end_at: float = 1.0  # fraction of the lesson at which the full data is reached (linear/root/geometric/step)
+    end_at: float = 1.0  # fraction of the lesson at which linear/root/geometric reach the full data (step: see above)
     power: float = 2.0  # root: p (2 = square root competence)
     num_steps: int = 1  # step: number of equal jumps from start to 1
     inc: float = 1.9  # *_exponential: factor of each increase
-    step_length: int | None = None  # fixed_exponential: steps (or epochs) between increases; None: T // 10
+    step_length: int | None = None  # fixed_exponential: steps (or epochs) between increases; None: a tenth of it
     step_lengths: list[int] = Field(default_factory=list)  # varied_exponential: lengths of the successive steps
     unit: Literal["step", "epoch"] = "step"
 
@@ -192,8 +197,8 @@ def build_pacing(spec: PacingSpec | str | dict, total_steps: int, steps_per_epoc
         if spec.inc <= 1:
             raise UserError(f"{where}.inc must be > 1 (the factor of each increase), got {spec.inc}")
         if spec.kind == "fixed_exponential":
-            if spec.step_length is None:
-                lengths = (max(1, total // 10),)
+            if spec.step_length is None:  # a tenth of the lesson, in whole epochs with unit: epoch
+                lengths = (max(1, total // per_unit // 10) * per_unit,)
             else:
                 lengths = (spec.step_length * per_unit,)
         else:

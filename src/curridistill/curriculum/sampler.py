@@ -5,14 +5,23 @@ do not depend on what ran before it and a run resumed at an epoch boundary conti
 
 * ``RandomBatches``: each epoch a seeded permutation of all N samples, chunked into batches.
 * ``PacedBatches``: the curriculum. At global step ``i = epoch * steps_per_epoch + k`` only the first
-  ``n_i = max(min_size, ceil(g(i) * N))`` samples of a difficulty ``order`` are available, and a batch is
-  ``batch_size`` of them, uniformly at random (as Hacohen & Weinshall do). Within an epoch the batches walk a
-  shuffled pass over the available samples (reshuffled when the pass runs out or the prefix grows), so every
-  sample is seen before any is seen again: at full competence an epoch sees all N samples, as an unpaced
-  epoch does, where independent draws per batch would see about 63% of them.
-  ``steps_per_epoch`` is the caller's, normally ``ceil(N / batch_size)`` as for ``RandomBatches``: a
+  ``n_i = min(N, max(min_size, batch_size, ceil(g(i) * N)))`` samples of a difficulty ``order`` are
+  available (``min_size`` defaults to ``batch_size``, so a batch is always full; Hacohen & Weinshall's code
+  fails on a pool smaller than a batch), and a batch is ``batch_size`` of them, uniformly at random (as
+  Hacohen & Weinshall do). Within an epoch the batches walk a shuffled pass over the available samples
+  (reshuffled when the pass runs out or the prefix grows), so every sample is seen before any is seen
+  again: at full competence an epoch sees all N samples, as an unpaced epoch does, where independent draws
+  per batch (Hacohen & Weinshall's) would see about 63% of them. Each batch is still a uniform draw from the
+  pool. ``steps_per_epoch`` is the caller's, normally ``ceil(N / batch_size)`` as for ``RandomBatches``: a
   paced lesson has the same optimizer-step budget as an unpaced one; pacing changes WHICH samples a
   step sees, not how many steps there are. Early "epochs" therefore revisit the easy prefix many times.
+
+  The pool is a prefix of the ORDER, so samples tied in difficulty are split at its edge by the order's
+  seeded tie-breaking (``ordering.order_by_difficulty``). Platanios et al. 2019 define it through the
+  difficulty CDF instead, ``{s : CDF(d(s)) <= c(t)}``: ``floor(c(t) * N)`` samples without ties, and whole
+  groups of tied samples only, so it can be empty or jump (sentence lengths tie a lot). The prefix always
+  contains their pool; the rest of it, up to ``ceil(c(t) * N)`` samples in all, is the next-easiest (part of
+  a tie group, chosen by the order's seed), so the pool's size follows the pacing exactly.
 """
 from __future__ import annotations
 
@@ -69,7 +78,8 @@ class RandomBatches:
 
 
 class PacedBatches:
-    """Batches drawn uniformly from the easiest ``ceil(pacing(i) * N)`` samples of ``order``."""
+    """Batches drawn uniformly from the easiest ``ceil(pacing(i) * N)`` samples of ``order`` (at least
+    ``max(min_size, batch_size)``, at most N)."""
 
     kind = "paced"
 

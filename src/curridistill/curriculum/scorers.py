@@ -1,8 +1,11 @@
 """Difficulty scorers: per-sample DIFFICULTY (higher = harder) from targets and logits.
 
 A scorer is a pure function of a ``ScoreInputs`` (all of the training set at once) returning an
-``(N,)`` float tensor. The runner collects the teacher's and/or the student's logits on the training
-set (without augmentation) and calls ``score(name, inputs)``; ``order_by_difficulty`` then sorts.
+``(N,)`` float tensor. Scores are computed in float64, and ``1 - p`` and the cross-entropy from the log-odds
+against the true class, so that confident predictions keep their order instead of all tying at 0 (float32,
+which ``score`` returns, keeps even tiny scores to 7 significant digits). The runner collects the teacher's
+and/or the student's logits on the training set (without augmentation) and calls ``score(name, inputs)``;
+``order_by_difficulty`` then sorts.
 
 * ``teacher_confidence``: ``1 - p_teacher(true class)`` (Hacohen & Weinshall 2019 use a teacher's confidence)
 * ``teacher_loss``: cross-entropy of the teacher on the true class
@@ -14,6 +17,7 @@ set (without augmentation) and calls ``score(name, inputs)``; ``order_by_difficu
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -58,14 +62,25 @@ def _scorer(name: str, help_text: str, needs_teacher: bool = False, needs_studen
     return add
 
 
+def _odds_against(logits: Tensor, targets: Tensor) -> Tensor:
+    """(N,) float64 ``r = logsumexp_{c != y} z_c - z_y``: ``1 - p_y = sigmoid(r)`` and ``-log p_y = softplus(r)``.
+
+    Both stay accurate where a confident model's ``p_y`` rounds to 1, where ``1 - p_y`` and the float32
+    cross-entropy are exactly 0 for every such sample: a tie that would order the easiest samples at random
+    instead of by their confidence."""
+    z = logits.double()
+    y = targets.long().view(-1, 1)
+    others = z.scatter(1, y, -math.inf)  # (N, C) the true class masked out
+    return torch.logsumexp(others, dim=1) - z.gather(1, y).squeeze(1)
+
+
 def _ce(logits: Tensor, targets: Tensor) -> Tensor:
-    return F.cross_entropy(logits.float(), targets.long(), reduction="none")
+    return F.softplus(_odds_against(logits, targets))
 
 
 @_scorer("teacher_confidence", "1 - teacher probability of the true class", needs_teacher=True)
 def teacher_confidence(inp: ScoreInputs) -> Tensor:
-    p = inp.teacher_logits.float().softmax(dim=1)
-    return 1.0 - p.gather(1, inp.targets.long().view(-1, 1)).squeeze(1)
+    return torch.sigmoid(_odds_against(inp.teacher_logits, inp.targets))
 
 
 @_scorer("teacher_loss", "teacher cross-entropy on the true class", needs_teacher=True)
@@ -75,15 +90,15 @@ def teacher_loss(inp: ScoreInputs) -> Tensor:
 
 @_scorer("teacher_entropy", "entropy of the teacher prediction (label-free)", needs_teacher=True)
 def teacher_entropy(inp: ScoreInputs) -> Tensor:
-    logp = inp.teacher_logits.float().log_softmax(dim=1)
+    logp = inp.teacher_logits.double().log_softmax(dim=1)
     return -(logp.exp() * logp).sum(dim=1)
 
 
 @_scorer("teacher_student_kl", "KL(teacher || student): where the student disagrees with the teacher most",
          needs_teacher=True, needs_student=True)
 def teacher_student_kl(inp: ScoreInputs) -> Tensor:
-    logp_t = inp.teacher_logits.float().log_softmax(dim=1)
-    logp_s = inp.student_logits.float().log_softmax(dim=1)
+    logp_t = inp.teacher_logits.double().log_softmax(dim=1)
+    logp_s = inp.student_logits.double().log_softmax(dim=1)
     return (logp_t.exp() * (logp_t - logp_s)).sum(dim=1).clamp_min(0.0)
 
 

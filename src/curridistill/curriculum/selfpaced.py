@@ -3,18 +3,23 @@
 Each weighting is the closed-form minimiser of an SPL regulariser for a threshold ``lam`` (the "age"),
 applied to the per-sample losses of a batch; weights carry no gradient. ``l`` is a sample's loss:
 
-* ``hard`` (Kumar et al. 2010): ``1 if l < lam else 0``
-* ``linear`` (Jiang et al. 2014): ``max(0, 1 - l / lam)``
+* ``hard`` (Kumar et al. 2010): ``1 if l < lam else 0`` (their ``lam = 1/K``; regulariser ``-lam * sum(v)``)
+* ``linear`` (Jiang et al. 2014, also Jiang et al. 2015's self-paced curriculum): ``max(0, 1 - l / lam)``
+  (regulariser ``lam * sum(v^2 / 2 - v)``)
 * ``logarithmic`` (Jiang et al. 2014): ``log(l + zeta) / log(zeta)`` for ``l < lam``, else 0, with
   ``zeta = 1 - lam``; defined for ``0 < lam < 1`` only, so ``lam`` is clamped into that interval
 * ``mixture`` (Jiang et al. 2014): 1 for ``l <= lam'``, 0 for ``l >= lam``, ``zeta / l - zeta / lam`` between,
   with ``lam' = lower * lam`` and ``zeta = lam * lam' / (lam - lam')``
 * ``logistic``: ``(1 + exp(-lam)) / (1 + exp(l - lam))``: a soft step, 1 at ``l = 0``, never exactly 0
 * ``polynomial``: ``(1 - l / lam)^(1 / (t - 1))`` for ``l < lam``, else 0, with ``t = power > 1``
-  (``t = 2`` is linear; larger ``t`` keeps more weight near the threshold)
+  (``t = 2`` is linear; larger ``t`` keeps more weight near the threshold); the minimiser of the
+  polynomial regulariser ``lam * sum(v^t / t - v)``
 
 In config the threshold is a schedule of lesson progress (see ``schedules.py``), growing so that harder
-samples join over time. With ``quantile: true`` the schedule gives a quantile ``q`` of each batch's
+samples join over time. Kumar et al. multiply ``lam`` by a factor ``mu > 1`` per iteration: with one
+iteration per epoch that is ``threshold: {kind: step, start: lam0, gamma: mu, step_size: 1, unit: epoch}``
+(``lam0 * mu^e`` in epoch ``e``); ``{kind: exponential, start: lam0, end: lam1}`` grows it geometrically
+every step. With ``quantile: true`` the schedule gives a quantile ``q`` of each batch's
 losses instead of an absolute loss, which needs no knowledge of the loss scale; ``q >= 1`` weighs
 every sample 1 (the curriculum is over)::
 
