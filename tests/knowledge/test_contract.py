@@ -20,6 +20,8 @@ from curridistill.models.taps import FeatureTaps
 from tests.helpers import cuda_marks
 
 NAMES = list(load_all())
+# every term with its defaults, and the options that build a different module: "name key=value ..."
+VARIANTS = NAMES + ["ctkd mode=instance"]
 B, C, SIZE = 6, 5, 8
 
 
@@ -58,8 +60,9 @@ def make_setup(name: str, teacher_index: int = 0, device: str = "cpu"):
     """``device``: where models, batch and term live, moved the way the runner moves them (``.to`` before
     and after ``build``)."""
     torch.manual_seed(0)
+    name, *options = name.split()
     cls = load_all().get(name)
-    term: KnowledgeTerm = cls(cls.Params(), teacher_index=teacher_index)
+    term: KnowledgeTerm = cls(cls.Params(**dict(o.split("=") for o in options)), teacher_index=teacher_index)
     term.attach_training_labels(TRAINING_LABELS)  # the batch's indices are 100..105 of this training set
     term.to(device)
     student = student_net().to(device)
@@ -118,7 +121,7 @@ def test_declares_itself(name):
     assert set(paths) == {"student", "teacher"}
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", VARIANTS)
 def test_forward_backward(name):
     term, student, teachers, inputs_for = make_setup(name)
     term.train()
@@ -141,7 +144,7 @@ def test_forward_backward(name):
 
 
 @pytest.mark.parametrize("device", ["meta", pytest.param("cuda", marks=cuda_marks())])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", VARIANTS)
 def test_runs_where_its_inputs_live(name, device):
     """Issue 13's class of bugs, seen without a GPU: on the ``meta`` device (shapes, no data) a tensor a term
     creates on the CPU fails on first use, as it would on CUDA; so do ops whose output size depends on
@@ -167,7 +170,7 @@ def _held_tensors(term: KnowledgeTerm) -> dict[str, int]:
     return held
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", VARIANTS)
 def test_declares_state_it_carries_across_steps(name):
     """A captured CUDA-graph step overwrites its outputs on the next replay, so a term whose forward puts a new
     tensor in its state for the next step (CRD's queue, CTKD's running sum) must say so (``carries_state``) and
@@ -190,7 +193,7 @@ class ClockTrap:
         raise AssertionError(f"forward read clock.{name} after before_step")
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", VARIANTS)
 def test_forward_leaves_the_clock_to_before_step(name):
     """A compiled step would bake a value read from the clock into its graph and recompile every step: what
     follows the clock is computed in ``before_step`` on the host, and the forward after it never reads it."""
@@ -202,7 +205,7 @@ def test_forward_leaves_the_clock_to_before_step(name):
     assert term(inputs, temperature_of(term)).shape == (B,)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", VARIANTS)
 def test_permuting_the_batch_permutes_the_loss(name):
     """Per-sample losses belong to their samples, relational terms included; and mean == batch loss
     whatever the order."""
@@ -228,7 +231,7 @@ def test_learned_temperature_tensor(name):
     assert temp.grad is not None and torch.isfinite(temp.grad)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", VARIANTS)
 def test_state_dict_round_trip(name):
     """What build creates is in the state dict and loads into a freshly built term (checkpoints)."""
     term, student, teachers, inputs_for = make_setup(name)

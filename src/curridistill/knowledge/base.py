@@ -69,6 +69,11 @@ class KnowledgeTerm(nn.Module, abc.ABC):
     def build(self, inputs: KnowledgeInputs) -> None:
         """Called once on a first batch (no grad) before the optimizer exists: create adapters here."""
 
+    def needs_build(self) -> bool:
+        """Whether ``build`` has work to do: the runner runs its probe batch (a student forward and the teachers')
+        only when some term needs it. By default, when the class overrides ``build``."""
+        return type(self).build is not KnowledgeTerm.build
+
     def attach_training_labels(self, labels: Tensor) -> None:
         """Called by the runner once, before ``build``, with the labels (N,) of the training set that
         ``KnowledgeInputs.indices`` index: a term that keeps per-sample state (CRD's memory bank) sizes it here."""

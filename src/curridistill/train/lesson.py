@@ -161,7 +161,7 @@ class LessonRun:
 
     def _build_terms(self) -> None:
         """Run every term's ``build`` on a fixed probe batch, so adapters exist before the optimizer."""
-        if not self.student_paths and all(type(t).build is KnowledgeTerm.build for t in self.terms.values()):
+        if not self.student_paths and not any(t.needs_build() for t in self.terms.values()):
             return
         data = self.ctx.pipeline
         idx = torch.arange(min(self.batch_size, len(data.splits.train)))
