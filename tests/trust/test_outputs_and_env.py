@@ -202,8 +202,9 @@ def test_bad_output_or_path_is_one_line_and_nothing_changes(case_id, make, expec
     ({"RANK": "-1"}, "environment variable RANK=-1 must be >= 0"),
     ({"RANK": "3", "WORLD_SIZE": "2"}, "environment variables RANK=3 and WORLD_SIZE=2 disagree"),
     ({"LOCAL_RANK": "2", "WORLD_SIZE": "2"}, "environment variables LOCAL_RANK=2 and WORLD_SIZE=2 disagree"),
+    ({"RANK": "2"}, "environment variable RANK=2 is set without WORLD_SIZE, so this process would run alone as rank 2"),
 ], ids=["rank-not-a-number", "world-not-a-number", "local-rank-not-a-number", "world-zero", "rank-negative",
-        "rank-beyond-world", "local-rank-beyond-world"])
+        "rank-beyond-world", "local-rank-beyond-world", "rank-without-world"])
 def test_bad_torchrun_environment_is_one_line(env, expect, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
@@ -219,7 +220,8 @@ def test_torchrun_environment_of_a_real_launch_is_accepted(monkeypatch):
     from curridistill.train import distributed
 
     for env, ranks in (({}, (0, 1, 0)), ({"RANK": "", "WORLD_SIZE": ""}, (0, 1, 0)),
-                       ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}, (1, 2, 1)), ({"RANK": "2"}, (2, 1, 0))):
+                       ({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "1"}, (1, 2, 1)), ({"RANK": "0"}, (0, 1, 0)),
+                       ({"LOCAL_RANK": "3"}, (0, 1, 3))):
         for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
             monkeypatch.delenv(key, raising=False)
         for key, value in env.items():

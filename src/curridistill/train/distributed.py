@@ -51,7 +51,8 @@ LAUNCH_HINT = "torchrun sets RANK, WORLD_SIZE and LOCAL_RANK for each process it
 
 def env_ranks() -> DistInfo:
     """RANK, WORLD_SIZE and LOCAL_RANK as torchrun sets them (absent or empty: one process), checked: whole numbers,
-    WORLD_SIZE >= 1, ranks >= 0 and below WORLD_SIZE. A bad value is one line naming the variable, before any work."""
+    WORLD_SIZE >= 1, ranks >= 0 and below WORLD_SIZE (a RANK above 0 without WORLD_SIZE, which would make a lone
+    process silent, is refused). A bad value is one line naming the variable, before any work."""
     values = {}
     for name, default, least in (("RANK", 0, 0), ("WORLD_SIZE", 1, 1), ("LOCAL_RANK", 0, 0)):
         text = os.environ.get(name, "").strip()
@@ -66,11 +67,17 @@ def env_ranks() -> DistInfo:
         if values[name] < least:
             raise UserError(f"environment variable {name}={text} must be >= {least}; {LAUNCH_HINT.format(names=name)}")
     world = values["WORLD_SIZE"]
-    if os.environ.get("WORLD_SIZE", "").strip():  # RANK without WORLD_SIZE: a lone process, as before
-        for name in ("RANK", "LOCAL_RANK"):
-            if values[name] >= world:
-                raise UserError(f"environment variables {name}={values[name]} and WORLD_SIZE={world} disagree (ranks "
-                                f"count from 0 to WORLD_SIZE - 1); {LAUNCH_HINT.format(names=f'{name} and WORLD_SIZE')}")
+    world_set = bool(os.environ.get("WORLD_SIZE", "").strip())
+    # without WORLD_SIZE: a lone process, which a LOCAL_RANK left by a launcher does not change (it only picks a
+    # GPU within a group), but a RANK above 0 would make it silent (only rank 0 prints)
+    for name in ("RANK", "LOCAL_RANK") if world_set else ("RANK",):
+        if values[name] >= world:
+            if not world_set:
+                raise UserError(f"environment variable {name}={values[name]} is set without WORLD_SIZE, so this "
+                                f"process would run alone as rank {values[name]}, printing nothing (only rank 0 prints); "
+                                f"{LAUNCH_HINT.format(names=name)}")
+            raise UserError(f"environment variables {name}={values[name]} and WORLD_SIZE={world} disagree (ranks "
+                            f"count from 0 to WORLD_SIZE - 1); {LAUNCH_HINT.format(names=f'{name} and WORLD_SIZE')}")
     return DistInfo(values["RANK"], world, values["LOCAL_RANK"])
 
 
