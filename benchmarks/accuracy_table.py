@@ -81,6 +81,8 @@ def rows(base: dict, assistant: str | None = None) -> dict[str, dict]:
         "at": {"course": [_lesson(base, loss={"ce": 1.0, "at": {"weight": 1000, "student_layers": ["stage2", "stage3"],
                                                                   "teacher_layers": ["stage2", "stage3"]}})]},
         "ctkd": {"course": [_lesson(base, loss={"ce": 0.1, "ctkd": 0.9})]},
+        # CTKD's instance-wise variant: one learned temperature per sample (an MLP on the logits), same weights
+        "ctkd (instance)": {"course": [_lesson(base, loss={"ce": 0.1, "ctkd": {"weight": 0.9, "mode": "instance"}})]},
         # RepDistiller's CRD row (-r 1 -a 0 -b 0.8) on the pooled last stage; K keeps the paper's K / N (16384 of
         # 50,000) on this training set; the paper's memory bank + NCE, and the bounded queue + InfoNCE
         "crd": {"course": [_lesson(base, loss={"ce": 1.0, "crd": {"weight": 0.8, "num_negatives": _crd_k(base)}})]},

@@ -20,7 +20,7 @@ def test_every_row_of_the_cpu_scale_protocol_is_a_valid_config():
     table = load_benchmark("accuracy_table")
     base = yaml.safe_load((REPO / "configs" / "protocol" / "cifar10_cpu_scale.yaml").read_text())
     rows = table.rows(base)
-    assert {"kd", "dkd", "dist", "kd+ls", "fitnet", "at", "ctkd", "curriculum+kd", "self-paced kd",
+    assert {"kd", "dkd", "dist", "kd+ls", "fitnet", "at", "ctkd", "ctkd (instance)", "curriculum+kd", "self-paced kd",
             "annealing-kd", "takd (resnet14)", "crd", "crd (queue)"} <= set(rows)
     for name, edits in rows.items():
         cfg = load_config({**base, **edits})
