@@ -351,7 +351,8 @@ def _resumed_config(run_dir: Path, overrides: list[str], allowed: set[str] = fro
 class _PendingChanges:
     """The ``--set`` changes of a resume, written into config.yaml (and noted on stderr) only once the run has
     accepted them: when a lesson starts training (the models built, the data loaded, the checkpoint loaded into
-    the changed model) or, with nothing left to train, before the evaluation. A value the run refuses (a model
+    the changed model, the lesson's saved state into the changed lesson) or, with nothing left to train, before the
+    evaluation. A value the run refuses (a model
     that cannot be built, weights that do not fit it) leaves the directory as it was: a plain ``--resume``
     still continues it. A callback (``on_phase``), so it runs at the start of the first lesson trained."""
 

@@ -136,6 +136,17 @@ def test_default_step_length_with_epoch_unit_is_whole_epochs(epochs, per_epoch, 
         assert g(i) == pytest.approx(min(1.0, 0.04 * 1.9 ** (i // per_epoch // every)), rel=1e-12), i
 
 
+@pytest.mark.parametrize("epochs, per_epoch", [(5, 10), (2, 50), (6, 7)])
+def test_a_short_epoch_lesson_still_ends_on_the_full_data(epochs, per_epoch):
+    # whole-epoch increases would stop short (5 epochs: 0.04 * 1.9^4 = 52% of the data): the default falls back
+    # to a tenth of the lesson's steps, as with unit: step, and the lesson ends on all of it
+    total = epochs * per_epoch
+    g = build_pacing({"kind": "fixed_exponential", "unit": "epoch"}, total, steps_per_epoch=per_epoch)
+    for i in range(total):
+        assert g(i) == pytest.approx(min(1.0, 0.04 * 1.9 ** (i // (total // 10))), rel=1e-12), i
+    assert g(total - 1) == 1.0
+
+
 # --------------------------------------------------------------------------------------------------------
 # Hacohen & Weinshall 2019: scoring, orders, class balance
 # --------------------------------------------------------------------------------------------------------
@@ -174,6 +185,20 @@ def test_confident_teacher_still_orders_by_confidence(name):
     assert order_by_difficulty(s, targets, seed=1).tolist() == most_confident_first
     if name == "teacher_confidence":
         assert s.double().tolist() == pytest.approx([2 * math.exp(-float(m)) for m in margins], rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["teacher_confidence", "teacher_loss"])
+def test_a_teacher_confidently_wrong_keeps_the_hard_end_in_order(name):
+    # the hard end of the same order: the teacher puts its mass on another class by margins of 17..36, so
+    # p_true ~ e^-m; 1 - p_true rounds to 1 in float32 for all of them, and hard_first (or the last samples of an
+    # easy-first pool) must still follow the margin: most confidently wrong first
+    margins = torch.arange(17.0, 37.0)[torch.randperm(20, generator=torch.Generator().manual_seed(1))]
+    logits = torch.zeros(20, 3)
+    logits[:, 1] = margins
+    targets = torch.zeros(20, dtype=torch.long)
+    s = score(name, ScoreInputs(targets, teacher_logits=logits))
+    most_wrong_first = sorted(range(20), key=lambda k: -float(margins[k]))
+    assert order_by_difficulty(s, targets, "hard_first", seed=1).tolist() == most_wrong_first
 
 
 def test_random_order_control():

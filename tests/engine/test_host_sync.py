@@ -72,6 +72,7 @@ def every_term() -> dict:
         loss[name].update(feature)
     loss["crd"].update(feature, num_negatives=64)
     loss["at"].update(weight=10, student_layers=["stage2", "stage3"], teacher_layers=["stage2", "stage3"])
+    loss["ctkd@instance"] = {"weight": 0.1, "mode": "instance"}  # a second CTKD: its per-sample temperature module
     return loss
 
 

@@ -18,7 +18,10 @@ default aggregation (the mean of their logits). CTKD (Li et al. 2023), whose tem
 through a gradient-reversal layer, is written from the official code (zhengli97/CTKD: ``Global_T``, ``CosineDecay``
 read at the 1-based epoch, the temperature in the student's SGD optimizer) with one whole-batch step per epoch, so
 the reversal weight changes between steps; the learned temperature (or temperature module, with its batch-norm
-statistics) is compared at the end as well, from the engine's last checkpoint.
+statistics) is compared at the end as well, from the engine's last checkpoint. The official repository has no
+instance-wise module, so that case's loop is written from the engine's documented module (``knowledge/ctkd.py``:
+the paper's min-max on detached logits) and checks the plumbing around it: the optimizer, the ramp, the batch-norm
+statistics and the checkpoint.
 """
 from __future__ import annotations
 

@@ -74,13 +74,17 @@ def test_mode_option_defaults_to_global_and_takes_only_the_two_modes():
     assert term.needs_build() and not CTKD().needs_build()
 
 
-def test_a_mode_that_does_not_exist_is_one_line_naming_the_two(tmp_path, capsys):
+@pytest.mark.parametrize("options, expect", [
+    ({"mode": "sample"}, ["option 'mode' of term 'ctkd'", "'global' or 'instance'"]),
+    ({"mode": "instance", "init": 2.0}, ["init sets the global mode's one temperature parameter", "remove init"]),
+], ids=["unknown mode", "init with mode instance"])
+def test_bad_options_are_one_line(tmp_path, capsys, options, expect):
     raw = tiny_config(tmp_path)
-    raw["course"][0]["loss"] = {"ce": 0.1, "ctkd": {"weight": 0.9, "mode": "sample"}}
+    raw["course"][0]["loss"] = {"ce": 0.1, "ctkd": {"weight": 0.9, **options}}
     config = tmp_path / "bad.yaml"
     config.write_text(yaml.safe_dump(raw))
     line = one_error(*run_main(["validate", str(config)], capsys))
-    assert "option 'mode' of term 'ctkd'" in line and "'global' or 'instance'" in line
+    assert all(text in line for text in expect), line
 
 
 def test_forward_before_build_says_what_to_do():
@@ -301,6 +305,23 @@ def test_learned_temperature_is_the_mean_per_sample_temperature_since_the_last_c
     assert term.learned_temperature() is None
 
 
+def test_the_epoch_sums_of_two_ranks_give_the_mean_over_both_shards():
+    """Under DDP each rank sees half the batch; the runner adds every rank's ``epoch_sums`` in place (all-reduce)
+    before reading the temperature: done here by hand for two ranks of one module, the log is the mean over both."""
+    s, t = logits(b=8, seed=12)
+    ranks = [instance_term(s, t, seed=12), instance_term(s, t, seed=12)]
+    used = []
+    for term, rows in zip(ranks, (slice(0, 5), slice(5, 8))):
+        used.append(term.temperatures(s[rows], t[rows]).detach())
+        term(inputs_of(s[rows], t[rows]))
+    totals = [a + b for a, b in zip(*(term.epoch_sums() for term in ranks))]
+    for term in ranks:
+        for mine, total in zip(term.epoch_sums(), totals):
+            mine.copy_(total)  # what all_reduce(SUM) does to the live buffers
+    expected = float(torch.cat(used).mean())
+    assert [term.learned_temperature() for term in ranks] == pytest.approx([expected, expected], rel=1e-6)
+
+
 def test_state_dict_carries_the_module_into_a_freshly_built_term():
     s, t = logits(seed=10)
     term = instance_term(s, t, seed=10)
@@ -329,12 +350,17 @@ def test_instance_mode_trains_logs_its_temperature_and_resumes_to_the_same_numbe
     raw = tiny_config(tmp_path, epochs=2)
     raw["baseline"] = {"enabled": False}
     raw["course"][0]["loss"] = {"ce": 0.1, "ctkd": {"weight": 0.9, "mode": "instance", "t_min": 2, "t_range": 10}}
+    raw["data"]["augment"] = {"crop_padding": 1}  # the teacher cache then holds one entry per augmentation epoch
     config = tmp_path / "ctkd_instance.yaml"
     config.write_text(yaml.safe_dump(raw))
     full, cut = tmp_path / "full", tmp_path / "cut"
 
     code, _, err = run_main(["run", str(config), "--out", str(full), "--quiet"], capsys)
     assert code == 0, err
+    # the module is sized on the runner's probe batch from the student's logits: the teachers' outputs of that
+    # batch would have cost the cache a whole un-augmented pass ("epoch-none") that training never reads
+    cached = [f.name for f in (tmp_path / "cache").rglob("*.safetensors") if "epoch-" in f.name]
+    assert cached and not [name for name in cached if "epoch-none" in name], cached
     records = _student_records(full)
     temps = [r["learned_temperatures"]["ctkd"] for r in records]
     assert len(temps) == 2 and all(2.0 < x < 12.0 for x in temps) and temps[0] != temps[1]
@@ -345,6 +371,11 @@ def test_instance_mode_trains_logs_its_temperature_and_resumes_to_the_same_numbe
     assert code == 3, err
     lesson = torch.load(cut / "student" / "state.pt", weights_only=True)["lesson_state"]
     assert {f"ctkd.temperature_net.{k}" for k in ("0.running_mean", "1.weight", "4.bias")} <= set(lesson["terms"])
+    # a resume that switches the mode cannot load the saved lesson state: one line, and the run is left as it was
+    config_before = (cut / "config.yaml").read_text()
+    code, _, err = run_main(["run", "--resume", str(cut), "--quiet", "--set", "course.0.loss.ctkd.mode=global"], capsys)
+    assert code == 2 and "the saved lesson state does not fit lesson 0" in err and "resume without the change" in err
+    assert (cut / "config.yaml").read_text() == config_before
     code, _, err = run_main(["run", "--resume", str(cut), "--quiet"], capsys)
     assert code == 0, err
 

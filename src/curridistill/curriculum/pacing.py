@@ -22,7 +22,9 @@ default ``end_at = 1`` the last step trains on the full data):
   (so Wu et al. 2021's step, ``b`` until ``a * T`` then all the data, is ``step`` with ``end_at = 2a``)
 * ``fixed_exponential``: ``min(1, start * inc^floor(i / step_length))`` (Hacohen & Weinshall 2019);
   ``step_length`` defaults to a tenth of the lesson: ``T // 10`` steps, or with ``unit: epoch``
-  ``E // 10`` epochs for a lesson of ``E`` epochs (at least 1). Their single-step pacing (``start`` until
+  ``E // 10`` epochs for a lesson of ``E`` epochs (at least 1) when the increases up to the full data fit in
+  the lesson that way; otherwise (a short lesson: with the defaults, under 7 epochs) ``T // 10`` steps, so
+  the lesson still ends on the full data. Their single-step pacing (``start`` until
   ``step_length``, then all the data) is ``fixed_exponential`` with ``inc = 1 / start``
 * ``varied_exponential``: the same, but the k-th increase happens after the sum of the first k entries of
   ``step_lengths``; past the end of the list the last length repeats
@@ -166,6 +168,18 @@ def parse_pacing(raw: Any, where: str = "pacing") -> PacingSpec:
         raise UserError(f"{where}.{loc}: {err.get('msg')}; see `curridistill list pacings`") from None
 
 
+def _default_step_length(total: int, per_unit: int, start: float, inc: float) -> int:
+    """fixed_exponential's default step length in steps: a tenth of the lesson, in whole epochs with ``unit: epoch``
+    when the increases up to the full data fit in the lesson that way, else a tenth of its steps (a short lesson
+    of whole-epoch increases would end on part of the data: 52% after 5 epochs with the defaults)."""
+    tenth = max(1, total // 10)
+    if per_unit == 1:
+        return tenth
+    epochs = max(1, total // per_unit // 10) * per_unit
+    increases = math.ceil(math.log(1.0 / start) / math.log(inc) - 1e-9)  # start * inc^k >= 1
+    return epochs if increases * epochs <= total - 1 else tenth
+
+
 def build_pacing(spec: PacingSpec | str | dict, total_steps: int, steps_per_epoch: int | None = None,
                  where: str = "pacing") -> PacingFn:
     """Turn a spec into ``g(i) -> fraction in [start, 1]`` for a lesson of ``total_steps`` optimizer steps.
@@ -197,8 +211,8 @@ def build_pacing(spec: PacingSpec | str | dict, total_steps: int, steps_per_epoc
         if spec.inc <= 1:
             raise UserError(f"{where}.inc must be > 1 (the factor of each increase), got {spec.inc}")
         if spec.kind == "fixed_exponential":
-            if spec.step_length is None:  # a tenth of the lesson, in whole epochs with unit: epoch
-                lengths = (max(1, total // per_unit // 10) * per_unit,)
+            if spec.step_length is None:
+                lengths = (_default_step_length(total, per_unit, start, float(spec.inc)),)
             else:
                 lengths = (spec.step_length * per_unit,)
         else:

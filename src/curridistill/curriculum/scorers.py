@@ -1,9 +1,11 @@
 """Difficulty scorers: per-sample DIFFICULTY (higher = harder) from targets and logits.
 
 A scorer is a pure function of a ``ScoreInputs`` (all of the training set at once) returning an
-``(N,)`` float tensor. Scores are computed in float64, and ``1 - p`` and the cross-entropy from the log-odds
-against the true class, so that confident predictions keep their order instead of all tying at 0 (float32,
-which ``score`` returns, keeps even tiny scores to 7 significant digits). The runner collects the teacher's
+``(N,)`` float tensor, computed and returned in float64, with ``1 - p`` and the cross-entropy taken from the
+log-odds against the true class. Both ends of a confident teacher's order depend on it: ``1 - softmax`` in float32
+is exactly 0 for every sample with a margin above about 17 (the easiest samples would all tie), and a float32
+score near 1 (a sample the teacher is confidently wrong about) rounds to 1 past a margin of about 17 (the hardest
+would tie); float64 keeps them apart up to margins of about 37. The runner collects the teacher's
 and/or the student's logits on the training set (without augmentation) and calls ``score(name, inputs)``;
 ``order_by_difficulty`` then sorts.
 
@@ -126,7 +128,7 @@ def _check_logits(name: str, logits: Tensor, n: int, who: str, where: str) -> No
 
 
 def score(name: str, inputs: ScoreInputs, where: str = "curriculum.scorer") -> Tensor:
-    """Per-sample difficulty ``(N,)`` (float32, CPU) by the scorer ``name``; checks what it needs."""
+    """Per-sample difficulty ``(N,)`` (float64, CPU) by the scorer ``name``; checks what it needs."""
     scorer = SCORERS.get(name, where=where)
     targets = inputs.targets
     if targets.dim() != 1:
@@ -152,4 +154,4 @@ def score(name: str, inputs: ScoreInputs, where: str = "curriculum.scorer") -> T
                         f"({inputs.teacher_logits.shape[1]} vs {inputs.student_logits.shape[1]})")
     with torch.no_grad():
         out = scorer(inputs)
-    return out.detach().float().cpu()
+    return out.detach().double().cpu()

@@ -69,6 +69,8 @@ class KnowledgeTerm(nn.Module, abc.ABC):
     def build(self, inputs: KnowledgeInputs) -> None:
         """Called once on a first batch (no grad) before the optimizer exists: create adapters here."""
 
+    build_reads_teacher = True  # whether ``build`` reads the teachers' outputs (the probe runs them only if so)
+
     def needs_build(self) -> bool:
         """Whether ``build`` has work to do: the runner runs its probe batch (a student forward and the teachers')
         only when some term needs it. By default, when the class overrides ``build``."""
@@ -95,6 +97,11 @@ class KnowledgeTerm(nn.Module, abc.ABC):
     def learned_temperature(self) -> float | None:
         """A temperature the term learns itself (CTKD), for the epoch log; None for the others."""
         return None
+
+    def epoch_sums(self) -> list[Tensor]:
+        """Device tensors this term sums over the epoch for its log (CTKD's temperatures used and their count): under
+        DDP the runner adds them up over the ranks, in place, before ``learned_temperature`` reads them."""
+        return []
 
     def teacher_logits(self, inputs: KnowledgeInputs) -> Tensor:
         if inputs.teacher_logits is None:

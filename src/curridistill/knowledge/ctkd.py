@@ -19,11 +19,13 @@ BatchNorm1d(2C) -> Linear(2C, C) -> LeakyReLU(0.2) -> BatchNorm1d(C) -> Linear(C
     L_i = tau_i^2 * KL(softmax(t_i / tau_i) || softmax(s_i / tau_i)),   d phi  <-  lambda * dL/d phi
 
 (phi: the module's parameters), so with equal tau_i the loss is exactly the global one; the batch loss is the
-mean over samples. The module reads *detached* logits: it pushes no gradient into the student or the teacher
-through its inputs (the official loop passes the student's logits undetached), and the student learns only through
-the KD loss at the predicted temperatures. C is known
-only from the logits, so the module is created in ``build`` (the runner's probe batch, before the optimizer
-exists, as FitNet's adapters are): its parameters train from the first step, are checkpointed, resumed, moved
+mean over samples. The module reads *detached* logits, as the paper's min-max has it (the student minimises the
+loss, the temperature module maximises it): no gradient reaches the student or the teacher through the module's
+inputs, and the student learns only through the KD loss at the predicted temperatures. The official repository
+publishes the global module only; its loop hands the module the student's logits undetached (``mlp_net(logit_t,
+logit_s, cos_value)``), which for an instance module would also push the student up the loss, reversed, along
+that path. C is known only from the logits, so the module is created in ``build`` (the runner's probe batch,
+sized from the student's logits, before the optimizer exists, as FitNet's adapters are): its parameters train from the first step, are checkpointed, resumed, moved
 with the term and gradient-averaged under DDP like every term's parameters.
 
 Defaults follow the official code: t_min = 1, t_range = 20, theta initialised to 1 (tau_0 = 1 + 20 sigmoid(1)
@@ -56,7 +58,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
 from curridistill.knowledge.base import Clock, KnowledgeInputs, KnowledgeTerm, widen
@@ -72,6 +74,14 @@ class CTKDParams(BaseModel):
     init: float = 1.0  # theta at the start (global mode only)
     lambda_max: float = 1.0  # |lambda| after the ramp
     ramp_epochs: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _init_is_the_global_modes(self):
+        # against the default, not the fields set: the resolved config hands every option back explicitly
+        if self.mode == "instance" and self.init != type(self).model_fields["init"].default:
+            raise ValueError("init sets the global mode's one temperature parameter; mode: instance predicts a "
+                             "temperature per sample from a module of its own: remove init, or use mode: global")
+        return self
 
 
 class _GradientReversal(torch.autograd.Function):
@@ -161,9 +171,11 @@ class CTKD(KnowledgeTerm):
     def needs_build(self) -> bool:
         return self.per_sample  # the global mode needs no probe batch (nor its teacher-cache entry)
 
+    build_reads_teacher = False  # the module's size is the number of classes: the student's logits tell it
+
     def build(self, inputs: KnowledgeInputs) -> None:
         if self.per_sample:
-            classes = self.teacher_logits(inputs).shape[1]
+            classes = inputs.student_logits.shape[1]
             self.temperature_net = TemperatureMLP(classes).to(inputs.student_logits.device)
 
     def before_step(self, clock: Clock) -> None:
@@ -211,6 +223,9 @@ class CTKD(KnowledgeTerm):
             self.used_sum.add_(tau.detach().sum())
             self.used_count.add_(float(tau.numel()))
         return loss
+
+    def epoch_sums(self) -> list[Tensor]:
+        return [self.used_sum, self.used_count]  # per sample, each rank sees only its shard
 
     def learned_temperature(self) -> float | None:
         """Mean temperature used since the last call (the runner logs it once per epoch): per step in global mode

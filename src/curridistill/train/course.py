@@ -71,7 +71,8 @@ def _load_lesson_state(run: LessonRun, path: Path, lesson_state: dict) -> None:
             raise
         detail = (str(exc).strip().splitlines() or [""])[0][:120]
         raise UserError(f"{path}: the saved lesson state does not fit lesson {run.ctx.lesson_index} "
-                        f"({type(exc).__name__}: {detail}); {state_fix(path)}") from None
+                        f"({type(exc).__name__}: {detail}); if you resumed with --set, resume without the change "
+                        f"(the state was saved for the lesson as it was), else {state_fix(path)}") from None
 
 
 class CourseRunner:
@@ -240,7 +241,6 @@ class CourseRunner:
         carried = None
         offsets = [sum(lesson.epochs for lesson in course[:i]) for i in range(len(course))]
         for li in range(start, len(course)):
-            self.callbacks.on_phase(f"{name} L{li}")
             pruning = PruneLesson.begin(self, name, mc, li, course[li], model, phase, teachers,
                                         resumed=bool(state) and li == start)  # None unless the lesson prunes
             ctx = LessonContext(phase=name, lesson_index=li, pipeline=self.pipeline, device=self.device,
@@ -252,6 +252,9 @@ class CourseRunner:
             run = LessonRun(model, course[li], ctx)
             if state and li == start:
                 _load_lesson_state(run, phase_dir / "state.pt", state["lesson_state"])
+            # once the lesson is built and its saved state loaded: a resume's --set changes are accepted here
+            # (api._PendingChanges), so a change the saved state does not fit leaves config.yaml as it was
+            self.callbacks.on_phase(f"{name} L{li}")
             t_lesson = time.perf_counter()
             ctx.on_epoch_end = lambda r, li=li, t0=t_lesson: self.checkpoint(name, li, r, phase, t0, keep_epochs, offsets[li])
             run.run()

@@ -161,15 +161,21 @@ class LessonRun:
 
     def _build_terms(self) -> None:
         """Run every term's ``build`` on a fixed probe batch, so adapters exist before the optimizer."""
-        if not self.student_paths and not any(t.needs_build() for t in self.terms.values()):
+        builders = [t for t in self.terms.values() if t.needs_build()]
+        if not self.student_paths and not builders:
             return
         data = self.ctx.pipeline
         idx = torch.arange(min(self.batch_size, len(data.splits.train)))
         x, y = data.batch("train", idx)
         was_training = self.model.training
         self.model.eval()
+        # the teachers only when a build reads them: with a teacher cache, their un-augmented outputs are a whole
+        # pass over the training set
+        teachers = any(t.build_reads_teacher for t in builders)
         with torch.no_grad(), FeatureTaps(self.model, self.student_paths, who="student") as taps:
-            inputs = self._inputs(self.model(x), y, taps.features, x, idx, Clock(), epoch=None)
+            logits = self.model(x)
+            out = self._teacher_outputs(x, y, idx, None) if teachers else None
+            inputs = self._knowledge_inputs(logits, y, taps.features, idx, Clock(), out)
             for term in self.terms.values():
                 term.build(inputs)
         self.terms.to(self.ctx.device)
@@ -248,7 +254,8 @@ class LessonRun:
             ctx.callbacks.on_batch()
         ctx.callbacks.on_batches_end()
         if distributed.info().active:  # epoch metrics over every rank's samples
-            for t in [total_sum, correct, weight_sum, *sums.values()]:
+            term_sums = [t for term in self.terms.values() for t in term.epoch_sums()]
+            for t in [total_sum, correct, weight_sum, *sums.values(), *term_sums]:
                 distributed.all_reduce_sum(t)
             seen = int(distributed.all_reduce_sum(torch.tensor(float(seen), device=ctx.device)).item())
         train_loss = float(total_sum) / max(seen, 1)
