@@ -171,16 +171,23 @@ def test_hw_transfer_scoring_order():
     assert s.tolist() == pytest.approx([1 - p for p in confidence], abs=1e-6)
 
 
+def _scored_by_margin(name: str, low: int, high: int, teacher_class: int, seed: int):
+    """Samples of class 0 whose teacher logits are ``margin`` on ``teacher_class`` and 0 on the other two classes,
+    margins ``low..high-1`` in a shuffled order: (margins, targets, scores)."""
+    n = high - low
+    margins = torch.arange(float(low), float(high))[torch.randperm(n, generator=torch.Generator().manual_seed(seed))]
+    logits = torch.zeros(n, 3)
+    logits[:, teacher_class] = margins
+    targets = torch.zeros(n, dtype=torch.long)
+    return margins, targets, score(name, ScoreInputs(targets, teacher_logits=logits))
+
+
 @pytest.mark.parametrize("name", ["teacher_confidence", "teacher_loss", "teacher_entropy"])
 def test_confident_teacher_still_orders_by_confidence(name):
     # a teacher on its own training set: margins of 17..60 put p_true within float32 (from 37 on, float64)
     # rounding of 1, so a naive 1 - p or cross-entropy is 0 for all of them; the order must still follow
     # the confidence (HW sort by it): for logits (m, 0, 0), p_true = 1 / (1 + 2 e^-m) grows with m
-    margins = torch.arange(17.0, 61.0)[torch.randperm(44, generator=torch.Generator().manual_seed(0))]
-    logits = torch.zeros(44, 3)
-    logits[:, 0] = margins
-    targets = torch.zeros(44, dtype=torch.long)
-    s = score(name, ScoreInputs(targets, teacher_logits=logits))
+    margins, targets, s = _scored_by_margin(name, 17, 61, teacher_class=0, seed=0)
     most_confident_first = sorted(range(44), key=lambda k: -float(margins[k]))
     assert order_by_difficulty(s, targets, seed=1).tolist() == most_confident_first
     if name == "teacher_confidence":
@@ -192,11 +199,7 @@ def test_a_teacher_confidently_wrong_keeps_the_hard_end_in_order(name):
     # the hard end of the same order: the teacher puts its mass on another class by margins of 17..36, so
     # p_true ~ e^-m; 1 - p_true rounds to 1 in float32 for all of them, and hard_first (or the last samples of an
     # easy-first pool) must still follow the margin: most confidently wrong first
-    margins = torch.arange(17.0, 37.0)[torch.randperm(20, generator=torch.Generator().manual_seed(1))]
-    logits = torch.zeros(20, 3)
-    logits[:, 1] = margins
-    targets = torch.zeros(20, dtype=torch.long)
-    s = score(name, ScoreInputs(targets, teacher_logits=logits))
+    margins, targets, s = _scored_by_margin(name, 17, 37, teacher_class=1, seed=1)
     most_wrong_first = sorted(range(20), key=lambda k: -float(margins[k]))
     assert order_by_difficulty(s, targets, "hard_first", seed=1).tolist() == most_wrong_first
 
