@@ -8,7 +8,7 @@
 set -e
 PY=${PY:-.venv/bin/python}
 exec "$PY" benchmarks/accuracy_table.py configs/protocol/cifar10_cpu_full.yaml --seeds 0,1,2 \
-    --rows "kd,dkd,curriculum+dkd,curriculum+kd,annealing-kd,at,ctkd,dist,kd+ls,self-paced kd" \
+    --rows "kd,dkd,curriculum+dkd,curriculum+kd,annealing-kd,at,ctkd,ctkd (instance),dist,kd+ls,self-paced kd" \
     --set data.root=../shared/datasets \
     --set teacher.checkpoint=teachers/resnet20_cifar10_cpu_full.safetensors \
     --out runs/accuracy-cpu-full --json benchmarks/results/accuracy_resnet20_resnet8_cpu_full.json "$@"
