@@ -21,8 +21,8 @@ re-weighting (a curriculum) re-weights the inter part only in proportion; the in
 the total of the weights as its factor.
 
 Where this differs from the code: the Pearson denominator is ``max(|x| |y|, eps)`` instead of
-``|x| |y| + eps``, so identical predictions give exactly rho = 1 (the official form leaves
-1 - |x|^2 / (|x|^2 + eps), noticeable for near-uniform softened rows). A zero-variance row or
+``|x| |y| + eps``, so identical predictions give rho = 1 up to float rounding (the official form
+leaves 1 - |x|^2 / (|x|^2 + eps): 2e-4 for a fresh network's softened rows at tau 4). A zero-variance row or
 column (e.g. a batch of one for the intra relation) has rho = 0.
 """
 from __future__ import annotations
