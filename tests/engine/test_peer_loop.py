@@ -13,7 +13,8 @@ with matching shapes and through a regressor that trains beside the student from
 Schedules are checked through a temperature that anneals and a DKD-style weight warm-up, at the documented
 per-step progress (step k of n reads the schedule at k / n).
 
-DIST (Huang et al. 2022) is written from the official code (hunto/DIST_KD), and two teachers from the README's
+DIST (Huang et al. 2022) is written from the official code (hunto/DIST_KD; on near-uniform rows with the engine's
+documented Pearson denominator, whose departure a test of its own measures), and two teachers from the README's
 default aggregation (the mean of their logits). CTKD (Li et al. 2023), whose temperature trains beside the student
 through a gradient-reversal layer, is written from the official code (zhengli97/CTKD: ``Global_T``, ``CosineDecay``
 read at the 1-based epoch, the temperature in the student's SGD optimizer) with one whole-batch step per epoch, so

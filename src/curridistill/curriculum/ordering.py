@@ -56,7 +56,7 @@ def balanced_interleave(classes: Tensor) -> Tensor:
     if c <= 1:
         return classes.clone()
     # positions in ``classes`` of each class's samples, in order: the tie-break between classes due together
-    positions = [torch.nonzero(dense == j).flatten().tolist() for j in range(c)]
+    positions = [part.tolist() for part in torch.argsort(dense, stable=True).split(counts.tolist())]
     sigma = 1.0 / (2 * c - 2)
     p = [int(k) / n for k in counts]
     left = [int(k) for k in counts]

@@ -57,7 +57,6 @@ import math
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import Tensor, nn
 
@@ -132,11 +131,13 @@ class TemperatureMLP(nn.Sequential):
     def forward(self, x: Tensor) -> Tensor:
         if not (self.training and x.shape[0] == 1):
             return super().forward(x)
-        # one sample has no batch statistics (BatchNorm1d would refuse it): the running ones, left unchanged
-        for layer in self:
-            x = (F.batch_norm(x, layer.running_mean, layer.running_var, layer.weight, layer.bias, training=False,
-                              eps=layer.eps) if isinstance(layer, nn.BatchNorm1d) else layer(x))
-        return x
+        # one sample has no batch statistics (BatchNorm1d refuses it; a DDP shard of an uneven last batch can be
+        # one sample): eval mode uses the running ones and leaves them unchanged (only the BatchNorms have a mode)
+        self.eval()
+        try:
+            return super().forward(x)
+        finally:
+            self.train()
 
 
 def _without_autocast(device: torch.device):
